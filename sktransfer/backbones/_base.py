@@ -1,0 +1,133 @@
+"""The one small interface every backbone family implements.
+
+Estimators talk to a :class:`Backbone` and never ask which library a model
+comes from. A family adapter (timm, torchvision, sentence-transformers,
+transformers) builds the torch module and describes its preprocessing from
+the model's own pretrained configuration.
+"""
+
+import hashlib
+
+import torch
+from torch import nn
+
+
+class Backbone:
+    """A pretrained model behind a uniform interface.
+
+    Attributes
+    ----------
+    family : str
+        ``"timm"``, ``"torchvision"``, ``"sentence-transformers"``,
+        ``"transformers"`` or ``"module"``.
+    name : str
+        The spec the user gave (``"timm/tf_efficientnet_lite0"``).
+    modality : {"text", "image"}
+        What the model reads.
+    source : str
+        Where the weights came from (hub, a file, an installed package).
+    body : torch.nn.Module
+        Maps a preprocessed batch to pooled features ``(n, d)``; its head is
+        removed. Fine-tuning trains this module.
+    embedding_dim : int
+        Width of the pooled features.
+    """
+
+    family = "base"
+    modality = None
+
+    def __init__(self, name, body, embedding_dim, source):
+        self.name = name
+        self.body = body
+        self.embedding_dim = int(embedding_dim)
+        self.source = source
+        self._fingerprint = None
+
+    # -- identity ---------------------------------------------------------
+    def fingerprint(self):
+        """Hash of the weights: two backbones with equal weights share it."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for key, tensor in sorted(self.body.state_dict().items()):
+                h.update(key.encode())
+                t = tensor.detach().cpu().contiguous()
+                if t.dtype == torch.bfloat16:
+                    t = t.float()
+                h.update(t.numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:32]
+        return self._fingerprint
+
+    def preprocess_config(self):
+        """JSON-able description of the preprocessing (part of the cache key)."""
+        raise NotImplementedError
+
+    # -- layers -----------------------------------------------------------
+    def n_layers(self):
+        """Number of intermediate layers ``layer=`` may index."""
+        raise NotImplementedError
+
+    def layer_dim(self, layer):
+        """Width of the pooled features taken at ``layer`` (None: final)."""
+        raise NotImplementedError
+
+    def check_layer(self, layer):
+        if layer is None:
+            return None
+        n = self.n_layers()
+        if not isinstance(layer, (int,)) or isinstance(layer, bool):
+            raise ValueError(
+                f"layer must be None or an int index into the {n} layers of {self.name!r}, "
+                f"got {layer!r}."
+            )
+        if not -n <= layer < n:
+            raise ValueError(
+                f"layer={layer} is out of range: {self.name!r} has {n} layers "
+                f"(valid: {-n}..{n - 1}, or None for the final embedding)."
+            )
+        return layer % n
+
+    # -- forward ----------------------------------------------------------
+    def collate(self, items, max_length=None, image_size=None):
+        """Turn a list of validated inputs into a batch for :meth:`embed`."""
+        raise NotImplementedError
+
+    def embed(self, batch, layer=None):
+        """Pooled features of a collated batch, under ``inference_mode``."""
+        raise NotImplementedError
+
+    def to(self, device):
+        self.body.to(device)
+        self.device = device
+        return self
+
+    # -- fine-tuning ------------------------------------------------------
+    def block_groups(self):
+        """Parameter names grouped from the stem (first) to the top (last).
+
+        Used for partial and progressive unfreezing and layer-wise learning
+        rate decay. Groups come from the model itself (timm's
+        ``group_matcher``, the encoder layers of a transformer), never from
+        hand-written lists per model.
+        """
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.embedding_dim}, source={self.source!r})"
+
+
+def mean_pool(hidden, attention_mask):
+    """Mean of token states over the non-padding positions."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class ImageNormalize(nn.Module):
+    """uint8 ``N×3×H×W`` → normalised float, from the model's own mean/std."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, x):
+        return (x.float() - self.mean) / self.std

@@ -1,0 +1,334 @@
+"""Image backbones: timm and torchvision, sharing one preprocessing path."""
+
+import difflib
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._base import Backbone, ImageNormalize
+from ._offline import known_local_path, not_found, remap_efficientnet_lite, use_local_only
+
+
+def resize_center_crop(images, size, crop_pct, interpolation):
+    """PIL images → uint8 tensor ``N×3×size×size``.
+
+    The eval transform timm and torchvision both use: resize the short side
+    to ``size / crop_pct``, then centre-crop. Normalisation happens later, on
+    the batch, inside :class:`ImageNormalize` (so fine-tuning can augment the
+    uint8 crops first).
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    mode = {
+        "bilinear": InterpolationMode.BILINEAR,
+        "bicubic": InterpolationMode.BICUBIC,
+        "nearest": InterpolationMode.NEAREST,
+    }.get(interpolation, InterpolationMode.BILINEAR)
+    resize_to = int(np.floor(size / crop_pct))
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    for i, img in enumerate(images):
+        img = F.resize(img, resize_to, interpolation=mode)
+        img = F.center_crop(img, [size, size])
+        out[i] = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    return out
+
+
+class ImageBackbone(Backbone):
+    """Shared behaviour of image families.
+
+    Subclasses set ``data_config`` (input_size, crop_pct, interpolation,
+    mean, std) from the model's own pretrained configuration and implement
+    :meth:`_stage_modules`.
+    """
+
+    modality = "image"
+
+    def __init__(self, name, body, embedding_dim, source, data_config):
+        super().__init__(name, body, embedding_dim, source)
+        self.data_config = data_config
+        self.normalize = ImageNormalize(data_config["mean"], data_config["std"])
+        self.channels_last = True
+        self.device = "cpu"
+        self._dims = {}
+
+    def preprocess_config(self, image_size=None):
+        cfg = dict(self.data_config)
+        cfg["input_size"] = int(image_size or cfg["input_size"])
+        return cfg
+
+    def collate(self, items, max_length=None, image_size=None):
+        cfg = self.preprocess_config(image_size)
+        return resize_center_crop(items, cfg["input_size"], cfg["crop_pct"], cfg["interpolation"])
+
+    def to(self, device):
+        super().to(device)
+        self.normalize.to(device)
+        return self
+
+    def _prepare(self, batch):
+        x = self.normalize(batch.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _stage_modules(self):
+        raise NotImplementedError
+
+    def n_layers(self):
+        return len(self._stage_modules())
+
+    def embed(self, batch, layer=None):
+        with torch.inference_mode():
+            x = self._prepare(batch)
+            if layer is None:
+                return self.body(x).float()
+            return self._pooled_at(x, layer).float()
+
+    def _pooled_at(self, x, layer):
+        stages = self._stage_modules()
+        captured = {}
+
+        def hook(_module, _inp, out):
+            captured["out"] = out
+            raise _StopForward
+
+        handle = stages[layer][1].register_forward_hook(hook)
+        try:
+            self.body(x)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        out = captured["out"]
+        return out.mean(dim=(2, 3)) if out.ndim == 4 else out.reshape(out.shape[0], -1)
+
+    def layer_dim(self, layer):
+        if layer is None:
+            return self.embedding_dim
+        if layer not in self._dims:
+            size = 32
+            x = torch.zeros((1, 3, size, size), dtype=torch.uint8)
+            was = self.body.training
+            self.body.eval()
+            self._dims[layer] = int(self.embed(x, layer).shape[1])
+            self.body.train(was)
+        return self._dims[layer]
+
+    def block_groups(self):
+        groups = []
+        for _name, module in self._stage_modules():
+            names = [n for n, p in _named_params_of(self.body, module)]
+            if names:
+                groups.append(names)
+        return groups
+
+
+class _StopForward(Exception):
+    """Stops a forward pass once the requested layer has been captured."""
+
+
+def _named_params_of(root, module):
+    ids = {id(p) for p in module.parameters()}
+    return [(n, p) for n, p in root.named_parameters() if id(p) in ids]
+
+
+def _hf_cached_file(repo_id, filenames):
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+# --------------------------------------------------------------------- timm
+class TimmBackbone(ImageBackbone):
+    """A timm model with its classifier removed (``reset_classifier(0)``)."""
+
+    family = "timm"
+
+    def _stage_modules(self):
+        # timm's own grouping (group_matcher, coarse): stem, each stage, head.
+        from timm.models import group_modules
+
+        groups = group_modules(self.body, self.body.group_matcher(coarse=True))
+        stages = []
+        for key in sorted(groups):
+            mods = [m for m in groups[key] if m]
+            if not mods:
+                continue
+            # The last module of a group carries its output.
+            stages.append((mods[-1], self.body.get_submodule(mods[-1])))
+        return stages
+
+    def block_groups(self):
+        from timm.models import group_parameters
+
+        groups = group_parameters(self.body, self.body.group_matcher(coarse=True))
+        return [list(groups[k]) for k in sorted(groups) if groups[k]]
+
+
+def load_timm(arch, name, pretrained_path=None):
+    import timm
+
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown timm model {arch!r} in backbone {name!r}.{hint}")
+    canonical = f"timm/{arch}"
+    local = pretrained_path or known_local_path(canonical)
+    looked = []
+    if local is not None:
+        model = timm.create_model(arch, pretrained=False)
+        state = torch.load(str(local), map_location="cpu", weights_only=True)
+        if arch.startswith("tf_efficientnet_lite") and any(k.startswith("_blocks.") for k in state):
+            state = remap_efficientnet_lite(state)
+        model.load_state_dict(state, strict=True)
+        source = str(local)
+    elif use_local_only():
+        # Offline: the hub's local cache may still hold it.
+        cached = _hf_cached_file(f"timm/{arch}", ("model.safetensors", "pytorch_model.bin"))
+        if cached is None:
+            raise not_found(
+                canonical,
+                ["Hugging Face cache", "installed weight packages"],
+                "offline mode is on or the hub is unreachable",
+            )
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": cached})
+        source = cached
+    else:
+        model = timm.create_model(arch, pretrained=True)
+        source = "huggingface hub"
+    model.reset_classifier(0)
+    model.eval()
+    cfg = timm.data.resolve_model_data_config(model)
+    data_config = {
+        "input_size": int(cfg["input_size"][-1]),
+        "crop_pct": float(cfg.get("crop_pct", 0.875)),
+        "interpolation": str(cfg.get("interpolation", "bilinear")),
+        "mean": [float(v) for v in cfg["mean"]],
+        "std": [float(v) for v in cfg["std"]],
+    }
+    model = model.to(memory_format=torch.channels_last)
+    return TimmBackbone(name, model, model.num_features, source, data_config)
+
+
+# -------------------------------------------------------------- torchvision
+class TorchvisionBackbone(ImageBackbone):
+    """A torchvision classifier with its last ``Linear`` replaced by ``Identity``."""
+
+    family = "torchvision"
+
+    def _stage_modules(self):
+        # Top-level children in definition order, with a ``features``-style
+        # Sequential expanded into its own children (MobileNet, VGG, ...).
+        stages = []
+        for name, child in self.body.named_children():
+            if isinstance(child, nn.Sequential) and len(child) > 3:
+                stages.extend((f"{name}.{n}", c) for n, c in child.named_children())
+            elif any(True for _ in child.parameters()):
+                stages.append((name, child))
+        return stages
+
+
+def _strip_last_linear(model):
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = (name, module)
+    if last is None:
+        raise ValueError("torchvision model has no Linear classifier to remove")
+    name, linear = last
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], nn.Identity())
+    return linear.in_features
+
+
+def load_torchvision(arch, name, pretrained_path=None):
+    import torchvision
+    from torchvision.models import get_model, get_model_weights, list_models
+
+    if arch not in list_models():
+        close = difflib.get_close_matches(arch, list_models(), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown torchvision model {arch!r} in backbone {name!r}.{hint}")
+    weights = get_model_weights(arch).DEFAULT
+    canonical = f"torchvision/{arch}"
+    hub_file = None
+    try:
+        import os
+
+        hub_file = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+        if not os.path.exists(hub_file):
+            hub_file = None
+    except Exception:  # noqa: BLE001 - no torch hub dir: just not cached
+        hub_file = None
+    local = pretrained_path or known_local_path(canonical) or hub_file
+    model = get_model(arch, weights=None)
+    if local is not None:
+        state = torch.load(str(local), map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        source = str(local)
+    elif use_local_only(host="download.pytorch.org"):
+        raise not_found(
+            canonical,
+            [f"torch hub cache ({torch.hub.get_dir()})", "installed weight packages"],
+            "offline mode is on or download.pytorch.org is unreachable",
+        )
+    else:
+        model = get_model(arch, weights=weights)
+        source = weights.url
+    dim = _strip_last_linear(model)
+    model.eval()
+    t = weights.transforms()
+    data_config = {
+        "input_size": int(t.crop_size[0]),
+        "crop_pct": float(t.crop_size[0]) / float(t.resize_size[0]),
+        "interpolation": t.interpolation.value,
+        "mean": [float(v) for v in t.mean],
+        "std": [float(v) for v in t.std],
+    }
+    del torchvision
+    model = model.to(memory_format=torch.channels_last)
+    return TorchvisionBackbone(name, model, dim, source, data_config)
+
+
+def wrap_image_module(module, name="module"):
+    """An already-built image ``nn.Module``: timm models keep their config.
+
+    A plain module is used as is (its output is the embedding), with
+    ImageNet preprocessing at 224 px.
+    """
+    if hasattr(module, "pretrained_cfg") and hasattr(module, "reset_classifier"):
+        import copy
+
+        import timm
+
+        model = copy.deepcopy(module)
+        model.reset_classifier(0)
+        model.eval()
+        cfg = timm.data.resolve_model_data_config(model)
+        data_config = {
+            "input_size": int(cfg["input_size"][-1]),
+            "crop_pct": float(cfg.get("crop_pct", 0.875)),
+            "interpolation": str(cfg.get("interpolation", "bilinear")),
+            "mean": [float(v) for v in cfg["mean"]],
+            "std": [float(v) for v in cfg["std"]],
+        }
+        return TimmBackbone(name, model, model.num_features, "nn.Module", data_config)
+    module.eval()
+    data_config = {
+        "input_size": 224,
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    bb = TorchvisionBackbone(name, module, 0, "nn.Module", data_config)
+    bb.channels_last = False
+    with torch.inference_mode():
+        bb.embedding_dim = int(bb.body(torch.zeros(1, 3, 224, 224)).reshape(1, -1).shape[1])
+    return bb

@@ -1,0 +1,132 @@
+"""Backbone specs → :class:`Backbone` objects, memoised per process."""
+
+import os
+import threading
+from pathlib import Path
+
+from torch import nn
+
+from ._image import load_timm, load_torchvision, wrap_image_module
+from ._text import load_hf_encoder, load_sentence_transformer, wrap_text_module
+
+_FAMILY_PREFIXES = {
+    "timm": "timm",
+    "torchvision": "torchvision",
+    "tv": "torchvision",
+    "hf": "transformers",
+    "transformers": "transformers",
+    "st": "sentence-transformers",
+    "sentence-transformers": "sentence-transformers",
+}
+
+_memo = {}
+_memo_lock = threading.Lock()
+
+
+def parse_spec(spec):
+    """Return ``(family, model_id)`` for a backbone spec string.
+
+    ``"timm/tf_efficientnet_lite0"`` → timm; ``"torchvision/mobilenet_v2"`` →
+    torchvision; ``"sentence-transformers/all-MiniLM-L6-v2"`` (or ``"st/..."``)
+    → sentence-transformers; ``"hf/org/name"`` → a transformers encoder; an
+    existing directory → read from its files; any other ``"org/name"`` → the
+    hub, through sentence-transformers (which wraps plain encoders with mean
+    pooling).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"backbone must be a non-empty model name, a path or an nn.Module, got {spec!r}.")
+    spec = spec.strip()
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        if (path / "modules.json").exists():
+            return "sentence-transformers", str(path)
+        if (path / "config.json").exists():
+            return "transformers", str(path)
+        found = sorted(p.name for p in path.iterdir())[:10]
+        raise ValueError(
+            f"Directory {str(path)!r} is not a model folder: expected modules.json "
+            f"(sentence-transformers) or config.json (transformers), found {found}."
+        )
+    head, _, rest = spec.partition("/")
+    if head in _FAMILY_PREFIXES and rest:
+        family = _FAMILY_PREFIXES[head]
+        model_id = rest if family in ("timm", "torchvision", "transformers") else spec
+        if head == "st":
+            model_id = rest
+        return family, model_id
+    if spec.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"Backbone path {spec!r} does not exist.")
+    if "/" not in spec:
+        raise ValueError(
+            f"Unknown backbone {spec!r}: use a family prefix, e.g. 'timm/{spec}', "
+            f"'torchvision/{spec}', 'sentence-transformers/{spec}' or 'hf/<org>/{spec}'."
+        )
+    return "sentence-transformers", spec
+
+
+def _build(spec, pooling):
+    if isinstance(spec, nn.Module):
+        from sentence_transformers import SentenceTransformer
+
+        if isinstance(spec, SentenceTransformer):
+            return wrap_text_module(spec, name=type(spec).__name__)
+        return wrap_image_module(spec, name=type(spec).__name__)
+    family, model_id = parse_spec(spec)
+    if family == "timm":
+        return load_timm(model_id, spec)
+    if family == "torchvision":
+        return load_torchvision(model_id, spec)
+    if family == "transformers":
+        local = model_id if Path(model_id).is_dir() else None
+        return load_hf_encoder(model_id, spec, pooling=pooling, local_dir=local)
+    local = model_id if Path(model_id).is_dir() else None
+    return load_sentence_transformer(model_id, spec, local_dir=local)
+
+
+def load_backbone(spec, *, device="cpu", pooling="mean", shared=True):
+    """Load a pretrained backbone behind the uniform :class:`Backbone` interface.
+
+    Parameters
+    ----------
+    spec : str or torch.nn.Module
+        ``"timm/<arch>"``, ``"torchvision/<arch>"``,
+        ``"sentence-transformers/<name>"``, ``"hf/<org>/<name>"``, a local
+        model directory, or a built module (a timm model, a
+        ``SentenceTransformer``, or any image module whose output is the
+        embedding).
+    device : str, default="cpu"
+        Torch device to place the weights on.
+    pooling : {"mean", "cls"}, default="mean"
+        Pooling of token states for ``hf/`` encoders.
+    shared : bool, default=True
+        Reuse one frozen copy per process (feature extraction). Fine-tuning
+        passes False to get its own weights.
+
+    Returns
+    -------
+    backbone : Backbone
+
+    Examples
+    --------
+    >>> from sktransfer.backbones import load_backbone
+    >>> bb = load_backbone("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> bb.modality, bb.embedding_dim  # doctest: +SKIP
+    ('text', 384)
+    """
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}.")
+    if isinstance(spec, nn.Module) or not shared:
+        return _build(spec, pooling).to(device)
+    key = (spec, pooling, str(device))
+    with _memo_lock:
+        bb = _memo.get(key)
+        if bb is None:
+            bb = _build(spec, pooling).to(device)
+            _memo[key] = bb
+    return bb
+
+
+def clear_backbone_memo():
+    """Forget the per-process copies of loaded backbones (frees memory)."""
+    with _memo_lock:
+        _memo.clear()

@@ -1,0 +1,199 @@
+"""Text backbones: sentence-transformers models and Hugging Face encoders."""
+
+import torch
+from torch import nn
+
+from ._base import Backbone, mean_pool
+from ._offline import known_local_path, not_found, use_local_only
+
+
+class _SentenceTransformerBody(nn.Module):
+    """Token ids → the model's own sentence embedding (pooling, Normalize...)."""
+
+    def __init__(self, st_model):
+        super().__init__()
+        self.st = st_model
+
+    @property
+    def encoder(self):
+        return self.st[0].auto_model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            features["token_type_ids"] = token_type_ids
+        return self.st(features)["sentence_embedding"]
+
+
+class _PooledEncoderBody(nn.Module):
+    """A transformers encoder with mean or CLS pooling over its last layer."""
+
+    def __init__(self, model, pooling="mean"):
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+
+    @property
+    def encoder(self):
+        return self.model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.model(**kwargs).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        return mean_pool(hidden, attention_mask)
+
+
+class TextBackbone(Backbone):
+    """A text encoder: tokenizer from the model, pooled sentence features."""
+
+    modality = "text"
+
+    def __init__(self, name, body, embedding_dim, source, tokenizer, max_length, pooling="mean"):
+        super().__init__(name, body, embedding_dim, source)
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.pooling = pooling
+        self.device = "cpu"
+
+    def preprocess_config(self, max_length=None):
+        return {"max_length": int(max_length or self.max_length), "pooling": self.pooling}
+
+    def collate(self, items, max_length=None, image_size=None):
+        enc = self.tokenizer(
+            list(items),
+            padding=True,
+            truncation=True,
+            max_length=int(max_length or self.max_length),
+            return_tensors="pt",
+        )
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        return {k: v for k, v in enc.items() if k in keep}
+
+    def n_tokens(self, text):
+        """Token count without truncation (to warn about long texts)."""
+        return len(self.tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
+
+    def n_layers(self):
+        return int(self.body.encoder.config.num_hidden_layers) + 1
+
+    def layer_dim(self, layer):
+        return self.embedding_dim if layer is None else int(self.body.encoder.config.hidden_size)
+
+    def embed(self, batch, layer=None):
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            if layer is None:
+                return self.body(**batch).float()
+            out = self.body.encoder(**batch, output_hidden_states=True)
+            return mean_pool(out.hidden_states[layer], batch["attention_mask"]).float()
+
+    def block_groups(self):
+        return encoder_block_groups(self.body, self.body.encoder)
+
+
+def encoder_block_groups(root, encoder):
+    """Embeddings, then each transformer layer, then anything above.
+
+    The layers are the model's own ``ModuleList`` of ``num_hidden_layers``
+    blocks (BERT's ``encoder.layer``, DistilBERT's ``transformer.layer``...),
+    found from the config, not from per-model name lists.
+    """
+    n = int(encoder.config.num_hidden_layers)
+    layers = None
+    for _name, module in encoder.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            layers = module
+            break
+    if layers is None:
+        raise ValueError("could not find the transformer layers of this encoder")
+    owner = {}
+    for i, block in enumerate(layers):
+        for p in block.parameters():
+            owner[id(p)] = i + 1
+    first, last = [], []
+    groups = [[] for _ in range(n)]
+    seen_layer = False
+    for name, p in root.named_parameters():
+        g = owner.get(id(p))
+        if g is None:
+            (last if seen_layer else first).append(name)
+        else:
+            seen_layer = True
+            groups[g - 1].append(name)
+    return [g for g in [first, *groups, last] if g]
+
+
+def _st_max_length(st):
+    return int(st.max_seq_length or 512)
+
+
+def load_sentence_transformer(model_id, name, local_dir=None):
+    from sentence_transformers import SentenceTransformer
+
+    canonical = model_id if "/" in model_id else f"sentence-transformers/{model_id}"
+    local = local_dir or known_local_path(canonical)
+    if local is not None:
+        st = SentenceTransformer(str(local), device="cpu")
+        source = str(local)
+    elif use_local_only():
+        try:
+            st = SentenceTransformer(model_id, device="cpu", local_files_only=True)
+            source = "huggingface cache"
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise not_found(
+                canonical,
+                ["Hugging Face cache", "installed weight packages"],
+                "offline mode is on or the hub is unreachable",
+            ) from exc
+    else:
+        st = SentenceTransformer(model_id, device="cpu")
+        source = "huggingface hub"
+    st.eval()
+    body = _SentenceTransformerBody(st)
+    tok = st[0].tokenizer
+    return TextBackbone(name, body, st.get_embedding_dimension(), source, tok, _st_max_length(st), "model")
+
+
+def load_hf_encoder(model_id, name, pooling="mean", local_dir=None):
+    from transformers import AutoModel, AutoTokenizer
+
+    local = local_dir or known_local_path(model_id)
+    kwargs = {}
+    if local is not None:
+        path = str(local)
+        source = path
+    else:
+        path = model_id
+        if use_local_only():
+            kwargs["local_files_only"] = True
+            source = "huggingface cache"
+        else:
+            source = "huggingface hub"
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModel.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        if kwargs.get("local_files_only"):
+            raise not_found(
+                model_id,
+                ["Hugging Face cache", "installed weight packages"],
+                "offline mode is on or the hub is unreachable",
+            ) from exc
+        raise
+    model.eval()
+    max_len = min(int(getattr(tok, "model_max_length", 512) or 512), int(getattr(model.config, "max_position_embeddings", 512)))
+    body = _PooledEncoderBody(model, pooling)
+    return TextBackbone(name, body, model.config.hidden_size, source, tok, max_len, pooling)
+
+
+def wrap_text_module(module, name="module"):
+    """An already-built ``SentenceTransformer``."""
+    import copy
+
+    st = copy.deepcopy(module).eval()
+    body = _SentenceTransformerBody(st)
+    return TextBackbone(name, body, st.get_embedding_dimension(), "nn.Module", st[0].tokenizer, _st_max_length(st), "model")
