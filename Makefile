@@ -36,6 +36,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest tests -q
 
 bench: $(STAMP)
+	$(PIP) install -q -e ".[bench]" "torch==2.14.1" "torchvision==0.29.1"
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/bench_extractor.py
 
 clean:
