@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import torch
+from skorch import NeuralNet
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
@@ -22,52 +23,48 @@ from .callbacks import L2SP, FreezeSchedule, WarmupCosine, WiSEFT
 STRATEGIES = ("linear_probe", "partial", "full", "progressive")
 
 
-def _skorch_net_class():
-    from skorch import NeuralNet
+class _TransferNet(NeuralNet):
+    """A skorch net with discriminative learning rates and bf16 on CUDA."""
 
-    class _TransferNet(NeuralNet):
-        """A skorch net with discriminative learning rates and bf16 on CUDA."""
+    def __init__(self, *args, backbone_lr_ratio=0.1, layer_decay=None, weight_decay=0.0, l2sp=0.0, bf16=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backbone_lr_ratio = backbone_lr_ratio
+        self.layer_decay = layer_decay
+        self.weight_decay = weight_decay
+        self.l2sp = l2sp
+        self.bf16 = bf16
 
-        def __init__(self, *args, backbone_lr_ratio=0.1, layer_decay=None, weight_decay=0.0, l2sp=0.0, bf16=True, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.backbone_lr_ratio = backbone_lr_ratio
-            self.layer_decay = layer_decay
-            self.weight_decay = weight_decay
-            self.l2sp = l2sp
-            self.bf16 = bf16
+    def initialize_optimizer(self, triggered_directly=None):
+        module = self.module_
+        head_lr = self.lr
+        backbone_lr = head_lr * self.backbone_lr_ratio
+        groups = module.block_groups
+        params = dict(module.body.named_parameters())
+        decay = self.weight_decay
+        param_groups = [{"params": list(module.head.parameters()), "lr": head_lr, "weight_decay": decay}]
+        assigned = set()
+        n = len(groups)
+        for depth, names in enumerate(reversed(groups)):  # depth 0 = top
+            factor = self.layer_decay**depth if self.layer_decay else 1.0
+            ps = [params[nm] for nm in names if nm in params]
+            assigned.update(names)
+            if ps:
+                param_groups.append(
+                    # With L2-SP the backbone is pulled to w0, not to 0.
+                    {"params": ps, "lr": backbone_lr * factor, "weight_decay": 0.0 if self.l2sp else decay}
+                )
+        rest = [p for nm, p in params.items() if nm not in assigned]
+        if rest:
+            param_groups.append({"params": rest, "lr": backbone_lr * (self.layer_decay**n if self.layer_decay else 1.0)})
+        self.optimizer_ = self.optimizer(param_groups, lr=head_lr)
+        return self
 
-        def initialize_optimizer(self, triggered_directly=None):
-            module = self.module_
-            head_lr = self.lr
-            backbone_lr = head_lr * self.backbone_lr_ratio
-            groups = module.block_groups
-            params = dict(module.body.named_parameters())
-            decay = self.weight_decay
-            param_groups = [{"params": list(module.head.parameters()), "lr": head_lr, "weight_decay": decay}]
-            assigned = set()
-            n = len(groups)
-            for depth, names in enumerate(reversed(groups)):  # depth 0 = top
-                factor = self.layer_decay**depth if self.layer_decay else 1.0
-                ps = [params[nm] for nm in names if nm in params]
-                assigned.update(names)
-                if ps:
-                    param_groups.append(
-                        # With L2-SP the backbone is pulled to w0, not to 0.
-                        {"params": ps, "lr": backbone_lr * factor, "weight_decay": 0.0 if self.l2sp else decay}
-                    )
-            rest = [p for nm, p in params.items() if nm not in assigned]
-            if rest:
-                param_groups.append({"params": rest, "lr": backbone_lr * (self.layer_decay**n if self.layer_decay else 1.0)})
-            self.optimizer_ = self.optimizer(param_groups, lr=head_lr)
-            return self
+    def infer(self, x, **fit_params):
+        if self.bf16 and str(self.device).startswith("cuda"):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return super().infer(x, **fit_params).float()
+        return super().infer(x, **fit_params)
 
-        def infer(self, x, **fit_params):
-            if self.bf16 and str(self.device).startswith("cuda"):
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return super().infer(x, **fit_params).float()
-            return super().infer(x, **fit_params)
-
-    return _TransferNet
 
 
 class _WeightedCrossEntropy:
@@ -275,7 +272,7 @@ class _FineTunedBase(TransformerMixin, BaseEstimator):
         split = False
         if self.validation_fraction:
             split = ValidSplit(self.validation_fraction, stratified=y_for_split is not None, random_state=seed)
-        Net = _skorch_net_class()
+        Net = _TransferNet
         net = Net(
             module=module,
             criterion=self._criterion(y_enc),
@@ -390,7 +387,7 @@ class _FineTunedBase(TransformerMixin, BaseEstimator):
         normalize = copy.deepcopy(shared.normalize) if shared.modality == "image" else None
         module = TransferModule(body, head, shared.modality, normalize, bool(est.augment), shared.block_groups())
         module.load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=True)
-        Net = _skorch_net_class()
+        Net = _TransferNet
         est.device_ = resolve_device(est.device)
         net = Net(
             module=module,

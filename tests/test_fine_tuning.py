@@ -1,0 +1,339 @@
+"""FineTunedClassifier / FineTunedRegressor on real backbones, small and fast."""
+
+import json
+import os
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import Callback
+
+from sktransfer import FineTunedClassifier, FineTunedRegressor
+from sktransfer.callbacks import WarmupCosine
+from sktransfer.metrics import forgetting_report, linear_cka
+from conftest import IMAGE, TEXT, TV_IMAGE
+
+FAST_IMG = dict(image_size=32, batch_size=16, max_epochs=1, random_state=0)
+FAST_TXT = dict(max_length=48, batch_size=16, max_epochs=1, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def texts(bbc_small):
+    X, y = bbc_small
+    order = np.random.RandomState(1).permutation(len(y))  # mix the topics
+    return [X[i][:300] for i in order], y[order]
+
+
+@pytest.fixture(scope="module")
+def images(fashion_small):
+    X, y = fashion_small
+    order = np.random.RandomState(1).permutation(len(y))
+    X, y = X[order], y[order]
+    return X, np.asarray(["tshirt", "trouser", "sneaker", "bag"])[np.searchsorted([0, 1, 7, 8], y)]
+
+
+def _split(X, y, n_test=40, seed=0):
+    idx = np.random.RandomState(seed).permutation(len(y))
+    te, tr = idx[:n_test], idx[n_test:]
+    take = (lambda A, i: [A[j] for j in i]) if isinstance(X, list) else (lambda A, i: A[i])
+    return take(X, tr), y[tr], take(X, te), y[te]
+
+
+def _backbone_state(clf):
+    return {k: v.detach().clone() for k, v in clf.net_.module_.body.state_dict().items()}
+
+
+def _pretrained_state(backbone):
+    from sktransfer.backbones import load_backbone
+
+    return {k: v.detach().clone() for k, v in load_backbone(backbone).body.state_dict().items()}
+
+
+# ----------------------------------------------------------------- learning
+def test_text_classifier_learns_with_string_labels(texts):
+    Xtr, ytr, Xte, yte = _split(*texts)
+    clf = FineTunedClassifier(TEXT, strategy="linear_probe", lr=3e-2, **{**FAST_TXT, "max_epochs": 4}).fit(Xtr, ytr)
+    assert list(clf.classes_) == sorted(set(ytr))
+    proba = clf.predict_proba(Xte)
+    assert proba.shape == (len(Xte), 5)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    assert clf.score(Xte, yte) > 0.7  # 5 topics, chance 0.2
+    assert set(clf.predict(Xte)) <= set(clf.classes_)
+    assert clf.transform(Xte).shape == (len(Xte), 384)
+
+
+def test_image_full_fine_tuning_reduces_loss(images):
+    X, y = images
+    clf = FineTunedClassifier(IMAGE, strategy="full", lr=3e-3, **{**FAST_IMG, "max_epochs": 3}).fit(X, y)
+    losses = clf.history_[:, "train_loss"]
+    assert losses[-1] < losses[0]
+    assert clf.score(X, y) > 0.5
+
+
+def test_grid_search_over_strategy_and_lr(images):
+    X, y = images
+    X, y = X[::2], y[::2]
+    gs = GridSearchCV(
+        FineTunedClassifier(IMAGE, **FAST_IMG),
+        {"strategy": ["linear_probe", "progressive"], "lr": [1e-3, 1e-2]},
+        cv=2,
+    ).fit(X, y)
+    assert gs.best_params_["strategy"] in ("linear_probe", "progressive")
+    assert np.isfinite(gs.cv_results_["mean_test_score"]).all()
+
+
+# --------------------------------------------------------------- strategies
+def _changed_groups(clf, before):
+    after = clf.net_.module_.body.state_dict()
+    groups = clf.net_.module_.block_groups
+    out = []
+    for names in groups:
+        out.append(any(not torch.equal(before[n], after[n]) for n in names))
+    return out
+
+
+@pytest.mark.parametrize(
+    "strategy, expect",
+    [
+        ("linear_probe", lambda ch: not any(ch)),
+        ("partial", lambda ch: ch[-2:] == [True, True] and not any(ch[:-2])),
+        ("full", lambda ch: all(ch)),
+    ],
+)
+def test_strategy_trains_exactly_the_expected_groups(images, strategy, expect):
+    X, y = images
+    before = _pretrained_state(IMAGE)
+    clf = FineTunedClassifier(IMAGE, strategy=strategy, unfreeze_last=2, lr=1e-2, **FAST_IMG).fit(X[:32], y[:32])
+    changed = _changed_groups(clf, before)
+    assert expect(changed), changed
+
+
+def test_linear_probe_keeps_batchnorm_statistics(images):
+    X, y = images
+    before = _pretrained_state(IMAGE)
+    clf = FineTunedClassifier(IMAGE, strategy="linear_probe", **FAST_IMG).fit(X[:32], y[:32])
+    after = clf.net_.module_.body.state_dict()
+    stats = [k for k in before if k.endswith("running_mean")]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+
+
+def test_progressive_unfreezes_one_group_per_epoch(texts):
+    X, y = texts
+    clf = FineTunedClassifier(TEXT, strategy="progressive", **{**FAST_TXT, "max_epochs": 3}).fit(X[:24], y[:24])
+    assert list(clf.history_[:, "unfrozen_groups"]) == [0, 1, 2]
+    # Transformer groups come from the model: embeddings, 6 layers, pooling/top.
+    assert len(clf.net_.module_.block_groups) == 8
+
+
+def test_discriminative_learning_rates(texts):
+    X, y = texts
+    clf = FineTunedClassifier(
+        TEXT, strategy="full", lr=1e-3, backbone_lr_ratio=0.1, layer_decay=0.5, warmup=0.0, **FAST_TXT
+    ).fit(X[:16], y[:16])
+    lrs = [g["initial_lr"] for g in clf.net_.optimizer_.param_groups]
+    assert lrs[0] == pytest.approx(1e-3)  # head
+    assert lrs[1] == pytest.approx(1e-4)  # top block group
+    assert lrs[2] == pytest.approx(5e-5)  # one below
+    assert lrs[-1] < lrs[1] / 50  # stem gets the smallest
+
+
+def test_warmup_then_cosine():
+    s = WarmupCosine(total_steps=100, warmup=0.1)
+    assert s.factor(0) == pytest.approx(0.1)
+    assert s.factor(9) == pytest.approx(1.0)
+    assert s.factor(55) == pytest.approx(0.5, abs=0.02)
+    assert s.factor(99) < 0.01
+
+
+# --------------------------------------------------------------- forgetting
+def _distance(a, b, names):
+    return sum(float((a[k] - b[k]).pow(2).sum()) for k in names)
+
+
+def test_l2sp_keeps_weights_closer_to_pretrained(images):
+    X, y = images
+    w0 = _pretrained_state(IMAGE)
+    kw = dict(strategy="full", lr=1e-2, backbone_lr_ratio=1.0, **{**FAST_IMG, "max_epochs": 2})
+    free = FineTunedClassifier(IMAGE, **kw).fit(X[:48], y[:48])
+    tied = FineTunedClassifier(IMAGE, l2sp=50.0, **kw).fit(X[:48], y[:48])
+    names = [n for n, _ in free.net_.module_.body.named_parameters()]  # weights, not BN statistics
+    assert _distance(_backbone_state(tied), w0, names) < 0.5 * _distance(_backbone_state(free), w0, names)
+
+
+def test_wise_ft_interpolates_backbone(images):
+    X, y = images
+    w0 = _pretrained_state(IMAGE)
+    kw = dict(strategy="full", lr=1e-2, **FAST_IMG)
+    ft = FineTunedClassifier(IMAGE, **kw).fit(X[:32], y[:32])
+    zero = FineTunedClassifier(IMAGE, wise_alpha=0.0, **kw).fit(X[:32], y[:32])
+    half = FineTunedClassifier(IMAGE, wise_alpha=0.5, **kw).fit(X[:32], y[:32])
+    w_ft, w_zero, w_half = _backbone_state(ft), _backbone_state(zero), _backbone_state(half)
+    key = "conv_head.weight"
+    torch.testing.assert_close(w_zero[key], w0[key])
+    torch.testing.assert_close(w_half[key], 0.5 * (w0[key] + w_ft[key]), atol=1e-6, rtol=1e-5)
+
+
+def test_linear_cka_properties():
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 10)
+    Q, _ = np.linalg.qr(rng.randn(10, 10))
+    assert linear_cka(X, X) == pytest.approx(1.0)
+    assert linear_cka(X, 2.5 * X @ Q) == pytest.approx(1.0)
+    assert linear_cka(X, rng.randn(60, 10)) < 0.4
+    with pytest.raises(ValueError, match="same samples"):
+        linear_cka(X, X[:5])
+
+
+def test_forgetting_report(images):
+    X, y = images
+    clf = FineTunedClassifier(IMAGE, strategy="linear_probe", **FAST_IMG).fit(X[:32], y[:32])
+    rep = forgetting_report(clf, X, y, cv=3)
+    # A linear probe leaves the backbone untouched: nothing is forgotten.
+    assert rep["cka"] == pytest.approx(1.0, abs=1e-5)
+    assert rep["retained"] == pytest.approx(1.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------- hygiene
+def test_random_state_makes_cpu_runs_repeatable(images):
+    X, y = images
+    a = FineTunedClassifier(IMAGE, strategy="full", **FAST_IMG).fit(X[:32], y[:32]).predict_proba(X[:8])
+    b = FineTunedClassifier(IMAGE, strategy="full", **FAST_IMG).fit(X[:32], y[:32]).predict_proba(X[:8])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_validation_split_and_early_stopping(texts):
+    X, y = texts
+    clf = FineTunedClassifier(
+        TEXT, strategy="linear_probe", validation_fraction=0.25, early_stopping=1, lr=1e-5, **{**FAST_TXT, "max_epochs": 6}
+    ).fit(X[:40], y[:40])
+    assert "valid_loss" in clf.history_[-1]
+    assert 1 <= clf.n_epochs_ <= 6
+
+
+def test_checkpoint_and_resume(images, tmp_path):
+    X, y = images
+    kw = dict(strategy="progressive", checkpoint_dir=str(tmp_path / "ckpt"), **FAST_IMG)
+    first = FineTunedClassifier(IMAGE, **{**kw, "max_epochs": 2}).fit(X[:32], y[:32])
+    assert first.n_epochs_ == 2 and os.path.exists(tmp_path / "ckpt" / "params.pt")
+    resumed = FineTunedClassifier(IMAGE, **{**kw, "max_epochs": 3}).fit(X[:32], y[:32])
+    assert resumed.n_epochs_ == 3
+    # The schedule continued: the third epoch unfroze a third group.
+    assert list(resumed.history_[:, "unfrozen_groups"]) == [0, 1, 2]
+
+
+def test_user_callbacks_run(texts):
+    X, y = texts
+
+    class Count(Callback):
+        def initialize(self):
+            self.epochs_ = 0
+            return self
+
+        def on_epoch_end(self, net, **kwargs):
+            self.epochs_ += 1
+
+    cb = Count()
+    clf = FineTunedClassifier(TEXT, strategy="linear_probe", callbacks=[cb], **{**FAST_TXT, "max_epochs": 2}).fit(X[:16], y[:16])
+    assert dict(clf.net_.callbacks_)["user_0"].epochs_ == 2
+
+
+def test_class_weight(texts):
+    X, y = texts
+    clf = FineTunedClassifier(TEXT, strategy="linear_probe", class_weight="balanced", **FAST_TXT).fit(X[:20], y[:20])
+    assert clf.net_.criterion_.weight is not None
+    with pytest.raises(ValueError, match="class_weight names classes not in y"):
+        FineTunedClassifier(TEXT, class_weight={"nope": 2.0}, **FAST_TXT).fit(X[:20], y[:20])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast path needs CUDA (unverified on CPU-only CI)")
+def test_bf16_autocast_on_cuda(images):  # pragma: no cover - GPU only
+    X, y = images
+    clf = FineTunedClassifier(IMAGE, device="cuda", bf16=True, **FAST_IMG).fit(X[:32], y[:32])
+    assert clf.predict(X[:4]).shape == (4,)
+
+
+# ------------------------------------------------------------ persistence
+def test_pickle_and_save_load_round_trip(texts, tmp_path):
+    X, y = texts
+    clf = FineTunedClassifier(TEXT, strategy="partial", unfreeze_last=1, head="mlp", **FAST_TXT).fit(X[:20], y[:20])
+    ref = clf.predict_proba(X[20:30])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X[20:30]), ref)
+    clf.save(tmp_path / "model")
+    assert sorted(os.listdir(tmp_path / "model")) == ["config.json", "model.safetensors"]
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert meta["class"] == "FineTunedClassifier" and meta["params"]["head"] == "mlp"
+    back = FineTunedClassifier.load(tmp_path / "model")
+    np.testing.assert_allclose(back.predict_proba(X[20:30]), ref, atol=1e-6)
+    assert list(back.classes_) == list(clf.classes_)
+    with pytest.raises(ValueError, match="holds a FineTunedClassifier, not a FineTunedRegressor"):
+        FineTunedRegressor.load(tmp_path / "model")
+
+
+# ------------------------------------------------------------- regression
+def test_regressor_on_image_targets():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X = (digits.images[:160] * 16).clip(0, 255).astype(np.uint8)
+    y = digits.target[:160].astype(float)
+    reg = FineTunedRegressor(TV_IMAGE, strategy="linear_probe", lr=1e-2, image_size=32, max_epochs=4, random_state=0)
+    reg.fit(X[:120], y[:120])
+    pred = reg.predict(X[120:])
+    assert pred.shape == (40,)
+    # Predicting the digit value as a number: better than predicting the mean.
+    assert reg.score(X[120:], y[120:]) > 0.1
+    assert np.abs(pred.mean() - y[:120].mean()) < 2.5
+
+
+# -------------------------------------------------------------- bad input
+def test_bad_input_errors(texts, images):
+    X, y = texts
+    Xi, yi = images
+    with pytest.raises(ValueError, match="single class"):
+        FineTunedClassifier(TEXT, **FAST_TXT).fit(X[:4], ["a"] * 4)
+    with pytest.raises(ValueError, match="Row 2 of y is missing"):
+        FineTunedClassifier(TEXT, **FAST_TXT).fit(X[:4], np.array([0.0, 1.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match="4 inputs but 3 targets"):
+        FineTunedClassifier(TEXT, **FAST_TXT).fit(X[:4], y[:3])
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        FineTunedClassifier(TEXT, strategy="half").fit(X[:4], y[:4])
+    with pytest.raises(ValueError, match="unfreeze_last=20 is larger than the 8 block groups"):
+        FineTunedClassifier(TEXT, strategy="partial", unfreeze_last=20, **FAST_TXT).fit(X[:4], y[:4])
+    with pytest.raises(ValueError, match="early_stopping needs validation data"):
+        FineTunedClassifier(TEXT, early_stopping=2).fit(X[:4], y[:4])
+    with pytest.raises(ValueError, match="use FineTunedRegressor"):
+        FineTunedClassifier(TEXT, **FAST_TXT).fit(X[:4], [0.5, 1.7, 2.2, 3.1])
+    with pytest.raises(ValueError, match="Row 1 of y is NaN"):
+        FineTunedRegressor(TEXT, **FAST_TXT).fit(X[:3], [1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="Row 1 of X is missing"):
+        FineTunedClassifier(TEXT, **FAST_TXT).fit([X[0], None, X[2]], y[:3])
+    clf = FineTunedClassifier(IMAGE, strategy="linear_probe", **FAST_IMG).fit(Xi[:16], yi[:16])
+    with pytest.raises(ValueError, match=r"labels never seen during fit: \['coat'\]"):
+        clf.score(Xi[:2], ["coat", yi[1]])
+
+
+def test_images_of_different_sizes_are_resized(images):
+    X, y = images
+    mixed = [X[i] if i % 2 else np.kron(X[i], np.ones((3, 3), np.uint8)) for i in range(16)]
+    clf = FineTunedClassifier(IMAGE, strategy="linear_probe", **FAST_IMG).fit(mixed, y[:16])
+    assert clf.predict(mixed).shape == (16,)
+
+
+def test_long_texts_are_truncated_with_one_warning(texts):
+    X, y = texts
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        FineTunedClassifier(TEXT, strategy="linear_probe", **{**FAST_TXT, "max_length": 16}).fit(X[:8], y[:8])
+    msgs = [str(w.message) for w in rec if "longer than the model's limit" in str(w.message)]
+    assert len(msgs) == 1 and "8 of 8 texts" in msgs[0]
+
+
+def test_clone_and_params():
+    clf = FineTunedClassifier(IMAGE, strategy="partial", lr=3e-4, class_weight="balanced")
+    c = clone(clf)
+    assert c.get_params()["strategy"] == "partial" and c.get_params()["class_weight"] == "balanced"
+    assert not hasattr(c, "net_")
