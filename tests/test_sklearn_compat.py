@@ -24,10 +24,15 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import PretrainedFeatureExtractor
+from sktransfer import FineTunedClassifier, FineTunedRegressor, PretrainedFeatureExtractor
 from conftest import IMAGE, TEXT
 
-ESTIMATORS = [PretrainedFeatureExtractor(TEXT), PretrainedFeatureExtractor(IMAGE, image_size=32)]
+ESTIMATORS = [
+    PretrainedFeatureExtractor(TEXT),
+    PretrainedFeatureExtractor(IMAGE, image_size=32),
+    FineTunedClassifier(IMAGE, image_size=32, max_epochs=1),
+    FineTunedRegressor(TEXT, max_epochs=1),
+]
 
 
 @parametrize_with_checks(ESTIMATORS)
@@ -50,7 +55,7 @@ DATA_FREE_CHECKS = [
 
 
 @pytest.mark.parametrize("check", DATA_FREE_CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: e.backbone)
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: f"{type(e).__name__}-{e.backbone}")
 def test_sklearn_data_free_checks(estimator, check):
     name = type(estimator).__name__
     check(name, clone(estimator))
@@ -65,6 +70,11 @@ def test_tags_are_honest():
     tags = PretrainedFeatureExtractor(TEXT).__sklearn_tags__()
     assert tags.input_tags.string and not tags.input_tags.two_d_array
     assert tags.transformer_tags is not None and tags.requires_fit
+    clf_tags = FineTunedClassifier(TEXT).__sklearn_tags__()
+    assert clf_tags.estimator_type == "classifier" and clf_tags.input_tags.string
+    assert clf_tags.non_deterministic  # no random_state: torch init and shuffling vary
+    assert not FineTunedClassifier(TEXT, random_state=0).__sklearn_tags__().non_deterministic
+    assert FineTunedRegressor(TEXT).__sklearn_tags__().estimator_type == "regressor"
 
 
 def test_fit_returns_self_and_does_not_touch_params(texts):
