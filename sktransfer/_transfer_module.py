@@ -41,7 +41,7 @@ class TransferModule(nn.Module):
     def __init__(self, body, head, modality, normalize=None, augment=False, block_groups=()):
         super().__init__()
         self.body = body
-        self.head = head
+        self.task_head = head
         self.modality = modality
         self.normalize = normalize
         self.augment = augment
@@ -63,7 +63,7 @@ class TransferModule(nn.Module):
         return self.body(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
     def forward(self, X=None, input_ids=None, attention_mask=None, token_type_ids=None):
-        return self.head(self.features(X, input_ids, attention_mask, token_type_ids))
+        return self.task_head(self.features(X, input_ids, attention_mask, token_type_ids))
 
     def train(self, mode=True):
         super().train(mode)

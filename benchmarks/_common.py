@@ -1,0 +1,299 @@
+"""Helpers shared by the benchmark scripts: machine and version info, timing,
+memory measurement and the per-section update of ``benchmarks/RESULTS.md``.
+
+Only the standard library, numpy, psutil and torch are used here, so that a
+benchmark can import this module before deciding what else it needs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import os
+import platform
+import re
+import statistics
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS_MD = HERE / "RESULTS.md"
+
+RESULTS_HEADER = """\
+# Benchmark results
+
+Measured figures for sktransfer, produced by the scripts in `benchmarks/`
+(`make bench`, or run a script directly with
+`HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/<script>.py`). Each script owns
+one `## ...` section below and rewrites only that section when it runs; the
+section records the exact command, the machine, the library versions and the
+date of the run. Every figure is from a real run and is written by the script,
+not edited by hand. Targets that a run missed are reported as missed.
+
+Machines used for these runs are often shared and noisy: the arms of one
+comparison are measured side by side in the same process (interleaved), and
+the ratios between them are more meaningful than absolute throughputs, which
+can move by 2x between runs.
+"""
+
+
+# ------------------------------------------------------------------ machine
+def cpu_model():
+    """CPU model name from /proc/cpuinfo (falls back to platform info)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags_summary():
+    """The SIMD extensions relevant to torch CPU kernels (avx2, avx512*, amx*)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    keep = [fl for fl in flags if fl in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")]
+                    return ", ".join(keep) or "no avx2"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine_info():
+    import psutil
+
+    info = {
+        "cpu": cpu_model(),
+        "simd": cpu_flags_summary(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+    try:
+        info["loadavg_start"] = tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.is_available()
+    except ImportError:
+        pass
+    return info
+
+
+def _dist_version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions(extra=()):
+    """Versions of python and the libraries a benchmark depends on."""
+    names = ["torch", "timm", "sentence-transformers", "transformers", "scikit-learn", "sktransfer", *extra]
+    out = {"python": platform.python_version()}
+    for name in names:
+        out[name] = _dist_version(name)
+    return out
+
+
+def sgemm_gflops(n=1024, reps=5):
+    """Best-of-``reps`` float32 matmul throughput: a calibration of how much
+    CPU the run actually got (on a shared machine it is well under peak)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def machine_md(info, vers, command, started, elapsed_s=None, calib=None):
+    """Markdown bullet list describing how a section's figures were produced."""
+    lines = [
+        f"- Command: `{command}`",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC"
+        + (f", total run time {elapsed_s / 60:.1f} min" if elapsed_s is not None else ""),
+        f"- Machine: {info['cpu']} ({info['simd']}), {info['logical_cores']} logical cores "
+        f"({info['usable_cores']} usable), {info['memory_gib']} GiB RAM, {info['os']}, no GPU used"
+        if not info.get("cuda")
+        else f"- Machine: {info['cpu']}, {info['logical_cores']} cores, CUDA available",
+        f"- torch threads: {info.get('torch_threads')} (torch's default, not set by the script)"
+        if info.get("threads_set") is None
+        else f"- torch threads: {info['threads_set']} (set with `torch.set_num_threads`)",
+    ]
+    if "loadavg_start" in info:
+        extra = f"; load average at start {info['loadavg_start'][0]}"
+        if info.get("loadavg_end"):
+            extra += f", at end {info['loadavg_end'][0]}"
+        lines[-1] += extra + " (other jobs shared the machine)" if info["loadavg_start"][0] > 1.5 else extra
+    if calib is not None:
+        lines.append(f"- CPU calibration: float32 1024x1024 matmul at {calib:.0f} GFLOP/s (best of 5) at start")
+    lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
+    return "\n".join(lines)
+
+
+def utc_now():
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+# ------------------------------------------------------------------- timing
+def timed(fn, *args, **kwargs):
+    """``(seconds, result)`` of one call, with ``time.perf_counter``."""
+    gc.collect()
+    t = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - t, result
+
+
+def alternate(arms, reps, log=None):
+    """Run each arm ``reps`` times, interleaved (ABBA order) to share drift.
+
+    ``arms`` maps a name to a zero-argument callable. Returns
+    ``{name: [seconds, ...]}``.
+    """
+    names = list(arms)
+    times = {n: [] for n in names}
+    for r in range(reps):
+        order = names if r % 2 == 0 else names[::-1]
+        for n in order:
+            dt, _ = timed(arms[n])
+            times[n].append(dt)
+            if log:
+                log(f"    {n}: rep {r + 1}/{reps} {dt:.2f} s")
+    return times
+
+
+def best(xs):
+    return min(xs)
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+# ------------------------------------------------------------------- memory
+def rss_bytes():
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def reset_peak_rss():
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process.
+
+    Returns True when it worked (Linux, ``/proc/self/clear_refs`` writable).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes():
+    """VmHWM (peak RSS since start or since :func:`reset_peak_rss`), in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class RssSampler:
+    """Polls RSS in a thread; ``peak`` is the largest value seen (a fallback
+    and cross-check for VmHWM, which misses nothing but is Linux-only)."""
+
+    def __init__(self, interval=0.005):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def mib(nbytes):
+    return nbytes / 2**20
+
+
+# --------------------------------------------------------------- markdown
+def md_table(headers, rows, align=None):
+    """A GitHub markdown table; ``align`` is a string of 'l'/'r' per column."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    sep = ["---:" if a == "r" else ":---" for a in align]
+    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    for row in rows:
+        out.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(out)
+
+
+def update_results(section_heading, body, path=RESULTS_MD):
+    """Replace (or append) the ``## section_heading`` section of RESULTS.md.
+
+    Other sections are kept as they are. The shared header is written when
+    the file is new or lacks it. The section ends at the next ``## `` heading.
+    """
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    if not text.lstrip().startswith("# Benchmark results"):
+        text = RESULTS_HEADER + ("\n" + text.lstrip() if text.strip() else "")
+    heading = f"## {section_heading}"
+    section = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    text = text.rstrip("\n") + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def command_line():
+    args = " ".join(sys.argv[1:])
+    script = os.path.relpath(sys.argv[0], HERE.parent) if sys.argv[0] else "bench"
+    return f"HF_HUB_OFFLINE=1 python {script}" + (f" {args}" if args else "")
+
+
+def log(msg):
+    print(msg, flush=True)
