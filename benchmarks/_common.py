@@ -133,15 +133,18 @@ def machine_md(info, vers, command, started, elapsed_s=None, calib=None):
         f"({info['usable_cores']} usable), {info['memory_gib']} GiB RAM, {info['os']}, no GPU used"
         if not info.get("cuda")
         else f"- Machine: {info['cpu']}, {info['logical_cores']} cores, CUDA available",
-        f"- torch threads: {info.get('torch_threads')} (torch's default, not set by the script)"
-        if info.get("threads_set") is None
-        else f"- torch threads: {info['threads_set']} (set with `torch.set_num_threads`)",
     ]
+    if info.get("threads_set"):
+        threads = f"- torch threads: {info['threads_set']} (set with `torch.set_num_threads`)"
+    else:
+        threads = f"- torch threads: {info.get('torch_threads')} (torch's default, left as is)"
     if "loadavg_start" in info:
-        extra = f"; load average at start {info['loadavg_start'][0]}"
+        threads += f"; load average at start {info['loadavg_start'][0]}"
         if info.get("loadavg_end"):
-            extra += f", at end {info['loadavg_end'][0]}"
-        lines[-1] += extra + " (other jobs shared the machine)" if info["loadavg_start"][0] > 1.5 else extra
+            threads += f", at end {info['loadavg_end'][0]}"
+        if info["loadavg_start"][0] > 1.5 or (info.get("loadavg_end") or (0,))[0] > 2.5:
+            threads += " (other jobs were sharing the machine)"
+    lines.append(threads)
     if calib is not None:
         lines.append(f"- CPU calibration: float32 1024x1024 matmul at {calib:.0f} GFLOP/s (best of 5) at start")
     lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))

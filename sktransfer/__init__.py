@@ -4,6 +4,7 @@ from ._cache import EmbeddingCache, embedding_stats, reset_embedding_stats
 from ._config import config_context, get_config, set_config
 from ._feature_extractor import PretrainedFeatureExtractor
 from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
+from ._lora import LoRAClassifier, merge_adapters
 from .backbones import BackboneNotFoundError, load_backbone
 
 __version__ = "0.1.0"
@@ -13,11 +14,13 @@ __all__ = [
     "EmbeddingCache",
     "FineTunedClassifier",
     "FineTunedRegressor",
+    "LoRAClassifier",
     "PretrainedFeatureExtractor",
     "config_context",
     "embedding_stats",
     "get_config",
     "load_backbone",
+    "merge_adapters",
     "reset_embedding_stats",
     "set_config",
 ]
