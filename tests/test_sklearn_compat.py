@@ -24,7 +24,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import FineTunedClassifier, FineTunedRegressor, PretrainedFeatureExtractor
+from sktransfer import FineTunedClassifier, FineTunedRegressor, LoRAClassifier, PretrainedFeatureExtractor
 from conftest import IMAGE, TEXT
 
 ESTIMATORS = [
@@ -32,6 +32,7 @@ ESTIMATORS = [
     PretrainedFeatureExtractor(IMAGE, image_size=32),
     FineTunedClassifier(IMAGE, image_size=32, max_epochs=1),
     FineTunedRegressor(TEXT, max_epochs=1),
+    LoRAClassifier(TEXT, max_epochs=1),
 ]
 
 
