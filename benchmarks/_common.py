@@ -30,8 +30,8 @@ Measured figures for sktransfer, produced by the scripts in `benchmarks/`
 `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/<script>.py`). Each script owns
 one `## ...` section below and rewrites only that section when it runs; the
 section records the exact command, the machine, the library versions and the
-date of the run. Every figure is from a real run and is written by the script,
-not edited by hand. Targets that a run missed are reported as missed.
+date of the run. Figures are written by the scripts from real runs, not typed
+in by hand, and targets that a run missed are reported as missed.
 
 Machines used for these runs are often shared and noisy: the arms of one
 comparison are measured side by side in the same process (interleaved), and

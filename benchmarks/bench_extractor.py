@@ -59,7 +59,7 @@ PLOT = HERE / "extractor_throughput.png"
 
 CONFIGS = {
     "full": dict(
-        text_n=300, text_chars=None, text_reps=3,
+        text_n=240, text_chars=None, text_reps=3,
         img_bs=[1, 4, 8, 16, 64], img_rounds=2, pre_n=64, embetter_n=48,
         grid_n=100, grid_chars=200, grid_nC=10, grid_cv=5,
         mem_modality="image", mem_ns=[2_000, 10_000, 50_000], mem_image_size=32, mem_bs=1024, mem_text_bs=32,
