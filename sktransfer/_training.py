@@ -354,6 +354,15 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         return est._attach_net(module)
 
 
+def _trained_model_tags(tags, random_state):
+    """Honest tags: text or images in; repeatable only with a seed."""
+    tags.input_tags.two_d_array = False
+    tags.input_tags.string = True
+    tags.non_deterministic = random_state is None
+    tags.transformer_tags = None
+    return tags
+
+
 class _ClassifierOutputs:
     """Labels in, labels and probabilities out (shared by classifiers)."""
 
@@ -443,12 +452,7 @@ class _ClassifierOutputs:
         return super().score(X, y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.non_deterministic = self.random_state is None
-        tags.transformer_tags = None
-        return tags
+        return _trained_model_tags(super().__sklearn_tags__(), self.random_state)
 
 
 class _RegressorOutputs:
@@ -494,9 +498,4 @@ class _RegressorOutputs:
         return pred[:, 0] if self._y_1d else pred
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.non_deterministic = self.random_state is None
-        tags.transformer_tags = None
-        return tags
+        return _trained_model_tags(super().__sklearn_tags__(), self.random_state)

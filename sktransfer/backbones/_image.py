@@ -202,6 +202,13 @@ def load_timm(arch, name, pretrained_path=None):
     else:
         model = timm.create_model(arch, pretrained=True)
         source = "huggingface hub"
+    return _timm_backbone(model, name, source)
+
+
+def _timm_backbone(model, name, source):
+    """Cut a timm model's classifier; preprocessing from its pretrained_cfg."""
+    import timm
+
     model.reset_classifier(0)
     model.eval()
     cfg = timm.data.resolve_model_data_config(model)
@@ -305,20 +312,7 @@ def wrap_image_module(module, name="module"):
     if hasattr(module, "pretrained_cfg") and hasattr(module, "reset_classifier"):
         import copy
 
-        import timm
-
-        model = copy.deepcopy(module)
-        model.reset_classifier(0)
-        model.eval()
-        cfg = timm.data.resolve_model_data_config(model)
-        data_config = {
-            "input_size": int(cfg["input_size"][-1]),
-            "crop_pct": float(cfg.get("crop_pct", 0.875)),
-            "interpolation": str(cfg.get("interpolation", "bilinear")),
-            "mean": [float(v) for v in cfg["mean"]],
-            "std": [float(v) for v in cfg["std"]],
-        }
-        return TimmBackbone(name, model, model.num_features, "nn.Module", data_config)
+        return _timm_backbone(copy.deepcopy(module), name, "nn.Module")
     module.eval()
     data_config = {
         "input_size": 224,
