@@ -82,6 +82,7 @@ def machine_info():
         info["loadavg_start"] = tuple(round(x, 2) for x in os.getloadavg())
     except OSError:
         pass
+    info["cpu_pressure_start"] = cpu_pressure()
     try:
         import torch
 
@@ -90,6 +91,20 @@ def machine_info():
     except ImportError:
         pass
     return info
+
+
+def cpu_pressure():
+    """Linux PSI: share of the last 60 s / 300 s in which runnable tasks waited for a CPU
+    (``some avg60``/``avg300`` of /proc/pressure/cpu, in %), or None."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            for line in f:
+                if line.startswith("some"):
+                    fields = dict(kv.split("=") for kv in line.split()[1:])
+                    return float(fields["avg60"]), float(fields["avg300"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return None
 
 
 def _dist_version(name):
@@ -145,6 +160,11 @@ def machine_md(info, vers, command, started, elapsed_s=None, calib=None):
         if info["loadavg_start"][0] > 1.5 or (info.get("loadavg_end") or (0,))[0] > 2.5:
             threads += " (other jobs were sharing the machine)"
     lines.append(threads)
+    if info.get("cpu_pressure_start"):
+        psi = f"- CPU pressure (Linux PSI, share of time some task waited for a CPU): {info['cpu_pressure_start'][0]:.0f}% over the minute before the run"
+        if info.get("cpu_pressure_end"):
+            psi += f", {info['cpu_pressure_end'][1]:.0f}% over the last 5 min of it"
+        lines.append(psi)
     if calib is not None:
         lines.append(f"- CPU calibration: float32 1024x1024 matmul at {calib:.0f} GFLOP/s (best of 5) at start")
     lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))

@@ -60,13 +60,13 @@ PLOT = HERE / "extractor_throughput.png"
 CONFIGS = {
     "full": dict(
         text_n=240, text_chars=None, text_reps=3,
-        img_bs=[1, 4, 8, 16, 64], img_rounds=2, pre_n=64, embetter_n=48,
+        img_bs=[1, 4, 8, 16, 64], img_rounds=6, img_per_round=16, pre_n=64, embetter_n=48,
         grid_n=100, grid_chars=200, grid_nC=10, grid_cv=5,
         mem_modality="image", mem_ns=[2_000, 10_000, 50_000], mem_image_size=32, mem_bs=1024, mem_text_bs=32,
     ),
     "quick": dict(
         text_n=8, text_chars=300, text_reps=1,
-        img_bs=[1, 4], img_rounds=1, pre_n=4, embetter_n=2,
+        img_bs=[1, 4], img_rounds=2, img_per_round=4, pre_n=4, embetter_n=2,
         grid_n=25, grid_chars=80, grid_nC=2, grid_cv=3,
         mem_modality="image", mem_ns=[100, 300], mem_image_size=32, mem_bs=64, mem_text_bs=32,
     ),
@@ -164,26 +164,47 @@ def bench_text(cfg, st_path):
     a = ext.transform(texts[:32])
     b = st.encode(texts[:32], batch_size=32, show_progress_bar=False)
     maxdiff = float(np.abs(a - b).max())
+    # Both arms sort by length (longest first) and cut batches of 32; so do we, then time every batch of
+    # both arms, alternating which goes first, `reps` times. A burst of load from other jobs then hits
+    # both arms alike, and the per-batch minimum / median over repetitions discards it.
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    batches = [[texts[i] for i in order[s : s + 32]] for s in range(0, len(order), 32)]
     arms = {
-        "sktransfer": lambda: ext.transform(texts),
-        "sentence-transformers": lambda: st.encode(texts, batch_size=32, show_progress_bar=False),
+        "sktransfer": lambda batch: ext.transform(batch),
+        "sentence-transformers": lambda batch: st.encode(batch, batch_size=32, show_progress_bar=False),
     }
-    times = C.alternate(arms, cfg["text_reps"], log=log)
+    names = list(arms)
+    times = {k: [[] for _ in batches] for k in names}
+    for r in range(cfg["text_reps"]):
+        t_rep = time.perf_counter()
+        for j, batch in enumerate(batches):
+            for k in names if (r + j) % 2 == 0 else names[::-1]:
+                t = time.perf_counter()
+                arms[k](batch)
+                times[k][j].append(time.perf_counter() - t)
+        log(f"    rep {r + 1}/{cfg['text_reps']}: {2 * len(batches)} timed batches in {time.perf_counter() - t_rep:.0f} s")
     n = len(texts)
     res = {
         "n": n,
+        "batches": len(batches),
         "chars_mean": float(np.mean([len(t) for t in texts])),
         "tokens_mean": float(np.mean(n_tok)),
         "max_seq_length": st.max_seq_length,
         "reps": cfg["text_reps"],
         "maxdiff": maxdiff,
-        "times": times,
     }
-    for k, ts in times.items():
-        res[f"{k}_best"] = n / C.best(ts)
-        res[f"{k}_median"] = n / C.median(ts)
+    for k in names:
+        res[f"{k}_best"] = n / sum(min(ts) for ts in times[k])
+        res[f"{k}_median"] = n / sum(C.median(ts) for ts in times[k])
+        res[f"{k}_pass"] = [n / sum(ts[r] for ts in times[k]) for r in range(cfg["text_reps"])]
     res["ratio_best"] = res["sktransfer_best"] / res["sentence-transformers_best"]
     res["ratio_median"] = res["sktransfer_median"] / res["sentence-transformers_median"]
+    # paired: the same batch, measured back to back
+    paired = [
+        C.median(times["sentence-transformers"][j][r] / times["sktransfer"][j][r] for r in range(cfg["text_reps"]))
+        for j in range(len(batches))
+    ]
+    res["ratio_paired"] = C.median(paired)
     del st
     return res
 
@@ -200,9 +221,9 @@ def bench_image(cfg, timm_path):
     from sktransfer.datasets import load_fashion_mnist
 
     bss = cfg["img_bs"]
-    chunk = int(np.lcm.reduce(bss))  # images per (batch size, arm) per round
     rounds = cfg["img_rounds"]
-    n_max = chunk * rounds
+    per_round = {bs: max(bs, cfg["img_per_round"]) // bs * bs for bs in bss}  # images per (batch size, arm) per round
+    n_max = max(int(np.lcm.reduce(bss)), max(per_round.values()))
     X = load_fashion_mnist(subset="test").data[: max(n_max, cfg["pre_n"], cfg["embetter_n"])]
     pils = [Image.fromarray(a).convert("RGB") for a in X]  # 28x28 RGB PIL images, as a user would load them
 
@@ -236,15 +257,19 @@ def bench_image(cfg, timm_path):
         with torch.inference_mode():
             return model(xb)
 
-    # The sweep: every (batch size, arm) pair processes the same `chunk` images per round. Within a
-    # round the batches of all batch sizes and arms are spread evenly over the round and run in that
-    # order, so a burst of load from other jobs hits every batch size and arm alike; each batch is
-    # timed, and throughput = batch size / median batch time.
+    def preprocess(imgs):  # what a user of plain timm writes: its eval transform per image, stacked
+        return torch.stack([tfm(im) for im in imgs]).contiguous(memory_format=torch.channels_last)
+
+    # The sweep. Each round gives every (batch size, arm) pair `per_round[bs]` images (the same images
+    # for every arm; at least 16 and at least one batch); the batches of all batch sizes and arms are
+    # spread evenly over the round and run in that order, so a burst of load from other jobs hits every
+    # batch size and arm alike. Each batch is timed; throughput = batch size / median batch time.
     exts = {bs: PretrainedFeatureExtractor(IMAGE, batch_size=bs, progress=False).fit(pils[:1]) for bs in bss}
     arm_fns = {
         "extractor": lambda bs, s: exts[bs].transform(pils[s]),
         "plain_cl": lambda bs, s: forward(model_cl, x_cl[s]),
         "plain_cf": lambda bs, s: forward(model_cf, x_all[s]),
+        "plain_pre": lambda bs, s: forward(model_cl, preprocess(pils[s])),
     }
     arm_names = list(arm_fns)
     for bs in bss:  # warm-up: oneDNN builds its kernels per shape
@@ -254,7 +279,7 @@ def bench_image(cfg, timm_path):
     for r in range(rounds):
         events = []
         for bs in bss:
-            nb = chunk // bs
+            nb = per_round[bs] // bs
             for j in range(nb):
                 for a, k in enumerate(arm_names):
                     pos = (j + 0.5) / nb + 1e-6 * ((a + j + r) % len(arm_names)) + 1e-9 * bs
@@ -262,7 +287,7 @@ def bench_image(cfg, timm_path):
         events.sort()
         t_round = time.perf_counter()
         for _pos, bs, j, k in events:
-            start_i = r * chunk + j * bs
+            start_i = (r * per_round[bs] + j * bs) % n_max
             sl = slice(start_i, start_i + bs)
             t = time.perf_counter()
             arm_fns[k](bs, sl)
@@ -271,17 +296,18 @@ def bench_image(cfg, timm_path):
     sweep = {}
     for bs in bss:
         sweep[bs] = {
-            "n": chunk * rounds,
+            "n": per_round[bs] * rounds,
             "batches": len(times[(bs, "extractor")]),
             **{f"{k}_median": bs / C.median(times[(bs, k)]) for k in arm_names},
             **{f"{k}_best": bs / min(times[(bs, k)]) for k in arm_names},
-            **{f"{k}_pass": chunk * rounds / sum(times[(bs, k)]) for k in arm_names},
+            **{f"{k}_pass": per_round[bs] * rounds / sum(times[(bs, k)]) for k in arm_names},
         }
         log(
             f"    bs={bs:>3}: median extractor {sweep[bs]['extractor_median']:.2f} img/s, plain channels_last "
             f"{sweep[bs]['plain_cl_median']:.2f}, contiguous {sweep[bs]['plain_cf_median']:.2f} "
             f"({sweep[bs]['batches']} batches each); whole pass: extractor {sweep[bs]['extractor_pass']:.2f}, "
-            f"channels_last {sweep[bs]['plain_cl_pass']:.2f}, contiguous {sweep[bs]['plain_cf_pass']:.2f}"
+            f"channels_last {sweep[bs]['plain_cl_pass']:.2f}, contiguous {sweep[bs]['plain_cf_pass']:.2f}, "
+            f"plain + preprocessing: median {sweep[bs]['plain_pre_median']:.2f}, pass {sweep[bs]['plain_pre_pass']:.2f}"
         )
 
     # embetter TimmEncoder: one image at a time, as it works; as shipped and with eval()+inference_mode.
@@ -311,12 +337,14 @@ def bench_image(cfg, timm_path):
     pre_timm_s = C.median(pre_timm)
     pre_skt_s = C.median(pre_skt)
     best_ext_bs = max(bss, key=lambda b: sweep[b]["extractor_median"])
+    best_ext_bs_by_best = max(bss, key=lambda b: sweep[b]["extractor_best"])
     plain_candidates = [(sweep[b][f"plain_{lay}_median"], b, lay) for b in bss for lay in ("cl", "cf")]
     best_plain, best_plain_bs, best_plain_layout = max(plain_candidates)
     default_bs = _DEFAULT_BATCH[("image", "cpu")]
     res = {
         "sweep": sweep,
-        "chunk": chunk,
+        "rounds": rounds,
+        "n_distinct": n_max,
         "pre_timm_ms": 1e3 * pre_timm_s,
         "pre_skt_ms": 1e3 * pre_skt_s,
         "maxdiff": maxdiff,
@@ -327,6 +355,7 @@ def bench_image(cfg, timm_path):
         "embetter_n": cfg["embetter_n"],
         "embetter_train_mode": shipped_train_mode,
         "best_ext_bs": best_ext_bs,
+        "best_ext_bs_by_best": best_ext_bs_by_best,
         "best_ext": sweep[best_ext_bs]["extractor_median"],
         "best_plain": best_plain,
         "best_plain_bs": best_plain_bs,
@@ -335,10 +364,8 @@ def bench_image(cfg, timm_path):
         "default_ext": sweep[default_bs]["extractor_median"] if default_bs in sweep else None,
         "data_cfg": {k: data_cfg[k] for k in ("input_size", "interpolation", "crop_pct", "mean", "std")},
     }
-    # Fair comparison: plain forward plus timm's own per-image preprocessing (measured separately, added).
-    res["plain_plus_pre"] = {
-        b: 1 / (pre_timm_s + 1 / max(sweep[b]["plain_cl_median"], sweep[b]["plain_cf_median"])) for b in bss
-    }
+    # Fair comparison: timm's own preprocessing + the plain forward (channels_last), measured as its own arm.
+    res["plain_plus_pre"] = {b: sweep[b]["plain_pre_median"] for b in bss}
     res["best_plain_plus_pre"] = max(res["plain_plus_pre"].values())
     res["ratio_plain"] = res["best_ext"] / res["best_plain"]
     res["ratio_fair"] = res["best_ext"] / res["best_plain_plus_pre"]
@@ -376,23 +403,27 @@ def bench_grid(cfg):
         reset_embedding_stats()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            load0 = os.getloadavg()[0]
+            cpu0 = time.process_time()
             dt, _ = C.timed(gs.fit, texts, y)
-        return {"seconds": dt, "stats": embedding_stats(), "best_score": float(gs.best_score_)}
+            cpu = time.process_time() - cpu0
+            load1 = os.getloadavg()[0]
+        return {"seconds": dt, "cpu": cpu, "load": (load0, load1), "stats": embedding_stats(), "best_score": float(gs.best_score_)}
 
     tmp = tempfile.mkdtemp(prefix="sktransfer-bench-cache-")
     try:
         clear_memory_layer()
         log("    cached arm (cold cache) ...")
         cold = run(tmp)
-        log(f"      {cold['seconds']:.1f} s, computed {cold['stats']['computed']}")
+        log(f"      {cold['seconds']:.1f} s (CPU {cold['cpu']:.1f} s), computed {cold['stats']['computed']}")
         clear_memory_layer()
         log("    uncached arm ...")
         uncached = run(None)
-        log(f"      {uncached['seconds']:.1f} s, computed {uncached['stats']['computed']}")
+        log(f"      {uncached['seconds']:.1f} s (CPU {uncached['cpu']:.1f} s), computed {uncached['stats']['computed']}")
         clear_memory_layer()  # warm = the files on disk, not the in-process copies
         log("    cached arm (warm cache) ...")
         warm = run(tmp)
-        log(f"      {warm['seconds']:.1f} s, computed {warm['stats']['computed']}")
+        log(f"      {warm['seconds']:.1f} s (CPU {warm['cpu']:.1f} s), computed {warm['stats']['computed']}")
         # Lower bound: the same grid on precomputed embeddings (logistic regressions only).
         emb = PretrainedFeatureExtractor(TEXT, cache=tmp, progress=False).fit_transform(texts)
         with warnings.catch_warnings():
@@ -419,6 +450,7 @@ def bench_grid(cfg):
         "lr_only": lr_only,
         "cache_files": n_files,
         "ratio": uncached["seconds"] / cold["seconds"],
+        "ratio_cpu": uncached["cpu"] / cold["cpu"],
         "ratio_warm": uncached["seconds"] / warm["seconds"],
     }
 
@@ -529,7 +561,7 @@ def plot(img, path):
     ax.plot(bss, [s[b]["extractor_median"] for b in bss], "o-", lw=2, label="sktransfer extractor (incl. decode/resize)")
     ax.plot(bss, [s[b]["plain_cl_median"] for b in bss], "s--", label="plain timm forward, channels_last (excl. preprocessing)")
     ax.plot(bss, [s[b]["plain_cf_median"] for b in bss], "^--", label="plain timm forward, contiguous (excl. preprocessing)")
-    ax.plot(bss, [img["plain_plus_pre"][b] for b in bss], "d:", label="plain forward + timm preprocessing (derived)")
+    ax.plot(bss, [img["plain_plus_pre"][b] for b in bss], "d:", label="timm preprocessing + plain forward")
     ax.scatter([1], [img["embetter"]], marker="x", s=80, color="black", zorder=5, label="embetter TimmEncoder (one image at a time)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(bss)
@@ -565,7 +597,7 @@ def report(res, meta):
         rows.append(["Images: extractor / (best plain forward + timm's preprocessing)", f"{im['ratio_fair']:.2f}x", "(fair form of the above)", verdict(im["ratio_fair"] >= 0.95)])
         rows.append(["Images: extractor / embetter `TimmEncoder`", f"{im['ratio_embetter']:.2f}x", "> 1x", verdict(im["ratio_embetter"] > 1)])
     if g:
-        rows.append(["GridSearchCV: uncached / cached (cold cache) wall time", f"{g['ratio']:.1f}x", ">= 20x", verdict(g["ratio"] >= 20)])
+        rows.append(["GridSearchCV: uncached / cached (cold cache), wall time", f"{g['ratio']:.1f}x", ">= 20x", verdict(g["ratio"] >= 20)])
     if m:
         ov = [C.mib(r["overhead"]) for r in m["rows"]]
         spread_mib = max(ov) - min(ov)
@@ -584,15 +616,17 @@ def report(res, meta):
         out.append(
             f"{t['n']} BBC News articles spread over the five topics, full text (mean {t['chars_mean']:,.0f} characters; "
             f"{t['tokens_mean']:.0f} tokens on average after truncation at the model's {t['max_seq_length']}), "
-            f"batch size 32, no cache. {t['reps']} repetitions per arm, alternating (ABBA...); throughput = "
-            f"texts / wall time of one whole call. Both arms load the same weights; largest absolute difference "
-            f"between their embeddings: {t['maxdiff']:.1e}.\n"
+            f"batch size 32, no cache. Both arms sort texts longest first and cut batches of 32, so the benchmark "
+            f"does the same and times each of the {t['batches']} batches in both arms, back to back (alternating "
+            f"which goes first), {t['reps']} times. Throughput = texts / sum over batches of the best (or median) "
+            "batch time; 'paired' = median over batches of the two arms' time ratio on the same batch. Both "
+            f"arms load the same weights; largest absolute difference between their embeddings: {t['maxdiff']:.1e}.\n"
         )
         trow = []
         for k, label in (("sktransfer", "`PretrainedFeatureExtractor(...).transform(texts)`"), ("sentence-transformers", "`SentenceTransformer(path).encode(texts, batch_size=32)`")):
-            trow.append([label, fmt(t[f"{k}_best"], 2), fmt(t[f"{k}_median"], 2), ", ".join(f"{x:.1f}" for x in t["times"][k])])
-        trow.append(["**ratio extractor / encode**", f"**{t['ratio_best']:.3f}**", f"{t['ratio_median']:.3f}", ""])
-        out.append(C.md_table(["Arm", "texts/s (best)", "texts/s (median)", "seconds per call"], trow))
+            trow.append([label, fmt(t[f"{k}_best"], 2), fmt(t[f"{k}_median"], 2), ", ".join(f"{x:.1f}" for x in t[f"{k}_pass"])])
+        trow.append(["**ratio extractor / encode**", f"**{t['ratio_best']:.3f}**", f"{t['ratio_median']:.3f}", f"paired: {t['ratio_paired']:.3f}"])
+        out.append(C.md_table(["Arm", "texts/s (best)", "texts/s (median)", "texts/s of each repetition"], trow))
         out.append("")
 
     if im:
@@ -603,11 +637,14 @@ def report(res, meta):
             f"Fashion-MNIST test images (28x28 grayscale, given to every arm as RGB PIL images), upscaled to "
             f"{dc['input_size'][-1]} px with the model's own eval preprocessing ({dc['interpolation']} resize to "
             f"{int(dc['input_size'][-1] / dc['crop_pct'])}, centre crop, mean/std {dc['mean'][0]}/{dc['std'][0]}). "
-            f"Every arm processes the same {s[min(s)]['n']} images at every batch size. The batches of all batch sizes "
-            "and arms are interleaved (spread evenly over each round, in rounds of "
-            f"{im['chunk']} images), each batch is timed, and throughput = batch size / median batch time: a burst of "
-            "load from other jobs hits every batch size and arm alike, and the median ignores it (whole-pass "
-            "throughputs, which do not, are printed in the run's log).\n"
+            f"{im['n_distinct']} distinct images. Batches of all batch sizes and arms are interleaved: in each of "
+            f"{im['rounds']} rounds every (batch size, arm) pair embeds the same images (16 per round, 64 at batch size "
+            "64), its batches spread evenly over the round, so a burst of load from other jobs hits every batch size "
+            "and arm alike. Each batch is timed; throughput = batch size / median batch time (the median ignores "
+            "bursts; the best batch time is shown too, and whole-pass throughputs, which include the bursts, are "
+            f"printed in the run's log). Batches timed per arm: "
+            + ", ".join(f"{s[b]['batches']} at batch size {b}" for b in sorted(s))
+            + ".\n"
         )
         out.append("What each arm includes:\n")
         out.append(
@@ -617,9 +654,10 @@ def report(res, meta):
             "- **plain forward**: `model(x)` under `torch.inference_mode()` on tensors already preprocessed (by timm's "
             "eval transform) and already in the tested memory layout; same weights, head removed. Excludes decoding, "
             "resizing and normalisation.\n"
-            f"- **plain + preprocessing**: 1 / (timm eval transform time per image + plain forward time per image, best "
-            f"layout). The preprocessing was timed separately, per image: timm transform {im['pre_timm_ms']:.1f} ms "
-            f"(sktransfer's own decode + resize/crop + normalise: {im['pre_skt_ms']:.1f} ms).\n"
+            "- **plain + preprocessing**: timm's eval transform (`timm.data.create_transform(**resolve_model_data_config(model))`) "
+            "applied to each PIL image, `torch.stack`, channels_last, then the plain forward: the fair counterpart of the "
+            f"extractor. For reference, preprocessing alone per image (timed separately): timm transform "
+            f"{im['pre_timm_ms']:.1f} ms, sktransfer's decode + resize/crop + normalise {im['pre_skt_ms']:.1f} ms.\n"
             f"- **embetter**: `TimmEncoder(name='tf_efficientnet_lite0').transform(pil_images)` with the offline weights "
             f"loaded into its `.model`; it runs one image per forward, {'in train mode (BatchNorm uses per-image statistics and updates its running stats) and with autograd on, as shipped' if im['embetter_train_mode'] else 'as shipped'}. "
             f"'fixed' = the same after `.model.eval()` under `torch.inference_mode()`. Median per-image time over "
@@ -632,6 +670,7 @@ def report(res, meta):
             srow.append([
                 f"{b}{dflt}",
                 f"{fmt(s[b]['extractor_median'], 2)}{mark}",
+                fmt(s[b]["extractor_best"], 2),
                 fmt(s[b]["plain_cl_median"], 2),
                 fmt(s[b]["plain_cf_median"], 2),
                 fmt(im["plain_plus_pre"][b], 2),
@@ -639,7 +678,7 @@ def report(res, meta):
                 f"{s[b]['extractor_median'] / im['plain_plus_pre'][b]:.2f}",
             ])
         out.append(C.md_table(
-            ["Batch size", "extractor img/s", "plain fwd channels_last", "plain fwd contiguous", "plain fwd + timm preproc", "extractor / plain fwd", "extractor / (plain + preproc)"],
+            ["Batch size", "extractor img/s", "extractor, best batch", "plain fwd channels_last", "plain fwd contiguous", "plain fwd + timm preproc", "extractor / plain fwd", "extractor / (plain + preproc)"],
             srow,
         ))
         out.append("")
@@ -663,7 +702,8 @@ def report(res, meta):
             f"(fixed embetter vs extractor: {im['embetter_maxdiff']:.1e}).\n"
         )
         out.append(
-            f"Best extractor batch size on this machine: **{im['best_ext_bs']}** "
+            f"Best extractor batch size on this machine: **{im['best_ext_bs']}** by median batch time "
+            f"({im['best_ext_bs_by_best']} by best batch time) "
             f"(`_DEFAULT_BATCH[('image', 'cpu')]` is currently {im['default_bs']}"
             + (f", measured at {fmt(im['default_ext'], 2)} img/s = {im['default_ext'] / im['best_ext']:.2f}x of the best" if im["default_ext"] else "")
             + "). Plot: `benchmarks/extractor_throughput.png`.\n"
@@ -682,15 +722,22 @@ def report(res, meta):
             "after `clear_memory_layer()`, so entries are read from the files.\n"
         )
         grow = [
-            ["no cache (`cache=None`)", fmt(g["uncached"]["seconds"]), f"{g['uncached']['stats']['computed']:,}", f"{g['uncached']['best_score']:.3f}"],
-            ["cache, cold (fresh directory)", fmt(g["cold"]["seconds"]), f"{g['cold']['stats']['computed']:,}", f"{g['cold']['best_score']:.3f}"],
-            ["cache, warm (files from the cold run)", fmt(g["warm"]["seconds"]), f"{g['warm']['stats']['computed']:,}", f"{g['warm']['best_score']:.3f}"],
-            ["logistic regressions alone on precomputed embeddings (floor)", fmt(g["lr_only"]), "0", ""],
+            [label, fmt(g[k]["seconds"]), fmt(g[k]["cpu"]), f"{g[k]['load'][0]:.1f} / {g[k]['load'][1]:.1f}", f"{g[k]['stats']['computed']:,}", f"{g[k]['best_score']:.3f}"]
+            for k, label in (
+                ("uncached", "no cache (`cache=None`)"),
+                ("cold", "cache, cold (fresh directory)"),
+                ("warm", "cache, warm (files from the cold run)"),
+            )
         ]
-        out.append(C.md_table(["Arm", "wall time (s)", "`embedding_stats()['computed']`", "best CV accuracy"], grow))
+        grow.append(["logistic regressions alone on precomputed embeddings (floor)", fmt(g["lr_only"]), "", "", "0", ""])
+        out.append(C.md_table(["Arm", "wall time (s)", "process CPU time (s)", "load average before / after", "`embedding_stats()['computed']`", "best CV accuracy"], grow))
         out.append("")
         out.append(
-            f"Speed-up uncached / cached: **{g['ratio']:.1f}x** with a cold cache, {g['ratio_warm']:.1f}x warm. "
+            f"Speed-up uncached / cached: **{g['ratio']:.1f}x** in wall time with a cold cache, "
+            f"{g['ratio_warm']:.1f}x warm. The two arms run one after the other (a grid search cannot be "
+            "interleaved), so load from other jobs during one arm moves the ratio; the load averages show how "
+            f"busy the machine was. In process CPU time the ratio is {g['ratio_cpu']:.1f}x, but CPU time also "
+            "counts the OpenMP threads spinning between torch calls, which weighs most in the short cached arm. "
             f"The ceiling for a cold cache is about {g['n_fits']}x (every fit re-embeds its rows without a cache); "
             f"what separates the two is the fixed cost that both arms pay ({fmt(g['lr_only'])} s of logistic "
             f"regressions, plus input hashing and cache look-ups).\n"
@@ -826,6 +873,7 @@ def main(argv=None):
         res[key] = fn()
         log(f"  done in {time.perf_counter() - ts:.0f} s")
 
+    info["cpu_pressure_end"] = C.cpu_pressure()
     try:
         info["loadavg_end"] = tuple(round(x, 2) for x in os.getloadavg())
     except OSError:

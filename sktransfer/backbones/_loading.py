@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ._clip import is_open_clip_model, load_open_clip, wrap_open_clip
 from ._image import load_timm, load_torchvision, wrap_image_module
 from ._text import load_hf_encoder, load_sentence_transformer, wrap_text_module
 
@@ -17,6 +18,7 @@ _FAMILY_PREFIXES = {
     "transformers": "transformers",
     "st": "sentence-transformers",
     "sentence-transformers": "sentence-transformers",
+    "open_clip": "open_clip",
 }
 
 _memo = {}
@@ -50,7 +52,7 @@ def parse_spec(spec):
     head, _, rest = spec.partition("/")
     if head in _FAMILY_PREFIXES and rest:
         family = _FAMILY_PREFIXES[head]
-        model_id = rest if family in ("timm", "torchvision", "transformers") else spec
+        model_id = rest if family in ("timm", "torchvision", "transformers", "open_clip") else spec
         if head == "st":
             model_id = rest
         return family, model_id
@@ -70,12 +72,16 @@ def _build(spec, pooling):
 
         if isinstance(spec, SentenceTransformer):
             return wrap_text_module(spec, name=type(spec).__name__)
+        if is_open_clip_model(spec):
+            return wrap_open_clip(spec, name=type(spec).__name__)
         return wrap_image_module(spec, name=type(spec).__name__)
     family, model_id = parse_spec(spec)
     if family == "timm":
         return load_timm(model_id, spec)
     if family == "torchvision":
         return load_torchvision(model_id, spec)
+    if family == "open_clip":
+        return load_open_clip(model_id, spec)
     if family == "transformers":
         local = model_id if Path(model_id).is_dir() else None
         return load_hf_encoder(model_id, spec, pooling=pooling, local_dir=local)

@@ -1,0 +1,746 @@
+#!/usr/bin/env python
+"""Benchmark of ``FineTunedClassifier``'s strategies (fine-tuning issue).
+
+Two tasks, each with few labelled examples per class, each strategy of
+``FineTunedClassifier`` (``linear_probe``, ``partial``, ``full``,
+``progressive``) next to the frozen-embedding baseline
+(``PretrainedFeatureExtractor`` + ``LogisticRegression``):
+
+1. Fashion-MNIST (10 classes) with ``timm/tf_efficientnet_lite0`` at a small
+   input size, N labelled training images per class drawn from the official
+   train split, accuracy on images of the official test split.
+2. BBC News (5 topics) with ``sentence-transformers/all-MiniLM-L6-v2``,
+   articles truncated to a few tokens, N labelled articles per topic, accuracy
+   on a fixed held-out set of articles.
+
+For every (task, N, method) one fresh subprocess trains all seeds: accuracy
+(mean ± std over seeds; a seed draws both the training subset and the
+initialisation), seconds per epoch (skorch's ``dur``), and peak training
+memory: the kernel's peak RSS (VmHWM, the value ``ru_maxrss`` reports, reset
+before each ``fit``) minus the RSS just before ``fit``, with the backbone and
+the data already loaded.
+
+3. Forgetting, on Fashion-MNIST with the largest N: plain ``full``
+   fine-tuning vs ``full`` + L2-SP vs ``full`` + WiSE-FT (``wise_alpha``),
+   target accuracy next to ``sktransfer.metrics.forgetting_report`` on a
+   reference task (sklearn's 8x8 digits, pixel values x16 as uint8): accuracy of
+   a logistic regression on the fine-tuned features relative to the pretrained
+   ones, and the linear CKA between the two.
+
+Usage::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_fine_tuning.py          # full run (~25 min on 2 shared cores)
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_fine_tuning.py --quick  # smoke run, writes nothing
+
+The full run writes ``benchmarks/sections/fine_tuning.md`` and
+``benchmarks/fine_tuning.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+import _common as C  # noqa: E402
+
+TEXT = "sentence-transformers/all-MiniLM-L6-v2"
+IMAGE = "timm/tf_efficientnet_lite0"
+SECTION_MD = HERE / "sections" / "fine_tuning.md"
+PLOT = HERE / "fine_tuning.png"
+STRATEGIES = ["linear_probe", "partial", "full", "progressive"]
+BASELINE = "frozen+logreg"
+TASK_NAMES = {"fmnist": "Fashion-MNIST", "bbc": "BBC News"}
+BACKBONES = {"fmnist": IMAGE, "bbc": TEXT}
+
+# Hyper-parameters per modality and strategy (chosen with a short tuning run
+# on seed 0 of the smallest N, see the section's text). ``lr`` is the head's
+# rate; the backbone trains at ``lr * backbone_lr_ratio``.
+HP = {
+    "fmnist": {
+        "common": dict(batch_size=16, warmup=0.1, weight_decay=0.01, augment=True),
+        "linear_probe": dict(lr=1e-2),
+        "partial": dict(lr=3e-3, backbone_lr_ratio=0.1, unfreeze_last=2),
+        "full": dict(lr=3e-3, backbone_lr_ratio=0.1),
+        "progressive": dict(lr=3e-3, backbone_lr_ratio=0.1, unfreeze_every=1),
+    },
+    "bbc": {
+        "common": dict(batch_size=8, warmup=0.1, weight_decay=0.01),
+        "linear_probe": dict(lr=3e-2),
+        "partial": dict(lr=3e-2, backbone_lr_ratio=0.003, unfreeze_last=2),
+        "full": dict(lr=3e-2, backbone_lr_ratio=0.003),
+        "progressive": dict(lr=3e-2, backbone_lr_ratio=0.003, unfreeze_every=1),
+    },
+}
+LOGREG_C = {"fmnist": 1.0, "bbc": 10.0}
+
+CONFIGS = {
+    "full": dict(
+        image_size=32, max_length=64,
+        fmnist_test=1000, bbc_test=250,
+        fmnist_shots=[10, 100], bbc_shots=[8, 32],
+        seeds={("fmnist", 10): [0, 1, 2], ("fmnist", 100): [0, 1, 2], ("bbc", 8): [0, 1, 2], ("bbc", 32): [0, 1, 2]},
+        epochs={("fmnist", 10): 10, ("fmnist", 100): 4, ("bbc", 8): 8, ("bbc", 32): 4},
+        forget_shots=100, forget_seeds=[0], ref_n=600, l2sp=1.0, wise_alpha=0.5,
+    ),
+    "quick": dict(
+        image_size=32, max_length=32,
+        fmnist_test=40, bbc_test=20,
+        fmnist_shots=[2], bbc_shots=[2],
+        seeds={("fmnist", 2): [0, 1], ("bbc", 2): [0, 1]},
+        epochs={("fmnist", 2): 1, ("bbc", 2): 1},
+        forget_shots=2, forget_seeds=[0], ref_n=60, l2sp=1.0, wise_alpha=0.5,
+    ),
+}
+
+log = C.log
+
+
+# --------------------------------------------------------------------- data
+def per_class(y, n, rng, exclude=None):
+    """``n`` indices per class, drawn without replacement, shuffled."""
+    allowed = np.ones(len(y), bool)
+    if exclude is not None:
+        allowed[np.asarray(exclude)] = False
+    idx = np.concatenate([rng.choice(np.flatnonzero((y == k) & allowed), n, replace=False) for k in np.unique(y)])
+    return idx[rng.permutation(len(idx))]
+
+
+def load_task(task, shots, seeds, n_test):
+    """``(X_test, y_test, {seed: (X_train, y_train)})``; the test set is the
+    same for every seed and N, the training subset depends on the seed."""
+    if task == "fmnist":
+        from sktransfer.datasets import load_fashion_mnist
+
+        Xtr, ytr = load_fashion_mnist(subset="train", return_X_y=True)
+        Xte, yte = load_fashion_mnist(subset="test", return_X_y=True)
+        te = per_class(yte, n_test // 10, np.random.RandomState(0))
+        train = {}
+        for s in seeds:
+            i = per_class(ytr, shots, np.random.RandomState(1000 + s))
+            train[s] = (Xtr[i].copy(), ytr[i].copy())
+        return Xte[te].copy(), yte[te].copy(), train
+    from sktransfer.datasets import load_bbc_news
+
+    bbc = load_bbc_news()
+    y = np.asarray(bbc.target)
+    te = per_class(y, n_test // 5, np.random.RandomState(0))
+    train = {}
+    for s in seeds:
+        i = per_class(y, shots, np.random.RandomState(1000 + s), exclude=te)
+        train[s] = ([bbc.data[j] for j in i], y[i].copy())
+    return [bbc.data[j] for j in te], y[te].copy(), train
+
+
+def load_reference(n):
+    """Reference task for forgetting: sklearn's 8x8 digits as uint8 images."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    idx = per_class(d.target, n // 10, np.random.RandomState(0))
+    X = (d.images[idx] * 16).clip(0, 255).astype(np.uint8)
+    return X, d.target[idx]
+
+
+def input_kwargs(task, cfg):
+    return {"image_size": cfg["image_size"]} if task == "fmnist" else {"max_length": cfg["max_length"]}
+
+
+def strategy_params(task, method, epochs, cfg, extra=None):
+    """Constructor parameters of ``FineTunedClassifier`` for one run."""
+    strategy = method.split("+")[0]
+    p = {**HP[task]["common"], **HP[task][strategy], "strategy": strategy, "max_epochs": epochs, **input_kwargs(task, cfg)}
+    p.update(extra or {})
+    return p
+
+
+# ---------------------------------------------------------------- child side
+def _quiet():
+    warnings.filterwarnings("ignore")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def measure_fit(fit):
+    """Run ``fit()``; return ``(seconds, peak RSS increase in bytes, absolute peak)``.
+
+    The increase is VmHWM (reset just before) minus the RSS just before; where
+    VmHWM cannot be reset, RSS is sampled every 5 ms instead.
+    """
+    gc.collect()
+    base = C.rss_bytes()
+    if C.reset_peak_rss():
+        t = time.perf_counter()
+        fit()
+        dt = time.perf_counter() - t
+        peak = C.peak_rss_bytes()
+    else:  # pragma: no cover - non-Linux
+        with C.RssSampler() as s:
+            t = time.perf_counter()
+            fit()
+            dt = time.perf_counter() - t
+        peak = s.peak
+    return dt, peak - base, peak
+
+
+def _interpolate_bn_stats(clf, pretrained_body, alpha):
+    """Diagnostic only: also interpolate BatchNorm running statistics, which
+    ``WiSEFT`` leaves at their fine-tuned values (it lerps parameters only)."""
+    import torch
+
+    body = clf._core_module().body
+    ref = pretrained_body.state_dict()
+    with torch.no_grad():
+        for name, buf in body.named_buffers():
+            if name.endswith(("running_mean", "running_var")) and name in ref:
+                buf.copy_(torch.lerp(ref[name].to(buf.dtype), buf, alpha))
+
+
+def _file_bytes(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs if f.endswith(".safetensors"))
+
+
+def child_finetune(spec):
+    """A list of training jobs in one fresh process.
+
+    Each job: one (task, N, method) with all its seeds, trained with
+    ``FineTunedClassifier`` (or ``LoRAClassifier`` for ``bench_lora.py``).
+    """
+    import shutil
+    import tempfile
+
+    import sktransfer
+    from sktransfer.backbones import load_backbone
+    from sktransfer.metrics import forgetting_report
+
+    task, cfg = spec["task"], spec["cfg"]
+    shared = load_backbone(BACKBONES[task])  # memoised: loaded before the memory baseline
+    total_params = sum(p.numel() for p in shared.body.parameters())
+    ref = load_reference(cfg["ref_n"]) if any(j.get("forget_seeds") for j in spec["jobs"]) else None
+    data = {}
+    out = []
+    for job in spec["jobs"]:
+        shots = job["shots"]
+        if shots not in data:
+            data[shots] = load_task(task, shots, job["seeds"], spec["n_test"])
+        Xte, yte, train = data[shots]
+        est_cls = getattr(sktransfer, job.get("estimator", "FineTunedClassifier"))
+        log(f"    {job['method']}, {shots}/class:")
+        runs = []
+        for seed in job["seeds"]:
+            if seed not in train:
+                train.update(load_task(task, shots, [seed], spec["n_test"])[2])
+            X, y = train[seed]
+            clf = est_cls(BACKBONES[task], random_state=seed, **job["params"])
+            fit_s, mem, peak = measure_fit(lambda: clf.fit(X, y))
+            t = time.perf_counter()
+            acc = float(clf.score(Xte, yte))
+            eval_s = time.perf_counter() - t
+            module = clf.net_.module_
+            n_all = sum(p.numel() for p in module.parameters())
+            n_train_p = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            rec = {
+                "seed": seed, "acc": acc, "fit_s": fit_s, "eval_s": eval_s, "mem": mem, "peak": peak,
+                "epoch_s": [float(d) for d in clf.history_[:, "dur"]],
+                "n_train": len(y), "n_test": len(yte),
+                "trainable_end": int(n_train_p), "params_all": int(n_all), "backbone_params": int(total_params),
+            }
+            if hasattr(clf, "trainable_fraction_"):
+                rec["trainable_fraction"] = float(clf.trainable_fraction_)
+                rec["adapter_nbytes"] = int(clf.adapter_nbytes_)
+            if job.get("save_size") and seed == job["seeds"][0]:
+                tmp = tempfile.mkdtemp(prefix="skt-bench-save-")
+                try:
+                    clf.save(os.path.join(tmp, "m"))
+                    rec["save_bytes"] = _file_bytes(tmp)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            if seed in job.get("forget_seeds", []):
+                t = time.perf_counter()
+                rec["forgetting"] = forgetting_report(clf, ref[0], ref[1], cv=3)
+                if job.get("bn_diagnostic"):
+                    _interpolate_bn_stats(clf, shared.body, job["params"]["wise_alpha"])
+                    rec["bn_diag_acc"] = float(clf.score(Xte, yte))
+                    rec["bn_diag_forgetting"] = forgetting_report(clf, ref[0], ref[1], cv=3)
+                rec["forget_s"] = time.perf_counter() - t
+            runs.append(rec)
+            log(f"      seed {seed}: acc {acc:.3f}, fit {fit_s:.0f} s, {np.mean(rec['epoch_s']):.1f} s/epoch, "
+                f"+{C.mib(mem):.0f} MiB, eval {eval_s:.0f} s"
+                + (f", retained {rec['forgetting'].get('retained', float('nan')):.3f}" if "forgetting" in rec else ""))
+            del clf, module
+            gc.collect()
+        out.append({"job": {k: v for k, v in job.items() if k != "params"}, "params": job["params"], "runs": runs})
+    return {"jobs": out}
+
+
+def child_baseline(spec):
+    """Frozen embeddings + logistic regression, every (N, seed) of one task."""
+    from sklearn.linear_model import LogisticRegression
+
+    from sktransfer import PretrainedFeatureExtractor
+    from sktransfer.backbones import load_backbone
+
+    task, cfg = spec["task"], spec["cfg"]
+    load_backbone(BACKBONES[task])
+    ext = None
+    out = []
+    for job in spec["jobs"]:
+        Xte, yte, train = load_task(task, job["shots"], job["seeds"], spec["n_test"])
+        if ext is None:
+            ext = PretrainedFeatureExtractor(BACKBONES[task], progress=False, **input_kwargs(task, cfg))
+            ext.fit(Xte[:2])
+            t = time.perf_counter()
+            Fte = ext.transform(Xte)
+            test_embed_s = time.perf_counter() - t
+        log(f"    {BASELINE}, {job['shots']}/class:")
+        runs = []
+        for seed in job["seeds"]:
+            X, y = train[seed]
+            lr = LogisticRegression(C=LOGREG_C[task], max_iter=5000)
+            box = {}
+
+            def fit():
+                t0 = time.perf_counter()
+                box["F"] = ext.transform(X)
+                box["embed_s"] = time.perf_counter() - t0
+                lr.fit(box["F"], y)
+
+            fit_s, mem, peak = measure_fit(fit)
+            acc = float(lr.score(Fte, yte))
+            runs.append({
+                "seed": seed, "acc": acc, "fit_s": fit_s, "mem": mem, "peak": peak, "epoch_s": [box["embed_s"]],
+                "n_train": len(y), "n_test": len(yte), "test_embed_s": test_embed_s,
+            })
+            log(f"      seed {seed}: acc {acc:.3f}, fit {fit_s:.1f} s (embedding pass {box['embed_s']:.1f} s), +{C.mib(mem):.0f} MiB")
+        out.append({"job": dict(job), "runs": runs})
+    return {"jobs": out}
+
+
+CHILDREN = {"finetune": child_finetune, "baseline": child_baseline}
+
+
+def child_main(spec_json):
+    import resource
+
+    import torch
+
+    _quiet()
+    spec = json.loads(spec_json)
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    kind = spec["kind"]
+    if kind not in CHILDREN:  # bench_lora registers its own kinds
+        import importlib
+
+        mod = importlib.import_module(spec["module"])
+        fn = getattr(mod, spec["function"])
+    else:
+        fn = CHILDREN[kind]
+    out = fn(spec)
+    out["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("CHILD_RESULT " + json.dumps(out), flush=True)
+
+
+def run_child(script, spec, timeout=1800):
+    """Run one spec in a fresh Python process; return its result dict."""
+    cmd = [sys.executable, str(script), "--_child", json.dumps(spec)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # stream the child's progress lines
+        lines.append(line)
+        if not line.startswith("CHILD_RESULT "):
+            print(line, end="", flush=True)
+    err = proc.stderr.read()
+    proc.wait(timeout=timeout)
+    res = [ln for ln in lines if ln.startswith("CHILD_RESULT ")]
+    if proc.returncode != 0 or not res:
+        raise RuntimeError(f"child {spec.get('label')} failed (rc {proc.returncode}):\n{''.join(lines)[-2000:]}\n{err[-4000:]}")
+    out = json.loads(res[-1].split(" ", 1)[1])
+    out["process_s"] = time.perf_counter() - t
+    return out
+
+
+# --------------------------------------------------------------- aggregation
+def summarize(runs):
+    acc = np.array([r["acc"] for r in runs])
+    ep = [float(np.mean(r["epoch_s"])) for r in runs]
+    return {
+        "acc_mean": float(acc.mean()),
+        "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+        "n_seeds": len(acc),
+        "epoch_s": float(np.median(ep)),
+        "fit_s": float(np.median([r["fit_s"] for r in runs])),
+        "mem": float(max(r["mem"] for r in runs)),
+        "peak": float(max(r["peak"] for r in runs)),
+        "accs": acc.tolist(),
+    }
+
+
+def pm(mean, std, scale=100, nd=1):
+    return f"{scale * mean:.{nd}f} ± {scale * std:.{nd}f}"
+
+
+# ---------------------------------------------------------------- the runs
+def build_specs(cfg, sections, threads):
+    """One child process per (task, method); inside it the larger N runs first
+    (so that its first fit is the one in a fresh process)."""
+    specs = []
+    for task in ("fmnist", "bbc"):
+        if task not in sections:
+            continue
+        shots_list = sorted(cfg[f"{task}_shots"], reverse=True)
+        base = dict(task=task, n_test=cfg[f"{task}_test"], threads=threads)
+        jobs = [dict(method=BASELINE, shots=n, seeds=cfg["seeds"][(task, n)]) for n in shots_list]
+        specs.append({**base, "kind": "baseline", "label": f"{task} {BASELINE}", "jobs": jobs})
+        for m in STRATEGIES:
+            jobs = []
+            for n in shots_list:
+                job = dict(method=m, shots=n, seeds=cfg["seeds"][(task, n)],
+                           params=strategy_params(task, m, cfg["epochs"][(task, n)], cfg))
+                if "forgetting" in sections and task == "fmnist" and m == "full" and n == cfg["forget_shots"]:
+                    job["forget_seeds"] = cfg["forget_seeds"]
+                jobs.append(job)
+            specs.append({**base, "kind": "finetune", "label": f"{task} {m}", "jobs": jobs})
+    if "forgetting" in sections:
+        task, n = "fmnist", cfg["forget_shots"]
+        epochs = cfg["epochs"][(task, n)]
+        common = dict(shots=n, seeds=cfg["forget_seeds"], forget_seeds=cfg["forget_seeds"])
+        jobs = [
+            dict(method="full+l2sp", params=strategy_params(task, "full", epochs, cfg, {"l2sp": cfg["l2sp"]}), **common),
+            dict(method="full+wise", bn_diagnostic=True,
+                 params=strategy_params(task, "full", epochs, cfg, {"wise_alpha": cfg["wise_alpha"]}), **common),
+        ]
+        if "fmnist" not in sections:  # the plain full run of the forgetting table
+            jobs.insert(0, dict(method="full", params=strategy_params(task, "full", epochs, cfg), **common))
+        specs.append(dict(task=task, n_test=cfg["fmnist_test"], threads=threads, kind="finetune",
+                          label="fmnist forgetting (l2sp, wise)", jobs=jobs))
+    return specs
+
+
+def tuple_keys(cfg):
+    """JSON turns tuple keys into strings; keep a JSON-able copy for children."""
+    out = dict(cfg)
+    out["seeds"] = {f"{k[0]}:{k[1]}": v for k, v in cfg["seeds"].items()}
+    out["epochs"] = {f"{k[0]}:{k[1]}": v for k, v in cfg["epochs"].items()}
+    return out
+
+
+# ---------------------------------------------------------------- reporting
+def results_tables(res, cfg):
+    lines = []
+    for task in ("fmnist", "bbc"):
+        for shots in cfg[f"{task}_shots"]:
+            key = (task, shots)
+            if key not in res:
+                continue
+            rows_in = res[key]
+            full = rows_in.get("full")
+            n_train = rows_in[BASELINE]["runs"][0]["n_train"] if BASELINE in rows_in else None
+            n_test = rows_in[BASELINE]["runs"][0]["n_test"] if BASELINE in rows_in else None
+            seeds = cfg["seeds"][key]
+            what = (f"{TASK_NAMES[task]}, {shots} labelled {'images' if task == 'fmnist' else 'articles'} per class "
+                    f"({n_train} in all), {n_test} test {'images' if task == 'fmnist' else 'articles'}, "
+                    f"{len(seeds)} seeds, {cfg['epochs'][key]} epochs")
+            lines.append(f"**{what}**\n")
+            rows = []
+            for m in [BASELINE, *STRATEGIES]:
+                if m not in rows_in:
+                    continue
+                s = rows_in[m]["summary"]
+                ep = s["epoch_s"]
+                ep_txt = f"{ep:.1f} (one embedding pass)" if m == BASELINE else f"{ep:.1f}"
+                ratio_t = f"{ep / full['summary']['epoch_s']:.2f}" if full and m != BASELINE else "–"
+                ratio_m = f"{s['mem'] / full['summary']['mem']:.2f}" if full and full["summary"]["mem"] > 0 else "–"
+                rows.append([
+                    f"`{m}`" if m != BASELINE else "frozen embeddings + LogisticRegression",
+                    pm(s["acc_mean"], s["acc_std"]),
+                    " / ".join(f"{100 * a:.1f}" for a in s["accs"]),
+                    ep_txt, ratio_t, f"{s['fit_s']:.0f}", f"{C.mib(s['mem']):.0f}", ratio_m,
+                ])
+            lines.append(C.md_table(
+                ["method", "accuracy % (mean ± std)", "per seed", "s / epoch", "× full", "fit s (median)",
+                 "peak train memory, MiB above pre-fit RSS", "× full"],
+                rows, "lrrrrrrr"))
+            lines.append("")
+    return "\n".join(lines)
+
+
+def forgetting_table(res, cfg):
+    f = res.get("forgetting")
+    if not f:
+        return "", []
+    rows, items = [], []
+    labels = {
+        "full": "`full`",
+        "full+l2sp": f"`full`, `l2sp={cfg['l2sp']:g}`",
+        "full+wise": f"`full`, `wise_alpha={cfg['wise_alpha']:g}`",
+        "full+wise+bn": f"`full`, `wise_alpha={cfg['wise_alpha']:g}`, BN running stats interpolated too (diagnostic, by hand)",
+    }
+    for m in ("full", "full+l2sp", "full+wise", "full+wise+bn"):
+        if m not in f:
+            continue
+        recs = f[m]
+        tgt = np.array([r["acc"] for r in recs])
+        rep = [r["forgetting"] for r in recs]
+        a0 = np.mean([r["ref_accuracy_pretrained"] for r in rep])
+        a1 = np.mean([r["ref_accuracy_finetuned"] for r in rep])
+        ret = np.mean([r["retained"] for r in rep])
+        cka = np.mean([r["cka"] for r in rep])
+        items.append({"method": m, "target": float(tgt.mean()), "retained": float(ret), "cka": float(cka), "ref_ft": float(a1), "ref_pre": float(a0)})
+        std = lambda xs: (f" ± {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else "")  # noqa: E731
+        rows.append([labels[m], f"{100 * tgt.mean():.1f}{std(tgt)}", f"{100 * a0:.1f}", f"{100 * a1:.1f}", f"{ret:.3f}", f"{cka:.3f}"])
+    table = C.md_table(
+        ["fine-tuning", "target accuracy % (Fashion-MNIST)", "reference accuracy %, pretrained features",
+         "reference accuracy %, fine-tuned features", "retained (ratio)", "linear CKA"],
+        rows, "lrrrrr")
+    return table, items
+
+
+def conclusions(res, cfg, items):
+    out = []
+    for task in ("fmnist", "bbc"):
+        for shots in cfg[f"{task}_shots"]:
+            key = (task, shots)
+            if key not in res:
+                continue
+            r = {m: v["summary"] for m, v in res[key].items()}
+            best = max(r, key=lambda m: r[m]["acc_mean"])
+            lp, full, base = r.get("linear_probe"), r.get("full"), r.get(BASELINE)
+            name = f"{TASK_NAMES[task]} with {shots}/class"
+            txt = f"- {name}: best is `{best}` ({100 * r[best]['acc_mean']:.1f} %)"
+            if full and lp:
+                d = 100 * (full["acc_mean"] - lp["acc_mean"])
+                noise = 100 * max(full["acc_std"], lp["acc_std"])
+                verdict = "beats" if d > noise else ("is within noise of" if abs(d) <= noise else "is below")
+                txt += (f"; `full` {verdict} `linear_probe` ({d:+.1f} points, std up to {noise:.1f}) at "
+                        f"{full['epoch_s'] / lp['epoch_s']:.1f}x its time per epoch and "
+                        f"{full['mem'] / max(lp['mem'], 1):.1f}x its training memory")
+            if base and lp:
+                txt += (f"; the frozen-embedding + LogisticRegression baseline is at {100 * base['acc_mean']:.1f} % "
+                        f"({100 * (base['acc_mean'] - lp['acc_mean']):+.1f} points vs `linear_probe`)")
+            out.append(txt + ".")
+    if items:
+        by = {i["method"]: i for i in items}
+        if "full" in by:
+            f0 = by["full"]
+            for m, lab in (("full+l2sp", f"L2-SP (l2sp={cfg['l2sp']:g})"), ("full+wise", f"WiSE-FT (alpha={cfg['wise_alpha']:g})")):
+                if m in by:
+                    i = by[m]
+                    out.append(
+                        f"- Forgetting, {lab} vs plain `full`: reference accuracy retained {i['retained']:.3f} vs {f0['retained']:.3f} "
+                        f"({'more' if i['retained'] > f0['retained'] + 0.005 else 'not more'}), CKA {i['cka']:.3f} vs {f0['cka']:.3f}, "
+                        f"target accuracy {100 * i['target']:.1f} % vs {100 * f0['target']:.1f} % "
+                        f"({100 * (i['target'] - f0['target']):+.1f} points)."
+                    )
+    return "\n".join(out)
+
+
+def report(res, meta, cfg):
+    hp_rows = []
+    for task in ("fmnist", "bbc"):
+        for m in STRATEGIES:
+            p = {**HP[task]["common"], **HP[task][m]}
+            hp_rows.append([TASK_NAMES[task], f"`{m}`", ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items())])
+    parts = [
+        "## Fine-tuning strategies (fine-tuning issue)",
+        "",
+        C.machine_md(meta["info"], meta["versions"], meta["command"], meta["started"], meta["elapsed"], meta["calib"]),
+        "",
+        "### Protocol",
+        "",
+        f"- Fashion-MNIST: `{IMAGE}` at **image_size={cfg['image_size']}** (the 28 px images upscaled to {cfg['image_size']} px; "
+        "the model's pretrained size is 224 px). Training images drawn per seed from the official train split, "
+        f"accuracy on {cfg['fmnist_test']} images of the official test split ({cfg['fmnist_test'] // 10} per class, the same for every run).",
+        f"- BBC News: `{TEXT}`, articles truncated to **max_length={cfg['max_length']}** tokens (title and first sentence or two). "
+        f"Training articles drawn per seed; accuracy on a fixed held-out set of {cfg['bbc_test']} articles ({cfg['bbc_test'] // 5} per topic) "
+        "disjoint from every training draw.",
+        "- A seed draws the training subset and the initialisation (`random_state`); mean ± sample std over the seeds listed. "
+        "Frozen baseline: `PretrainedFeatureExtractor` (same input size / max_length) + "
+        f"`LogisticRegression(C={LOGREG_C['fmnist']:g})` for images, `C={LOGREG_C['bbc']:g}` for text (unit-norm MiniLM embeddings need a weaker penalty).",
+        "- s / epoch: median over seeds of skorch's per-epoch `dur` (training only, no validation split). For the baseline: "
+        "one embedding pass over the training set. Progressive epochs get slower as groups unfreeze; the figure is their mean.",
+        "- Peak train memory: one fresh subprocess per (task, N, method); before each `fit`, backbone and data are loaded, "
+        "the kernel's peak-RSS counter (VmHWM, what `ru_maxrss` reports) is reset, and the figure is the peak during `fit` minus "
+        "the RSS just before (max over seeds). It includes the copy of the backbone each fit makes, activations, gradients and AdamW state.",
+        f"- Hyper-parameters (`lr` is the head's rate, the backbone's is `lr * backbone_lr_ratio`; warm-up then cosine; AdamW; "
+        "gradient clipping 1.0; head `linear`; image augmentation = the library's default random resized crop 0.5–1 + flip):",
+        "",
+        C.md_table(["task", "strategy", "parameters"], hp_rows, "lll"),
+        "",
+        "### Accuracy, time and memory",
+        "",
+        results_tables(res, cfg),
+    ]
+    ftable, items = forgetting_table(res, cfg)
+    if ftable:
+        parts += [
+            "### Forgetting (Fashion-MNIST, fine-tuned backbone vs pretrained)",
+            "",
+            f"{cfg['forget_shots']} images per class, seed(s) {cfg['forget_seeds']}, same hyper-parameters as `full` above. Reference task: "
+            f"{cfg['ref_n']} of sklearn's 8x8 digits (pixels x16, uint8, upscaled to {cfg['image_size']} px like the target images); "
+            "`forgetting_report(model, X_ref, y_ref, cv=3)` fits a standardised logistic regression (C=0.1, 3-fold CV) on pretrained and on "
+            "fine-tuned features of the same images; *retained* = fine-tuned / pretrained reference accuracy; CKA = linear CKA of the two feature sets.",
+            "",
+            ftable,
+            "",
+        ]
+    parts += ["### Observations", "", conclusions(res, cfg, items), "", meta.get("notes", "")]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def plot(res, cfg, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [(t, s) for t in ("fmnist", "bbc") for s in cfg[f"{t}_shots"] if (t, s) in res]
+    ftable, items = forgetting_table(res, cfg)
+    n = len(keys) + (1 if items else 0)
+    cols = 3 if n > 2 else n
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    methods = [BASELINE, *STRATEGIES]
+    colors = ["#888888", "#4c72b0", "#55a868", "#c44e52", "#8172b2"]
+    for ax, key in zip(axes.flat, keys):
+        r = res[key]
+        ms = [m for m in methods if m in r]
+        means = [100 * r[m]["summary"]["acc_mean"] for m in ms]
+        stds = [100 * r[m]["summary"]["acc_std"] for m in ms]
+        ax.bar(range(len(ms)), means, yerr=stds, capsize=4, color=colors[: len(ms)])
+        for i, m in enumerate(ms):
+            ax.scatter([i] * len(r[m]["summary"]["accs"]), [100 * a for a in r[m]["summary"]["accs"]], color="k", s=8, zorder=3)
+        ax.set_xticks(range(len(ms)))
+        ax.set_xticklabels(["frozen\n+LR" if m == BASELINE else m.replace("_", "\n") for m in ms], fontsize=8)
+        lo = min(m - s for m, s in zip(means, stds))
+        ax.set_ylim(max(0, lo - 10), 100)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{TASK_NAMES[key[0]]}, {key[1]}/class ({len(cfg['seeds'][key])} seeds)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    if items:
+        ax = axes.flat[len(keys)]
+        for it in items:
+            ax.scatter(100 * it["target"], it["retained"], s=40)
+            ax.annotate(it["method"], (100 * it["target"], it["retained"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel("target accuracy (%)")
+        ax.set_ylabel("reference accuracy retained")
+        ax.set_title("Forgetting (Fashion-MNIST → digits)", fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(f"FineTunedClassifier strategies (error bars: std over seeds; dots: seeds)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (a few images, 1 epoch); writes nothing")
+    p.add_argument("--sections", default="fmnist,bbc,forgetting", help="comma-separated subset of fmnist,bbc,forgetting")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
+    p.add_argument("--no-write", action="store_true", help="print the section only")
+    p.add_argument("--out", default=None, help="markdown path (default benchmarks/sections/fine_tuning.md)")
+    p.add_argument("--plot", default=None, help="PNG path (default benchmarks/fine_tuning.png)")
+    p.add_argument("--json", default=None, help="also dump raw results to this JSON file")
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args._child:
+        child_main(args._child)
+        return 0
+    import torch
+
+    cfg = dict(CONFIGS["quick" if args.quick else "full"])
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - {"fmnist", "bbc", "forgetting"}
+    if unknown:
+        raise SystemExit(f"unknown sections: {sorted(unknown)}")
+    write = not args.no_write and not args.quick
+    started = C.utc_now()
+    t0 = time.perf_counter()
+    info = C.machine_info()
+    info["threads_set"] = args.threads
+    vers = C.versions(extra=["skorch", "numpy", "psutil"])
+    calib = C.sgemm_gflops()
+    log(f"Machine: {info['cpu']}, {info['logical_cores']} cores, torch threads {torch.get_num_threads()}, "
+        f"load {info.get('loadavg_start')}, sgemm {calib:.0f} GFLOP/s")
+
+    child_cfg = tuple_keys(cfg)
+    specs = build_specs(cfg, sections, args.threads)
+    res, forgetting = {}, {}
+    for i, spec in enumerate(specs):
+        log(f"[{i + 1}/{len(specs)}] {spec['label']} (elapsed {(time.perf_counter() - t0) / 60:.1f} min)")
+        spec = {**spec, "cfg": child_cfg}
+        out = run_child(Path(__file__).resolve(), spec)
+        for j in out["jobs"]:
+            job, runs = j["job"], j["runs"]
+            key = (spec["task"], job["shots"])
+            entry = {"runs": runs, "summary": summarize(runs), "params": j.get("params"), "process_s": out["process_s"]}
+            if job["method"] in (BASELINE, *STRATEGIES) and job["seeds"] == cfg["seeds"].get(key):
+                res.setdefault(key, {})[job["method"]] = entry
+            f_runs = [r for r in runs if "forgetting" in r]
+            if f_runs:
+                forgetting[job["method"]] = f_runs
+                if job.get("bn_diagnostic"):
+                    forgetting["full+wise+bn"] = [{"acc": r["bn_diag_acc"], "forgetting": r["bn_diag_forgetting"]} for r in f_runs]
+            log(f"    -> {job['method']}, {job['shots']}/class: acc {pm(entry['summary']['acc_mean'], entry['summary']['acc_std'])} %")
+        log(f"    process {out['process_s']:.0f} s")
+    if forgetting:
+        res["forgetting"] = forgetting
+
+    try:
+        info["loadavg_end"] = tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        pass
+    elapsed = time.perf_counter() - t0
+    budget_note = (
+        f"Budget: the whole run took {elapsed / 60:.1f} min of wall time on this shared machine "
+        "(all fits, evaluations and subprocess start-ups included)."
+    )
+    meta = {"info": info, "versions": vers, "command": C.command_line(), "started": started, "elapsed": elapsed,
+            "calib": calib, "notes": budget_note}
+    body = report(res, meta, cfg)
+    print("\n" + body)
+    if args.json:
+        Path(args.json).write_text(json.dumps({f"{k[0]}:{k[1]}" if isinstance(k, tuple) else k: v for k, v in res.items()},
+                                              indent=1, default=str))
+    if write or args.out:
+        out_path = Path(args.out) if args.out else SECTION_MD
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(body)
+        log(f"wrote {out_path}")
+    if write or args.plot:
+        plot_path = Path(args.plot) if args.plot else PLOT
+        plot(res, cfg, plot_path)
+        log(f"wrote {plot_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

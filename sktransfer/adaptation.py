@@ -1,0 +1,711 @@
+"""Unsupervised domain adaptation: labelled source data, unlabelled target data.
+
+Two estimators, one convention for the data:
+
+- :class:`EmbeddingDAClassifier`: frozen embeddings, aligned by a skada
+  adapter (CORAL, subspace alignment, TCA, optimal transport, importance
+  reweighting), then a head trained on the aligned source rows. Cheap:
+  nothing is back-propagated through the backbone.
+- :class:`DANNClassifier`: domain-adversarial fine-tuning (Ganin et al.,
+  2016). The backbone trains with a gradient-reversal layer and a domain
+  classifier so that its features stop telling source from target.
+
+Both take ``fit(X, y, X_target=...)`` (source rows with labels, target rows
+without), or skada's convention ``fit(X, y, sample_domain=...)`` with
+source rows marked by positive domain ids and target rows by negative ids
+(their labels are ignored).
+
+skada and metadata routing: ``import skada`` switches scikit-learn's
+metadata routing on for the importing thread (skada 0.6 calls
+``sklearn.set_config(enable_metadata_routing=True)``). This module imports
+skada lazily, inside ``sklearn.config_context()``, which restores the
+previous setting, and runs skada's pipelines inside
+``config_context(enable_metadata_routing=True)``: importing or using
+``sktransfer.adaptation`` leaves the configuration as it was.
+"""
+
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import Callback
+from torch import nn
+
+from ._fine_tuning import _FineTunedBase
+from ._inputs import as_rows
+from ._training import _ClassifierOutputs
+from .callbacks import _n_train_batches_done
+
+# Adapter names → skada classes (all "…Adapter": they transform the
+# embeddings or weight the source rows; the head stays ours).
+ADAPTERS = {
+    "coral": "CORALAdapter",
+    "subspace": "SubspaceAlignmentAdapter",
+    "tca": "TransferComponentAnalysisAdapter",
+    "linear_ot": "LinearOTMappingAdapter",
+    "ot": "EntropicOTMappingAdapter",
+    "density_reweight": "DensityReweightAdapter",
+    "discriminator_reweight": "DiscriminatorReweightAdapter",
+}
+_REWEIGHTING = {"density_reweight", "discriminator_reweight"}
+_DEFAULT_TARGET_DOMAIN = -2  # skada's default id of the first target domain
+_MASKED = -1  # skada's masked classification label
+
+
+# --------------------------------------------------------------------- skada
+def _import_skada():
+    """Import skada without leaving metadata routing switched on."""
+    import sklearn
+
+    try:
+        with sklearn.config_context():
+            import skada
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "EmbeddingDAClassifier needs skada: pip install skada (or sktransfer[adapt])."
+        ) from exc
+    return skada
+
+
+def _routing():
+    import sklearn
+
+    return sklearn.config_context(enable_metadata_routing=True)
+
+
+# ------------------------------------------------------------ data handling
+def _n_rows(X):
+    return len(as_rows(X))
+
+
+def _take(X, idx):
+    rows = as_rows(X)
+    if isinstance(rows, np.ndarray):
+        return rows[idx]
+    return [rows[i] for i in idx]
+
+
+def _concat(A, B):
+    a, b = as_rows(A), as_rows(B)
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape[1:] == b.shape[1:] and a.dtype == b.dtype:
+        return np.concatenate([a, b])
+    return list(a) + list(b)
+
+
+def _split_domains(X, y, X_target, sample_domain):
+    """→ ``(X_source, y_source, X_target, source_domains, target_domain)``."""
+    if X_target is not None and sample_domain is not None:
+        raise ValueError("Pass either X_target (separate target rows) or sample_domain (marking rows of X), not both.")
+    if sample_domain is None:
+        if X_target is None:
+            raise ValueError(
+                "Unsupervised domain adaptation needs unlabeled target rows: pass X_target=... "
+                "(or sample_domain with negative ids for the target rows of X)."
+            )
+        n_t = _n_rows(X_target)
+        if n_t == 0:
+            raise ValueError("X_target is empty: adaptation needs at least one unlabeled target row.")
+        if y is None:
+            raise ValueError("y is None: the source rows X need labels.")
+        return X, np.asarray(y), X_target, np.ones(_n_rows(X), dtype=np.int64), _DEFAULT_TARGET_DOMAIN
+    sd = np.asarray(sample_domain)
+    n = _n_rows(X)
+    if sd.ndim != 1 or len(sd) != n:
+        raise ValueError(f"sample_domain must be 1-D with one domain id per row of X ({n}), got shape {sd.shape}.")
+    if sd.dtype.kind not in "iu" or (sd == 0).any():
+        bad = np.flatnonzero(sd == 0)
+        where = f" (row {bad[0]} is 0)" if bad.size else ""
+        raise ValueError(
+            f"sample_domain must hold non-zero ints: positive for source domains, negative for "
+            f"target domains{where}."
+        )
+    src, tgt = np.flatnonzero(sd > 0), np.flatnonzero(sd < 0)
+    if tgt.size == 0:
+        raise ValueError(
+            "sample_domain marks no target rows (negative ids): unsupervised adaptation needs "
+            "unlabeled target rows."
+        )
+    if src.size == 0:
+        raise ValueError("sample_domain marks no source rows (positive ids): the source rows carry the labels.")
+    targets = np.unique(sd[tgt])
+    if targets.size > 1:
+        raise ValueError(f"sample_domain has {targets.size} target domains {targets.tolist()}; adapt to one at a time.")
+    if y is None:
+        raise ValueError("y is None: the source rows need labels.")
+    y = np.asarray(y)
+    if len(y) != n:
+        raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
+    return _take(X, src), y[src], _take(X, tgt), sd[src].astype(np.int64), int(targets[0])
+
+
+def _check_source_labels(y):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D (one label per source row), got shape {y.shape}.")
+    for i, v in enumerate(y):
+        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            raise ValueError(f"Row {i} of the source labels is missing (None/NaN); every source row needs a label.")
+    classes, y_enc = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"y has a single class ({classes[0]!r}); a classifier needs at least two.")
+    return classes, y_enc.astype(np.int64)
+
+
+# ----------------------------------------------- shallow: skada on embeddings
+def _default_estimator():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=2000)
+
+
+class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+    """Frozen embeddings aligned across domains with skada, then a classifier.
+
+    The source and target inputs are embedded together (by ``extractor``,
+    or taken as given when ``extractor=None``), standardised, aligned by a
+    skada adapter fitted on both domains, and ``estimator`` is trained on the
+    aligned, labelled source rows. ``predict`` treats new rows as target
+    domain rows.
+
+    The skada pipeline runs with metadata routing switched on only inside
+    this estimator's methods: the global scikit-learn configuration is left
+    as it was.
+
+    Parameters
+    ----------
+    extractor : transformer or None, default=None
+        E.g. :class:`~sktransfer.PretrainedFeatureExtractor`. None: ``X``
+        and ``X_target`` are already numeric feature matrices.
+    adapter : str, skada adapter or None, default="coral"
+        ``"coral"`` (CORAL, second-order alignment), ``"subspace"``
+        (subspace alignment), ``"tca"`` (transfer component analysis),
+        ``"linear_ot"``, ``"ot"`` (entropic optimal-transport mapping),
+        ``"density_reweight"``, ``"discriminator_reweight"`` (importance
+        weights on the source rows), an adapter instance from skada, or
+        None (no adaptation: a baseline).
+    estimator : classifier or None, default=None
+        Trained on the adapted source rows (None:
+        ``LogisticRegression(max_iter=2000)``).
+    adapter_params : dict or None, default=None
+        Parameters of an adapter given by name (e.g.
+        ``{"n_components": 32}`` for ``"subspace"``, whose default here is
+        ``min(n_source, n_target, n_features)``).
+    scale : bool, default=True
+        Standardise the embeddings (statistics of both domains) first.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    extractor_ : transformer or None
+        The fitted extractor.
+    pipeline_ : sklearn.pipeline.Pipeline
+        The fitted skada pipeline (scaler, adapter, estimator).
+    target_domain_ : int
+        The (negative) domain id new rows are predicted as.
+    n_features_in_ : int
+        Width of the embeddings.
+
+    See Also
+    --------
+    DANNClassifier : adapt the backbone itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.adaptation import EmbeddingDAClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> y = rng.randint(0, 2, 200)
+    >>> Xs = rng.randn(200, 5) + 2 * y[:, None]
+    >>> Xt = 3 * (rng.randn(200, 5) + 2 * y[:, None]) + 4   # rescaled and shifted
+    >>> clf = EmbeddingDAClassifier(adapter="coral").fit(Xs, y, X_target=Xt)
+    >>> bool(clf.score(Xt, y) > 0.8)
+    True
+    """
+
+    def __init__(self, extractor=None, adapter="coral", estimator=None, *, adapter_params=None, scale=True):
+        self.extractor = extractor
+        self.adapter = adapter
+        self.estimator = estimator
+        self.adapter_params = adapter_params
+        self.scale = scale
+
+    def _check_adapter(self):
+        if self.adapter is None or isinstance(self.adapter, str):
+            if self.adapter is not None and self.adapter not in ADAPTERS:
+                raise ValueError(f"Unknown adapter {self.adapter!r}; use one of {sorted(ADAPTERS)}, a skada adapter or None.")
+            if self.adapter_params is not None and not isinstance(self.adapter_params, dict):
+                raise ValueError(f"adapter_params must be a dict or None, got {type(self.adapter_params).__name__}.")
+        else:
+            if not hasattr(self.adapter, "fit_transform"):
+                raise ValueError(f"adapter must be a name, a skada adapter or None, got {self.adapter!r}.")
+            if self.adapter_params:
+                raise ValueError("adapter_params applies to adapters given by name; set the parameters on the adapter instance.")
+
+    def _make_adapter(self, skada, n_source, n_target, n_features):
+        if self.adapter is None:
+            return None
+        if not isinstance(self.adapter, str):
+            return clone(self.adapter)
+        params = dict(self.adapter_params or {})
+        if self.adapter == "subspace" and params.get("n_components") is None:
+            # skada 0.6 defaults to min(n_samples, n_features) over *both*
+            # domains, then fits a PCA per domain: too many components.
+            params["n_components"] = min(n_source, n_target, n_features)
+        return getattr(skada, ADAPTERS[self.adapter])(**params)
+
+    def _embed(self, X, name, fitting=False):
+        if self.extractor_ is None:
+            from .selection._scores import _check_matrix
+
+            Z = _check_matrix(X, name)
+            if not fitting and Z.shape[1] != self.n_features_in_:
+                raise ValueError(f"{name} has {Z.shape[1]} features, but this classifier was fitted with {self.n_features_in_}.")
+            return Z
+        Z = self.extractor_.fit_transform(X) if fitting else self.extractor_.transform(X)
+        return np.asarray(Z, dtype=np.float64)
+
+    def fit(self, X, y, *, X_target=None, sample_domain=None):
+        """Embed both domains, fit the adapter, train the classifier.
+
+        Parameters
+        ----------
+        X : inputs or array of shape (n_samples, n_features)
+            Labelled source rows (with ``X_target``), or rows of both
+            domains (with ``sample_domain``).
+        y : array-like of shape (n_samples,)
+            Labels of the rows of ``X`` (ignored for target rows).
+        X_target : inputs or array, default=None
+            Unlabelled target rows.
+        sample_domain : array-like of int, default=None
+            skada's convention: a positive id per source row, a negative id
+            for target rows.
+
+        Returns
+        -------
+        self
+        """
+        if not isinstance(self.scale, (bool, np.bool_)):
+            raise ValueError(f"scale must be a bool, got {self.scale!r}.")
+        self._check_adapter()
+        skada = _import_skada()
+        estimator = clone(self.estimator) if self.estimator is not None else _default_estimator()
+        X_s, y_s, X_t, sd_s, target = _split_domains(X, y, X_target, sample_domain)
+        classes, y_enc = _check_source_labels(y_s)
+        if len(y_enc) != _n_rows(X_s):
+            raise ValueError(f"X and y have different lengths: {_n_rows(X_s)} inputs but {len(y_enc)} targets.")
+        self.extractor_ = clone(self.extractor) if self.extractor is not None else None
+        if self.extractor_ is None:
+            from .selection._scores import _check_matrix
+
+            Zs, Zt = _check_matrix(X_s, "X"), _check_matrix(X_t, "X_target")
+            if Zs.shape[1] != Zt.shape[1]:
+                raise ValueError(
+                    f"X_target has {Zt.shape[1]} features but X has {Zs.shape[1]}: both domains must "
+                    "be embedded by the same model."
+                )
+            Z = np.vstack([Zs, Zt])
+        else:
+            Z = self._embed(_concat(X_s, X_t), "X", fitting=True)
+        n_s, n_t = len(y_enc), len(Z) - len(y_enc)
+        adapter = self._make_adapter(skada, n_s, n_t, Z.shape[1])
+        y_all = np.concatenate([y_enc, np.full(n_t, _MASKED, dtype=np.int64)])
+        sd = np.concatenate([sd_s, np.full(n_t, target, dtype=np.int64)])
+        with _routing():
+            steps = []
+            if self.scale:
+                from sklearn.preprocessing import StandardScaler
+
+                steps.append(StandardScaler())
+            if adapter is not None:
+                steps.append(adapter)
+                if (self.adapter in _REWEIGHTING or "Reweight" in type(adapter).__name__) and hasattr(estimator, "set_fit_request"):
+                    estimator = estimator.set_fit_request(sample_weight=True)
+            steps.append(estimator)
+            pipe = skada.make_da_pipeline(*steps)
+            pipe.fit(Z, y_all, sample_domain=sd)  # skada masks y in place: y_all is ours
+        self.pipeline_ = pipe
+        self.classes_ = classes
+        self.target_domain_ = target
+        self.n_features_in_ = Z.shape[1]
+        self.n_source_, self.n_target_ = n_s, n_t
+        return self
+
+    def _route(self, method, X):
+        check_is_fitted(self, "pipeline_")
+        Z = self._embed(X, "X")
+        with _routing():
+            return getattr(self.pipeline_, method)(Z, sample_domain=np.full(len(Z), self.target_domain_))
+
+    def predict(self, X):
+        """Predict labels of target-domain rows."""
+        return self.classes_[np.asarray(self._route("predict", X), dtype=np.int64)]
+
+    def predict_proba(self, X):
+        """Class probabilities of target-domain rows, columns in ``classes_`` order."""
+        return self._route("predict_proba", X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if self.extractor is not None:
+            tags.input_tags.two_d_array = False
+            tags.input_tags.string = True
+        return tags
+
+
+# ------------------------------------------------------------ deep: DANN
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward; gradient times ``-lambda`` backward (Ganin & Lempitsky, 2015)."""
+
+    @staticmethod
+    def forward(ctx, x, lambd):
+        ctx.lambd = lambd
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.neg() * ctx.lambd, None
+
+
+class _DANNHead(nn.Module):
+    """Class head, plus (in training) a domain logit behind gradient reversal.
+
+    In training mode the output is ``[class logits | domain logit]``, shape
+    ``(n, n_classes + 1)``, so that skorch and the loss see one tensor; in
+    eval mode it is the class logits alone (predict is unchanged).
+    """
+
+    def __init__(self, classifier, domain_classifier):
+        super().__init__()
+        self.classifier = classifier
+        self.domain_classifier = domain_classifier
+        self.grl_lambda = 0.0
+
+    def forward(self, features):
+        logits = self.classifier(features)
+        if not self.training:
+            return logits
+        domain = self.domain_classifier(_GradientReversal.apply(features, float(self.grl_lambda)))
+        return torch.cat([logits, domain.reshape(-1, 1).to(logits.dtype)], dim=1)
+
+
+class _DANNLoss(nn.Module):
+    """Cross-entropy on labelled rows + domain BCE balanced over the two domains.
+
+    Target rows carry the label -100 (ignored by the class loss); they are
+    the domain-1 rows of the domain loss.
+    """
+
+    def __init__(self, n_classes, weight=None):
+        super().__init__()
+        self.n_classes = n_classes
+        self.register_buffer("weight", weight)
+        self.last_domain_loss = float("nan")
+        self.last_domain_accuracy = float("nan")
+
+    def forward(self, y_pred, y_true):
+        import torch.nn.functional as F
+
+        C = self.n_classes
+        y_true = y_true.long()
+        labeled = y_true >= 0
+        logits = y_pred[:, :C]
+        if labeled.any():
+            loss = F.cross_entropy(logits[labeled], y_true[labeled], weight=self.weight)
+        else:
+            loss = logits.sum() * 0.0
+        if y_pred.shape[1] == C + 1:
+            d = y_pred[:, C]
+            is_target = (~labeled).to(d.dtype)
+            per_row = F.binary_cross_entropy_with_logits(d, is_target, reduction="none")
+            parts = [per_row[m].mean() for m in (labeled, ~labeled) if m.any()]
+            domain_loss = torch.stack(parts).mean()
+            self.last_domain_loss = float(domain_loss.detach())
+            self.last_domain_accuracy = float(((d > 0) == (~labeled)).float().mean())
+            loss = loss + domain_loss
+        return loss
+
+
+class _DANNLossFactory:
+    """Picklable criterion factory (skorch instantiates the criterion)."""
+
+    def __init__(self, n_classes, weight=None):
+        self.n_classes = n_classes
+        self.weight = weight
+
+    def __call__(self):
+        return _DANNLoss(self.n_classes, self.weight)
+
+
+class GradientReversalSchedule(Callback):
+    """Set the gradient-reversal strength before every training batch.
+
+    ``"ganin"``: ``lambda_p = weight * (2 / (1 + exp(-gamma p)) - 1)`` with
+    ``p`` the fraction of training done (Ganin et al., 2016), so the
+    adversarial signal starts at 0 while the domain classifier is still
+    random. ``"constant"``: ``weight`` throughout. Records ``grl_lambda``,
+    ``domain_loss`` and ``domain_acc`` (the domain classifier's accuracy:
+    near 0.5 means the features no longer tell the domains apart) in the
+    batch history.
+
+    Parameters
+    ----------
+    weight : float, default=1.0
+    schedule : {"ganin", "constant"}, default="ganin"
+    total_steps : int or None, default=None
+        Training batches of the whole fit (None: 1, i.e. ``p`` = 1).
+    gamma : float, default=10.0
+    """
+
+    def __init__(self, weight=1.0, schedule="ganin", total_steps=None, gamma=10.0):
+        self.weight = weight
+        self.schedule = schedule
+        self.total_steps = total_steps
+        self.gamma = gamma
+
+    def _lambda(self, net):
+        if self.schedule == "constant":
+            return float(self.weight)
+        p = min(1.0, _n_train_batches_done(net) / max(1, self.total_steps or 1))
+        return float(self.weight) * (2.0 / (1.0 + math.exp(-self.gamma * p)) - 1.0)
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            _dann_head(net).grl_lambda = self._lambda(net)
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training:
+            net.history.record_batch("grl_lambda", _dann_head(net).grl_lambda)
+            crit = net.criterion_
+            net.history.record_batch("domain_loss", getattr(crit, "last_domain_loss", float("nan")))
+            net.history.record_batch("domain_acc", getattr(crit, "last_domain_accuracy", float("nan")))
+
+
+def _dann_head(net):
+    m = net.module_
+    m = m.get_base_model() if hasattr(m, "get_base_model") else m
+    return m.task_head
+
+
+def _domain_classifier(in_features, hidden):
+    # Ganin et al.'s discriminator: two hidden ReLU layers, one logit.
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+    )
+
+
+class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
+    """Domain-adversarial fine-tuning (DANN) of a pretrained backbone.
+
+    A fine-tuned classifier (:class:`~sktransfer.FineTunedClassifier`'s
+    machinery: skorch loop, warm-up + cosine schedule, freezing strategies,
+    discriminative learning rates) with a second head: a domain classifier
+    behind a gradient-reversal layer. The class head learns from the
+    labelled source rows; the domain head learns to tell source from
+    target; the reversed gradient pushes the backbone towards features that
+    the domain head can't separate, so that the class head carries over to
+    the target domain (Ganin et al., 2016).
+
+    Training batches mix source and target rows at random (in proportion to
+    their counts); the domain loss is averaged per domain so that neither
+    dominates. The history records ``grl_lambda``, ``domain_loss`` and
+    ``domain_acc`` per batch.
+
+    Parameters
+    ----------
+    backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
+    domain_weight : float, default=1.0
+        Largest gradient-reversal strength (``lambda``).
+    domain_schedule : {"ganin", "constant"}, default="ganin"
+        ``"ganin"`` ramps ``lambda`` from 0 to ``domain_weight`` with
+        ``2 / (1 + exp(-10 p)) - 1``.
+    domain_hidden : int, default=256
+        Width of the domain classifier's two hidden layers.
+    strategy : {"partial", "full", "progressive"}, default="full"
+        As in FineTunedClassifier; ``"linear_probe"`` is refused (a frozen
+        backbone can't adapt).
+    **others
+        Every other parameter is FineTunedClassifier's.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    net_ : skorch.NeuralNet
+    history_ : skorch.History
+    n_target_ : int
+        Unlabelled target rows used in training.
+
+    See Also
+    --------
+    EmbeddingDAClassifier : cheap alignment of frozen embeddings.
+
+    References
+    ----------
+    Y. Ganin, E. Ustinova, H. Ajakan, P. Germain, H. Larochelle, F.
+    Laviolette, M. Marchand, V. Lempitsky. "Domain-Adversarial Training of
+    Neural Networks", JMLR 2016.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from sktransfer.adaptation import DANNClassifier
+    >>> d = load_digits()
+    >>> X = (d.images[:64] * 16).clip(0, 255).astype(np.uint8)
+    >>> clf = DANNClassifier("timm/tf_efficientnet_lite0", image_size=32, max_epochs=1,
+    ...                      random_state=0).fit(X, d.target[:64], X_target=255 - X)
+    >>> clf.predict(255 - X[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        backbone="sentence-transformers/all-MiniLM-L6-v2",
+        *,
+        domain_weight=1.0,
+        domain_schedule="ganin",
+        domain_hidden=256,
+        strategy="full",
+        unfreeze_last=2,
+        unfreeze_every=1,
+        head="linear",
+        head_hidden=256,
+        head_dropout=0.1,
+        lr=1e-3,
+        backbone_lr_ratio=0.1,
+        layer_decay=None,
+        warmup=0.1,
+        weight_decay=0.01,
+        grad_clip=1.0,
+        l2sp=0.0,
+        wise_alpha=1.0,
+        max_epochs=5,
+        batch_size=32,
+        validation_fraction=0.0,
+        early_stopping=None,
+        checkpoint_dir=None,
+        augment=True,
+        image_size=None,
+        max_length=None,
+        pooling="mean",
+        bf16=True,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        callbacks=None,
+        class_weight=None,
+    ):
+        super().__init__(
+            backbone,
+            strategy=strategy,
+            unfreeze_last=unfreeze_last,
+            unfreeze_every=unfreeze_every,
+            head=head,
+            head_hidden=head_hidden,
+            head_dropout=head_dropout,
+            lr=lr,
+            backbone_lr_ratio=backbone_lr_ratio,
+            layer_decay=layer_decay,
+            warmup=warmup,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            l2sp=l2sp,
+            wise_alpha=wise_alpha,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            validation_fraction=validation_fraction,
+            early_stopping=early_stopping,
+            checkpoint_dir=checkpoint_dir,
+            augment=augment,
+            image_size=image_size,
+            max_length=max_length,
+            pooling=pooling,
+            bf16=bf16,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        self.domain_weight = domain_weight
+        self.domain_schedule = domain_schedule
+        self.domain_hidden = domain_hidden
+        self.class_weight = class_weight
+
+    # ---------------------------------------------------------- validation
+    def _validate_params(self):
+        super()._validate_params()
+        if self.strategy == "linear_probe":
+            raise ValueError(
+                "DANNClassifier adapts the backbone's features: strategy='linear_probe' freezes them. "
+                "Use 'full', 'partial' or 'progressive' (or EmbeddingDAClassifier for frozen features)."
+            )
+        w = self.domain_weight
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not w >= 0:
+            raise ValueError(f"domain_weight must be a number >= 0, got {w!r}.")
+        if self.domain_schedule not in ("ganin", "constant"):
+            raise ValueError(f"domain_schedule must be 'ganin' or 'constant', got {self.domain_schedule!r}.")
+        from ._inputs import check_in_range_int
+
+        check_in_range_int(self.domain_hidden, "domain_hidden", 1)
+
+    # --------------------------------------------------------------- hooks
+    def _build_module(self, shared, n_out):
+        module = super()._build_module(shared, n_out)
+        module.task_head = _DANNHead(module.task_head, _domain_classifier(shared.embedding_dim, self.domain_hidden))
+        return module
+
+    def _method_callbacks(self, module, shared):
+        cbs = list(super()._method_callbacks(module, shared))
+        n_train = self._n_train_rows
+        if self.validation_fraction:
+            n_train = int(round(n_train * (1 - self.validation_fraction)))
+        steps = max(1, math.ceil(n_train / self.batch_size)) * self.max_epochs
+        cbs.append(("grl", GradientReversalSchedule(self.domain_weight, self.domain_schedule, steps)))
+        return cbs
+
+    def _criterion(self, y_enc):
+        y_enc = np.asarray(y_enc)
+        base = super()._criterion(y_enc[y_enc >= 0])()
+        weight = getattr(base, "weight", None)
+        return _DANNLossFactory(len(self.classes_), weight)
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, X, y, *, X_target=None, sample_domain=None):
+        """Fine-tune on labelled source rows and unlabelled target rows.
+
+        Parameters
+        ----------
+        X : list, array, Series or one-column DataFrame
+            Source inputs (with ``X_target``), or inputs of both domains
+            (with ``sample_domain``).
+        y : array-like of shape (n_samples,)
+            Labels of the rows of ``X`` (ignored for target rows).
+        X_target : inputs, default=None
+            Unlabelled target inputs.
+        sample_domain : array-like of int, default=None
+            skada's convention: positive ids for source rows, negative for
+            target rows.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        X_s, y_s, X_t, _, _ = _split_domains(X, y, X_target, sample_domain)
+        y_s = self._check_y(y_s)
+        self._check_lengths(X_s, y_s)
+        classes, y_enc = _check_source_labels(y_s)
+        self.classes_ = classes
+        n_t = _n_rows(X_t)
+        X_all = _concat(X_s, X_t)
+        y_all = np.concatenate([y_enc, np.full(n_t, -100, dtype=np.int64)])
+        self.n_target_ = n_t
+        self._n_train_rows = len(y_all)
+        try:
+            return self._fit(X_all, y_all, len(classes), True)
+        finally:
+            del self._n_train_rows
