@@ -3,8 +3,10 @@
 from ._cache import EmbeddingCache, embedding_stats, reset_embedding_stats
 from ._config import config_context, get_config, set_config
 from ._feature_extractor import PretrainedFeatureExtractor
+from ._few_shot import FewShotClassifier
 from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
 from ._lora import LoRAClassifier, merge_adapters
+from ._zero_shot import ZeroShotClassifier
 from .backbones import BackboneNotFoundError, load_backbone
 
 __version__ = "0.1.0"
@@ -12,10 +14,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneNotFoundError",
     "EmbeddingCache",
+    "FewShotClassifier",
     "FineTunedClassifier",
     "FineTunedRegressor",
     "LoRAClassifier",
     "PretrainedFeatureExtractor",
+    "ZeroShotClassifier",
     "config_context",
     "embedding_stats",
     "get_config",

@@ -39,6 +39,10 @@ from .callbacks import WarmupCosine
 class PairSampler:
     """Draw (i, j, similarity) pairs lazily from class labels.
 
+    Written here rather than taken from SetFit (not a dependency), whose
+    pair generation builds the whole list of pairs up front, and because
+    sentence-transformers' trainer wants a materialised ``datasets.Dataset``.
+
     Even draws are positive pairs (two distinct examples of one class),
     odd draws negative pairs (examples of two different classes). Classes
     are picked uniformly, so a large class does not crowd out the others.
@@ -320,7 +324,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------ checks
-    def _validate_params(self):
+    def _check_params(self):
         if self.head is not None and not (is_classifier(self.head) and hasattr(self.head, "fit")):
             raise ValueError(
                 f"head must be a scikit-learn classifier (e.g. LogisticRegression()), got {self.head!r}."
@@ -379,7 +383,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         from skorch import NeuralNet
         from skorch.callbacks import GradientNormClipping
 
-        self._validate_params()
+        self._check_params()
         y = check_label_y(y)
         n_x = len(as_rows(X))
         if n_x != len(y):
@@ -474,6 +478,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         return bb
 
     def _embed(self, items):
+        # Our own inference loop: PretrainedFeatureExtractor embeds with the
+        # shared frozen backbone (and caches by its weights), not with this
+        # estimator's tuned body. Same batching: longest texts first.
         bb = self._get_backbone()
         module = self.body_.eval()
         device = next(module.parameters()).device

@@ -186,8 +186,10 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
         seed = check_random_state_int(self.random_state)
         if seed is not None:
+            # Seeds torch only (init, shuffling, dropout, augmentation); the
+            # validation split gets the seed itself: numpy's global state is
+            # the user's and stays untouched.
             torch.manual_seed(seed)
-            np.random.seed(seed % (2**32 - 1))
         self.device_ = resolve_device(self.device)
         shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
         self.modality_ = shared.modality

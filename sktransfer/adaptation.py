@@ -39,6 +39,8 @@ from ._inputs import as_rows
 from ._training import _ClassifierOutputs
 from .callbacks import _n_train_batches_done
 
+__all__ = ["ADAPTERS", "DANNClassifier", "EmbeddingDAClassifier", "GradientReversalSchedule"]
+
 # Adapter names → skada classes (all "…Adapter": they transform the
 # embeddings or weight the source rows; the head stays ours).
 ADAPTERS = {

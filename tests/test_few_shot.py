@@ -121,7 +121,7 @@ def test_label_names_allow_one_example_per_class(split):
     clf = FewShotClassifier(TEXT, init_from_labels=True, template="This article is about {}.", n_pairs=8, **FAST)
     clf.fit([Xtr[i] for i in one], ytr[one])
     assert clf.n_label_examples_ == 5
-    assert clf.score(Xte[::2], yte[::2]) > 0.5
+    assert clf.score(Xte[::3], yte[::3]) > 0.5
 
 
 # ------------------------------------------------------------------ pairs

@@ -24,7 +24,14 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import FineTunedClassifier, FineTunedRegressor, LoRAClassifier, PretrainedFeatureExtractor
+from sktransfer import (
+    FewShotClassifier,
+    FineTunedClassifier,
+    FineTunedRegressor,
+    LoRAClassifier,
+    PretrainedFeatureExtractor,
+    ZeroShotClassifier,
+)
 from conftest import IMAGE, TEXT
 
 ESTIMATORS = [
@@ -33,6 +40,8 @@ ESTIMATORS = [
     FineTunedClassifier(IMAGE, image_size=32, max_epochs=1),
     FineTunedRegressor(TEXT, max_epochs=1),
     LoRAClassifier(TEXT, max_epochs=1),
+    FewShotClassifier(TEXT),
+    ZeroShotClassifier(TEXT),
 ]
 
 

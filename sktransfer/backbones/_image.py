@@ -102,7 +102,11 @@ class ImageBackbone(Backbone):
         finally:
             handle.remove()
         out = captured["out"]
-        return out.mean(dim=(2, 3)) if out.ndim == 4 else out.reshape(out.shape[0], -1)
+        if out.ndim == 4:  # N×C×H×W feature map
+            return out.mean(dim=(2, 3))
+        if out.ndim == 3:  # N×tokens×D (ViT blocks)
+            return out.mean(dim=1)
+        return out.reshape(out.shape[0], -1)
 
     def layer_dim(self, layer):
         if layer is None:
