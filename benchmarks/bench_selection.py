@@ -371,9 +371,8 @@ def conclusions(results):
             out.append(
                 f"- On {ds} the plain H-score equals its ceiling ({n_classes - 1}) for {len(at_ceiling)} of "
                 f"{len(rows)} candidates (those with d >= n - 1, where the features separate any labelling in-sample): "
-                "it cannot rank them. The shrinkage H-score stays below the ceiling "
-                f"({min(r['regularized_hscore'] for r in at_ceiling):.2f}-{max(r['regularized_hscore'] for r in at_ceiling):.2f}) "
-                "but still orders the wide candidates close together."
+                "it cannot rank them. The shrinkage H-score of the same candidates stays below the ceiling "
+                f"({min(r['regularized_hscore'] for r in at_ceiling):.2f}-{max(r['regularized_hscore'] for r in at_ceiling):.2f})."
             )
     lm = [a for a in taus["logme"] if a]
     out.append(

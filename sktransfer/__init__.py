@@ -7,12 +7,17 @@ from ._few_shot import FewShotClassifier
 from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
 from ._lora import LoRAClassifier, merge_adapters
 from ._zero_shot import ZeroShotClassifier
+from .adaptation import DANNClassifier, EmbeddingDAClassifier
 from .backbones import BackboneNotFoundError, load_backbone
+from .selection import BackboneSelector
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackboneNotFoundError",
+    "BackboneSelector",
+    "DANNClassifier",
+    "EmbeddingDAClassifier",
     "EmbeddingCache",
     "FewShotClassifier",
     "FineTunedClassifier",

@@ -209,8 +209,11 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The fitted skada pipeline (scaler, adapter, estimator).
     target_domain_ : int
         The (negative) domain id new rows are predicted as.
-    n_features_in_ : int
-        Width of the embeddings.
+    embedding_dim_ : int
+        Width of the embeddings (of ``X`` itself when ``extractor=None``,
+        which also sets ``n_features_in_``).
+    n_source_, n_target_ : int
+        Rows of each domain used in ``fit``.
 
     See Also
     --------
@@ -265,8 +268,8 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             from .selection._scores import _check_matrix
 
             Z = _check_matrix(X, name)
-            if not fitting and Z.shape[1] != self.n_features_in_:
-                raise ValueError(f"{name} has {Z.shape[1]} features, but this classifier was fitted with {self.n_features_in_}.")
+            if not fitting and Z.shape[1] != self.embedding_dim_:
+                raise ValueError(f"{name} has {Z.shape[1]} features, but this classifier was fitted with {self.embedding_dim_}.")
             return Z
         Z = self.extractor_.fit_transform(X) if fitting else self.extractor_.transform(X)
         return np.asarray(Z, dtype=np.float64)
@@ -333,7 +336,9 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.pipeline_ = pipe
         self.classes_ = classes
         self.target_domain_ = target
-        self.n_features_in_ = Z.shape[1]
+        self.embedding_dim_ = Z.shape[1]
+        if self.extractor_ is None:
+            self.n_features_in_ = Z.shape[1]
         self.n_source_, self.n_target_ = n_s, n_t
         return self
 
