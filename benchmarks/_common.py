@@ -291,8 +291,8 @@ def md_table(headers, rows, align=None):
 def update_results(section_heading, body, path=RESULTS_MD):
     """Replace (or append) the ``## section_heading`` section of RESULTS.md.
 
-    Other sections are kept as they are. The shared header is written when
-    the file is new or lacks it. The section ends at the next ``## `` heading.
+    Other sections, and marker comments between sections, are kept as they
+    are. The shared header is written when the file is new or lacks it.
     """
     path = Path(path)
     text = path.read_text() if path.exists() else ""
@@ -300,7 +300,9 @@ def update_results(section_heading, body, path=RESULTS_MD):
         text = RESULTS_HEADER + ("\n" + text.lstrip() if text.strip() else "")
     heading = f"## {section_heading}"
     section = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    # The section ends at the next "## " heading, or at an HTML comment line (a marker that another
+    # tool, e.g. assemble_results.py, keeps between sections), or at the end of the file.
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |^<!--|\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _m: section + "\n", text, count=1)
     else:

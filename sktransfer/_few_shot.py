@@ -33,6 +33,7 @@ from ._transfer_module import TransferModule
 from ._utils import check_random_state_int, resolve_device
 from ._zero_shot import check_label_y, check_templates, fill_templates, label_texts
 from .backbones import load_backbone
+from .backbones._base import trainable_copy
 from .callbacks import WarmupCosine
 
 # ------------------------------------------------------------ pair stream
@@ -417,7 +418,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             self._warn_truncation(bb, items)
 
         n_pairs = int(self.n_pairs)
-        body = copy.deepcopy(bb.body)
+        body = trainable_copy(bb.body)
         for p in body.parameters():
             p.requires_grad_(True)
         _freeze_vocabulary(body)
@@ -606,7 +607,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         est.head = clone(head)
         bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
         normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
-        module = TransferModule(copy.deepcopy(bb.body), nn.Identity(), bb.modality, normalize, False)
+        module = TransferModule(trainable_copy(bb.body), nn.Identity(), bb.modality, normalize, False)
         module.load_state_dict(load_file(os.path.join(path, "body.safetensors")), strict=True)
         est.body_ = module.to(resolve_device(est.device)).eval()
         est.device_ = resolve_device(est.device)

@@ -26,6 +26,7 @@ from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_
 from ._transfer_module import TransferModule, make_head
 from ._utils import check_random_state_int, resolve_device
 from .backbones import load_backbone
+from .backbones._base import trainable_copy
 from .callbacks import WarmupCosine
 
 
@@ -107,7 +108,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------- hooks
     def _build_module(self, shared, n_out):
         """The torch module to train (default: body + new head)."""
-        body = copy.deepcopy(shared.body)
+        body = trainable_copy(shared.body)
         for p in body.parameters():
             p.requires_grad_(True)
         head = make_head(shared.embedding_dim, n_out, self.head, self.head_hidden, self.head_dropout)

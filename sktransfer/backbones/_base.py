@@ -131,3 +131,24 @@ class ImageNormalize(nn.Module):
 
     def forward(self, x):
         return (x.float() - self.mean) / self.std
+
+
+def trainable_copy(body):
+    """A deep copy of a shared body, safe to train and to pickle.
+
+    transformers installs output-capturing forward hooks (local closures,
+    which cannot be pickled) the first time a model is asked for hidden
+    states. The shared frozen copy may carry them from feature extraction;
+    the copy drops them and lets transformers reinstall them if needed.
+    """
+    import copy
+
+    body = copy.deepcopy(body)
+    for module in body.modules():
+        hooks = getattr(module, "_forward_hooks", None)
+        if hooks:
+            for key in [k for k, fn in hooks.items() if "output_capturing_hook" in getattr(fn, "__qualname__", "")]:
+                del hooks[key]
+        if getattr(module, "_output_capturing_hooks_installed", False):
+            module._output_capturing_hooks_installed = False
+    return body
