@@ -98,7 +98,11 @@ class _FineTunedBase(_SkorchTransferBase):
         if self.l2sp:
             cbs.append(("l2sp", L2SP(self.l2sp, reference)))
         if self.wise_alpha < 1.0:
-            cbs.append(("wise_ft", WiSEFT(self.wise_alpha, reference)))
+            # WiSE-FT interpolates BatchNorm running statistics too: weights
+            # halfway between two networks with the fine-tuned statistics
+            # collapse (measured in benchmarks/RESULTS.md, fine-tuning).
+            state = {f"body.{k}": v.detach().clone() for k, v in module.body.state_dict().items() if v.is_floating_point()}
+            cbs.append(("wise_ft", WiSEFT(self.wise_alpha, state)))
         return cbs
 
     def _net_kwargs(self):

@@ -149,7 +149,9 @@ class WiSEFT(Callback):
     ----------
     alpha : float in [0, 1]
     reference : dict of str to Tensor
-        Pretrained backbone weights (``body.`` prefixed names).
+        Pretrained backbone state (``body.`` prefixed names): weights and
+        floating buffers such as BatchNorm running statistics, which are
+        interpolated alike.
     """
 
     def __init__(self, alpha, reference):
@@ -160,7 +162,7 @@ class WiSEFT(Callback):
         if self.alpha >= 1.0:
             return
         with torch.no_grad():
-            for name, p in net.module_.named_parameters():
+            for name, p in net.module_.state_dict(keep_vars=True).items():
                 ref = self.reference.get(name)
-                if ref is not None:
+                if ref is not None and p.is_floating_point():
                     p.copy_(torch.lerp(ref.to(p.device, p.dtype), p, self.alpha))
