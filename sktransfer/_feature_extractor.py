@@ -10,11 +10,11 @@ from ._inputs import check_images, check_in_range_int, check_texts, image_digest
 from ._utils import progress_bar, resolve_device, want_progress
 from .backbones import load_backbone
 
-# CPU image batch: measured by benchmarks/bench_extractor.py on a 2-core CPU
-# (RESULTS.md: EfficientNet-Lite0 at 224 px peaks at batch 4, 3.7x faster
-# than batch 64, as small batches keep activations in cache). Text: as
+# CPU image batch: benchmarks/bench_extractor.py on a loaded 2-core CPU put
+# batch 8 first by median batch time (RESULTS.md), but runs disagreed (4, 8
+# and 64 each won once): re-measure on a quiet machine. Text: as
 # SentenceTransformer.encode. CUDA values are conventional, not measured here.
-_DEFAULT_BATCH = {("image", "cpu"): 4, ("text", "cpu"): 32, ("image", "cuda"): 64, ("text", "cuda"): 64}
+_DEFAULT_BATCH = {("image", "cpu"): 8, ("text", "cpu"): 32, ("image", "cuda"): 64, ("text", "cuda"): 64}
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
