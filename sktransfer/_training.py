@@ -185,15 +185,17 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         from skorch.callbacks import Checkpoint, EarlyStopping, GradientNormClipping, ProgressBar
         from skorch.dataset import ValidSplit
 
+        self.device_ = resolve_device(self.device)
+        shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        self.modality_ = shared.modality
+        # Seed after loading: a first load in the process builds the model
+        # with random init and would consume torch's generator.
         seed = check_random_state_int(self.random_state)
         if seed is not None:
             # Seeds torch only (init, shuffling, dropout, augmentation); the
             # validation split gets the seed itself: numpy's global state is
             # the user's and stays untouched.
             torch.manual_seed(seed)
-        self.device_ = resolve_device(self.device)
-        shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
-        self.modality_ = shared.modality
         module = self._build_module(shared, n_out)
         Xd = self._encode_X(X, shared, fitting=True)
 
