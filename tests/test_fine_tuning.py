@@ -205,6 +205,18 @@ def test_random_state_makes_cpu_runs_repeatable(images):
     np.testing.assert_array_equal(a, b)
 
 
+def test_first_fit_in_a_process_is_repeatable_too(images):
+    # Loading a backbone for the first time consumes torch's generator; the
+    # seed must be applied after it, or the first fit differs from later ones.
+    from sktransfer.backbones import clear_backbone_memo
+
+    X, y = images
+    clear_backbone_memo()
+    a = FineTunedClassifier(IMAGE, strategy="full", **FAST_IMG).fit(X[:32], y[:32]).predict_proba(X[:8])
+    b = FineTunedClassifier(IMAGE, strategy="full", **FAST_IMG).fit(X[:32], y[:32]).predict_proba(X[:8])
+    np.testing.assert_array_equal(a, b)
+
+
 def test_validation_split_and_early_stopping(texts):
     X, y = texts
     clf = FineTunedClassifier(
