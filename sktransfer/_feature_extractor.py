@@ -122,7 +122,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.progress = progress
 
     # ------------------------------------------------------------------ fit
-    def _validate_params_(self):
+    def _check_params(self):
         if self.batch_size is not None:
             check_in_range_int(self.batch_size, "batch_size", 1)
         if self.max_length is not None:
@@ -151,7 +151,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         -------
         self : PretrainedFeatureExtractor
         """
-        self._validate_params_()
+        self._check_params()
         self.device_ = resolve_device(self.device)
         bb = load_backbone(self.backbone, device=self.device_, pooling=self.pooling)
         self._backbone_obj = bb

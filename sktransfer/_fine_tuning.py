@@ -75,7 +75,7 @@ class _FineTunedBase(_SkorchTransferBase):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _validate_params(self):
+    def _check_params(self):
         self._validate_common()
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")

@@ -231,7 +231,7 @@ callbacks, class_weight
         self.class_weight = class_weight
 
     # -------------------------------------------------------- validation
-    def _validate_params(self):
+    def _check_params(self):
         self._validate_common()
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")

@@ -384,7 +384,7 @@ class _ClassifierOutputs:
         -------
         self
         """
-        self._validate_params()
+        self._check_params()
         y = self._check_y(y)
         self._check_lengths(X, y)
         classes, y_enc = np.unique(y, return_inverse=True)
@@ -465,7 +465,7 @@ class _RegressorOutputs:
 
     def fit(self, X, y):
         """Train on ``X`` and continuous targets ``y`` (1-D or 2-D)."""
-        self._validate_params()
+        self._check_params()
         y = np.asarray(y, dtype=np.float64)
         if y.ndim not in (1, 2):
             raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}.")

@@ -643,8 +643,8 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         self.class_weight = class_weight
 
     # ---------------------------------------------------------- validation
-    def _validate_params(self):
-        super()._validate_params()
+    def _check_params(self):
+        super()._check_params()
         if self.strategy == "linear_probe":
             raise ValueError(
                 "DANNClassifier adapts the backbone's features: strategy='linear_probe' freezes them. "
@@ -701,7 +701,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         -------
         self
         """
-        self._validate_params()
+        self._check_params()
         X_s, y_s, X_t, _, _ = _split_domains(X, y, X_target, sample_domain)
         y_s = self._check_y(y_s)
         self._check_lengths(X_s, y_s)

@@ -55,6 +55,23 @@ def fashion_small():
     return X[idx], y[idx]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch and one BLAS thread for a test module.
+
+    On a shared 2-core machine, 2 torch and 2 OpenBLAS threads oversubscribe
+    the cores: measured 10-50x slower under load than 1.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def cache_dir(tmp_path):
     return str(tmp_path / "emb-cache")

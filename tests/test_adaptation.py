@@ -28,17 +28,7 @@ FAST_EXT = {"image_size": 32, "batch_size": 64}
 FAST_DANN = dict(image_size=32, batch_size=32, max_epochs=2, lr=3e-3, random_state=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine, 2 torch and 2 OpenBLAS threads
-    # oversubscribe the cores: measured 10-50x slower under load than 1.
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
