@@ -38,7 +38,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PIP) install -q -e ".[bench]" "torch==2.14.1" "torchvision==0.29.1"
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/bench_extractor.py
-	for b in fine_tuning lora few_shot selection adaptation; do HF_HUB_OFFLINE=1 $(VPY) benchmarks/bench_$$b.py || exit 1; done
+	for b in fine_tuning forgetting lora few_shot selection adaptation; do HF_HUB_OFFLINE=1 $(VPY) benchmarks/bench_$$b.py || exit 1; done
 	$(VPY) benchmarks/assemble_results.py
 
 clean:

@@ -32,12 +32,33 @@ def _adaptable_modules(body):
     return [(n, m) for n, m in body.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def auto_target_modules(module, method):
+# A layer gets a LoRA/DoRA adapter under target_modules="auto" only if the
+# adapter holds at most this share of the layer's own weights.
+_MAX_ADAPTER_SHARE = 0.1
+
+
+def _adapter_share(layer, r):
+    """Weights of a rank-``r`` LoRA pair over the weights of ``layer``."""
+    if isinstance(layer, nn.Conv2d):
+        fan_in, fan_out = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1], layer.out_channels
+    else:
+        fan_in, fan_out = layer.in_features, layer.out_features
+    return r * (fan_in + fan_out) / (fan_in * fan_out)
+
+
+def auto_target_modules(module, method, r=8):
     """Sensible PEFT targets per backbone family.
 
     Transformer encoders and ViTs: the attention projections (plus, for
     IA3, the second feed-forward layer). CNNs: the 1×1 (pointwise)
-    convolutions, which carry most of their weights.
+    convolutions, which carry most of their weights; for LoRA and DoRA only
+    those wide enough for rank ``r`` to be a low-rank update, i.e. whose
+    adapter holds at most 10 % as many weights as the layer. Mobile CNNs
+    start narrow (16 to 40 channels in EfficientNet-Lite0's first stages,
+    where a rank-8 adapter is 25-75 % the size of the layer it adapts):
+    adapting those saves nothing over training them and made the adapter
+    file 5.7 % of the model (benchmarks/RESULTS.md, LoRA section). If no
+    layer is wide enough, every 1×1 convolution is adapted.
 
     Returns
     -------
@@ -60,7 +81,11 @@ def auto_target_modules(module, method):
             ]
             targets += feedforward
     else:
-        targets = [n for n, m in layers if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
+        pointwise = [(n, m) for n, m in layers if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
+        targets = [n for n, _ in pointwise]
+        if method in ("lora", "dora"):
+            wide = [n for n, m in pointwise if _adapter_share(m, r) <= _MAX_ADAPTER_SHARE]
+            targets = wide or targets
         feedforward = list(targets) if method == "ia3" else []
     return [f"body.{n}" for n in targets], [f"body.{n}" for n in feedforward]
 
@@ -126,9 +151,12 @@ class LoRAClassifier(_ClassifierOutputs, ClassifierMixin, _SkorchTransferBase):
         Same as ``method="dora"``.
     target_modules : "auto", str (regex) or list of str, default="auto"
         Layers to adapt. "auto": attention projections of transformer
-        encoders (query/key/value) and ViTs (qkv, proj); 1×1 convolutions of
-        CNNs. A list names layers by suffix; an error lists the model's layers
-        when nothing matches.
+        encoders (query/key/value) and ViTs (qkv, proj); the 1×1
+        convolutions of CNNs, for LoRA/DoRA only those wide enough that a
+        rank-``r`` adapter holds at most 10 % of the layer's weights (see
+        :func:`auto_target_modules`; ``target_modules_`` lists the choice).
+        A list names layers by suffix, a string is a regular expression;
+        an error lists the model's layers when nothing matches.
     num_virtual_tokens : int, default=20
         Prompt length for ``"prompt_tuning"``.
     quantize : {None, "4bit"}, default=None
@@ -138,8 +166,13 @@ class LoRAClassifier(_ClassifierOutputs, ClassifierMixin, _SkorchTransferBase):
 max_epochs, batch_size, validation_fraction, early_stopping, augment, \
 image_size, max_length, pooling, bf16, device, random_state, verbose, \
 callbacks, class_weight
-        As in :class:`FineTunedClassifier`; ``lr`` applies to adapters and
-        head (default 1e-3).
+        As in :class:`FineTunedClassifier`; ``lr`` applies to the adapters
+        and, unless ``head_lr`` is set, to the head (default 1e-3).
+    head_lr : float or None, default=None
+        Learning rate of the new head (None: ``lr``). A freshly initialised
+        head usually wants a larger rate than the adapters: on
+        EfficientNet-Lite0 an ``lr`` large enough for the head made the
+        adapters diverge (benchmarks/RESULTS.md, LoRA section).
 
     Attributes
     ----------
@@ -181,6 +214,7 @@ callbacks, class_weight
         head_hidden=256,
         head_dropout=0.1,
         lr=1e-3,
+        head_lr=None,
         warmup=0.1,
         weight_decay=0.01,
         grad_clip=1.0,
@@ -212,6 +246,7 @@ callbacks, class_weight
         self.head_hidden = head_hidden
         self.head_dropout = head_dropout
         self.lr = lr
+        self.head_lr = head_lr
         self.warmup = warmup
         self.weight_decay = weight_decay
         self.grad_clip = grad_clip
@@ -240,6 +275,10 @@ callbacks, class_weight
         self._check_reals(("lora_alpha", 0.0, None), ("lora_dropout", 0.0, 1.0))
         if self.lora_alpha <= 0:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha!r}.")
+        if self.head_lr is not None:
+            self._check_reals(("head_lr", 0.0, None))
+            if not self.head_lr > 0:
+                raise ValueError(f"head_lr must be None or > 0, got {self.head_lr!r}.")
         if self.quantize not in (None, "4bit"):
             raise ValueError(f"quantize must be None or '4bit', got {self.quantize!r}.")
         if self.quantize == "4bit":
@@ -261,7 +300,7 @@ callbacks, class_weight
         if method == "prompt_tuning":
             return None, [], method
         if self.target_modules == "auto":
-            targets, feedforward = auto_target_modules(module, method)
+            targets, feedforward = auto_target_modules(module, method, int(self.r))
             if not targets:
                 raise ValueError(f"found no layer to adapt in {self.backbone!r}; name target_modules explicitly.")
         else:
@@ -321,7 +360,7 @@ callbacks, class_weight
         return module
 
     def _net_kwargs(self):
-        return {"adapter_only": True}
+        return {"adapter_only": True, "head_lr": self.head_lr}
 
     def _fit(self, X, y_enc, n_out, stratify):
         super()._fit(X, y_enc, n_out, stratify)

@@ -33,8 +33,9 @@ from .callbacks import WarmupCosine
 class _TransferNet(NeuralNet):
     """A skorch net with discriminative learning rates and bf16 on CUDA.
 
-    ``adapter_only=True`` (PEFT) puts every trainable parameter, adapters
-    and head, in one group at ``lr``. Otherwise the head trains at ``lr``
+    ``adapter_only=True`` (PEFT) trains every trainable parameter at
+    ``lr``, except the head's, which train at ``head_lr`` when it is given.
+    Otherwise the head trains at ``lr``
     and each backbone block group at ``lr * backbone_lr_ratio``, times
     ``layer_decay`` per group below the top.
     """
@@ -48,9 +49,11 @@ class _TransferNet(NeuralNet):
         l2sp=0.0,
         bf16=True,
         adapter_only=False,
+        head_lr=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.head_lr = head_lr
         self.backbone_lr_ratio = backbone_lr_ratio
         self.layer_decay = layer_decay
         self.weight_decay = weight_decay
@@ -61,14 +64,23 @@ class _TransferNet(NeuralNet):
     def initialize_optimizer(self, triggered_directly=None):
         head_lr, decay = self.lr, self.weight_decay
         if self.adapter_only:
-            trainable = [p for p in self.module_.parameters() if p.requires_grad]
-            self.optimizer_ = self.optimizer([{"params": trainable, "lr": head_lr, "weight_decay": decay}], lr=head_lr)
+            named = [(n, p) for n, p in self.module_.named_parameters() if p.requires_grad]
+            head = [p for n, p in named if "task_head." in n]
+            rest = [p for n, p in named if "task_head." not in n]
+            groups = [{"params": rest, "lr": self.lr, "weight_decay": decay}]
+            groups.append({"params": head, "lr": self.head_lr or self.lr, "weight_decay": decay})
+            self.optimizer_ = self.optimizer([g for g in groups if g["params"]], lr=self.lr)
             return self
         module = self.module_
         backbone_lr = head_lr * self.backbone_lr_ratio
         groups = module.block_groups
         params = dict(module.body.named_parameters())
-        param_groups = [{"params": list(module.task_head.parameters()), "lr": head_lr, "weight_decay": decay}]
+        # Anything outside the body (the head, and any module a subclass or a
+        # user adds next to it) trains at the head's rate: a parameter left
+        # out of every group would silently never train.
+        body_ids = {id(p) for p in module.body.parameters()}
+        others = [p for p in module.parameters() if id(p) not in body_ids]
+        param_groups = [{"params": others, "lr": head_lr, "weight_decay": decay}]
         assigned = set()
         for depth, names in enumerate(reversed(groups)):  # depth 0 = top
             factor = self.layer_decay**depth if self.layer_decay else 1.0
@@ -113,7 +125,10 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             p.requires_grad_(True)
         head = make_head(shared.embedding_dim, n_out, self.head, self.head_hidden, self.head_dropout)
         normalize = copy.deepcopy(shared.normalize) if shared.modality == "image" else None
-        return TransferModule(body, head, shared.modality, normalize, bool(self.augment), shared.block_groups())
+        return TransferModule(
+            body, head, shared.modality, normalize, bool(self.augment), shared.block_groups(),
+            freeze_bn_stats=bool(getattr(self, "freeze_bn_stats", False)),
+        )
 
     def _method_callbacks(self, module, shared):
         return []

@@ -38,7 +38,7 @@ def _augment(x):
 class TransferModule(nn.Module):
     """Backbone body (head removed) followed by a new head."""
 
-    def __init__(self, body, head, modality, normalize=None, augment=False, block_groups=()):
+    def __init__(self, body, head, modality, normalize=None, augment=False, block_groups=(), freeze_bn_stats=False):
         super().__init__()
         self.body = body
         self.task_head = head
@@ -48,6 +48,9 @@ class TransferModule(nn.Module):
         # Parameter names of ``body`` grouped from stem to top (plain lists:
         # not state, so not saved with the weights).
         self.block_groups = [list(g) for g in block_groups]
+        # Keep every BatchNorm in inference mode while training (pretrained
+        # running statistics; scale and shift still train with their block).
+        self.freeze_bn_stats = bool(freeze_bn_stats)
 
     def features(self, X=None, input_ids=None, attention_mask=None, token_type_ids=None):
         if self.modality == "image":
@@ -68,10 +71,12 @@ class TransferModule(nn.Module):
     def train(self, mode=True):
         super().train(mode)
         if mode:
-            # A frozen BatchNorm keeps its pretrained running statistics.
+            # A frozen BatchNorm keeps its pretrained running statistics; with
+            # freeze_bn_stats, every BatchNorm does.
+            freeze_all = getattr(self, "freeze_bn_stats", False)
             for m in self.body.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     params = list(m.parameters(recurse=False))
-                    if params and not any(p.requires_grad for p in params):
+                    if freeze_all or (params and not any(p.requires_grad for p in params)):
                         m.eval()
         return self

@@ -535,6 +535,11 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     strategy : {"partial", "full", "progressive"}, default="full"
         As in FineTunedClassifier; ``"linear_probe"`` is refused (a frozen
         backbone can't adapt).
+    freeze_bn_stats : bool, default=False
+        Unlike FineTunedClassifier, BatchNorm layers update their running
+        statistics by default: on mixed source and target batches that is
+        part of the adaptation (as in AdaBN), and the domain-adaptation
+        benchmark was measured so.
     **others
         Every other parameter is FineTunedClassifier's.
 
@@ -590,6 +595,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         grad_clip=1.0,
         l2sp=0.0,
         wise_alpha=1.0,
+        freeze_bn_stats=False,
         max_epochs=5,
         batch_size=32,
         validation_fraction=0.0,
@@ -622,6 +628,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
             grad_clip=grad_clip,
             l2sp=l2sp,
             wise_alpha=wise_alpha,
+            freeze_bn_stats=freeze_bn_stats,
             max_epochs=max_epochs,
             batch_size=batch_size,
             validation_fraction=validation_fraction,

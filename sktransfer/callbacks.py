@@ -145,24 +145,96 @@ class WiSEFT(Callback):
     fine-tuning of zero-shot models"). ``alpha=1`` keeps the fine-tuned
     weights; smaller values keep more of what the backbone knew.
 
+    BatchNorm layers need one more step. Their running statistics describe
+    the activations of the network they were measured in; neither the
+    pretrained nor the fine-tuned statistics (nor a mix of the two) describe
+    the interpolated network, which collapses with them (measured with
+    interpolated statistics on EfficientNet-Lite0: Fashion-MNIST accuracy
+    fell from 72 % to 20 %).
+    With ``recalibrate_bn=True`` the statistics of every BatchNorm layer that
+    updated them during training are recomputed on the training inputs
+    (no augmentation, one pass, plain average) for the interpolated weights.
+    Layers that stayed in inference mode keep their pretrained statistics.
+
     Parameters
     ----------
     alpha : float in [0, 1]
     reference : dict of str to Tensor
         Pretrained backbone state (``body.`` prefixed names): weights and
-        floating buffers such as BatchNorm running statistics, which are
-        interpolated alike.
+        floating buffers such as BatchNorm running statistics.
+    recalibrate_bn : bool, default=True
+        Recompute the running statistics of the BatchNorm layers that changed
+        during training, on the ``X`` given to ``fit``. Without it, those
+        statistics are interpolated like the weights.
+    batch_size : int, default=32
+        Batch size of the recalibration pass.
     """
 
-    def __init__(self, alpha, reference):
+    def __init__(self, alpha, reference, recalibrate_bn=True, batch_size=32):
         self.alpha = alpha
         self.reference = reference
+        self.recalibrate_bn = recalibrate_bn
+        self.batch_size = batch_size
 
-    def on_train_end(self, net, **kwargs):
+    def on_train_end(self, net, X=None, y=None, **kwargs):
         if self.alpha >= 1.0:
             return
+        module = net.module_
+        changed = _bn_layers_changed(module, self.reference) if self.recalibrate_bn and X is not None else []
         with torch.no_grad():
-            for name, p in net.module_.state_dict(keep_vars=True).items():
+            for name, p in module.state_dict(keep_vars=True).items():
                 ref = self.reference.get(name)
                 if ref is not None and p.is_floating_point():
                     p.copy_(torch.lerp(ref.to(p.device, p.dtype), p, self.alpha))
+        if changed:
+            recompute_bn_statistics(module, [m for _, m in changed], X, self.batch_size, net.device)
+            net.history.record("wise_bn_recalibrated", len(changed))
+
+
+def _bn_layers_changed(module, reference):
+    """(name, layer) of the BatchNorm layers whose running mean moved from ``reference``."""
+    out = []
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            ref = reference.get(f"{name}.running_mean")
+            if ref is not None and not torch.equal(ref.to(m.running_mean.device), m.running_mean):
+                out.append((name, m))
+    return out
+
+
+def recompute_bn_statistics(module, layers, X, batch_size=32, device="cpu"):
+    """Recompute the running statistics of ``layers`` on inputs ``X``.
+
+    The idea of ``torch.optim.swa_utils.update_bn`` (reset, momentum None
+    for a plain average, one pass), written out because ``update_bn`` resets
+    *every* BatchNorm of the model, including those that kept their
+    pretrained statistics because they never trained, puts the whole model
+    in training mode (dropout, augmentation) and feeds it one positional
+    tensor, while a ``TransferModule`` takes keyword batches.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Called as ``module(**batch)``.
+    layers : list of BatchNorm modules inside ``module``
+    X : dict of str to array
+        Keyword inputs of ``module`` (as skorch receives them), rows first.
+    """
+    if not layers:
+        return
+    momenta = {m: m.momentum for m in layers}
+    was_training = module.training
+    module.eval()  # no augmentation, no dropout
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    n = len(next(iter(X.values())))
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                module(**{k: torch.as_tensor(v[start : start + batch_size]).to(device) for k, v in X.items()})
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        module.train(was_training)

@@ -177,6 +177,49 @@ def test_wise_ft_interpolates_backbone(images):
     torch.testing.assert_close(w_half[key], 0.5 * (w0[key] + w_ft[key]), atol=1e-6, rtol=1e-5)
 
 
+def _bn_stats(state):
+    return [k for k in state if k.endswith(("running_mean", "running_var"))]
+
+
+def test_freeze_bn_stats_keeps_the_pretrained_statistics_by_default(images):
+    X, y = images
+    w0 = _pretrained_state(IMAGE)
+    kw = dict(strategy="full", lr=1e-2, backbone_lr_ratio=1.0, **FAST_IMG)
+    moved = _backbone_state(FineTunedClassifier(IMAGE, freeze_bn_stats=False, **kw).fit(X[:32], y[:32]))
+    kept = _backbone_state(FineTunedClassifier(IMAGE, **kw).fit(X[:32], y[:32]))  # the default
+    stats = _bn_stats(w0)
+    assert stats and _distance(moved, w0, stats) > 0
+    for k in stats:
+        torch.testing.assert_close(kept[k], w0[k], atol=0, rtol=0)
+    # ... while the weights (BatchNorm scale and shift included) still train.
+    assert not torch.equal(kept["conv_head.weight"], w0["conv_head.weight"])
+    assert not torch.equal(kept["bn2.weight"], w0["bn2.weight"])
+    with pytest.raises(ValueError, match="freeze_bn_stats must be True or False"):
+        FineTunedClassifier(IMAGE, freeze_bn_stats="yes", **FAST_IMG).fit(X[:8], y[:8])
+
+
+def test_wise_ft_recomputes_batchnorm_statistics_for_the_interpolated_weights(images):
+    """Interpolated statistics collapse a BatchNorm network (benchmarks): the
+    statistics of the stem's BatchNorm must be those of its input, computed
+    with the interpolated stem convolution on the training images."""
+    from sktransfer.backbones import load_backbone
+
+    X, y = images
+    kw = dict(strategy="full", lr=1e-2, backbone_lr_ratio=1.0, augment=False, **FAST_IMG)
+    half = FineTunedClassifier(IMAGE, wise_alpha=0.5, freeze_bn_stats=False, **kw).fit(X[:32], y[:32])
+    assert half.history_[-1, "wise_bn_recalibrated"] > 0
+    core = half.net_.module_
+    crops = half._encode_X(X[:32], load_backbone(IMAGE), fitting=False)["X"]
+    with torch.no_grad():
+        stem_out = core.body.conv_stem(core.normalize(torch.as_tensor(crops)))
+    torch.testing.assert_close(core.body.bn1.running_mean, stem_out.mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+    # With frozen statistics there is nothing to recompute: they stay pretrained.
+    w0 = _pretrained_state(IMAGE)
+    frozen = FineTunedClassifier(IMAGE, wise_alpha=0.5, **kw).fit(X[:32], y[:32])  # freeze_bn_stats=True: the default
+    assert "wise_bn_recalibrated" not in frozen.history_[-1]
+    torch.testing.assert_close(_backbone_state(frozen)["bn1.running_mean"], w0["bn1.running_mean"], atol=0, rtol=0)
+
+
 def test_linear_cka_properties():
     rng = np.random.RandomState(0)
     X = rng.randn(60, 10)

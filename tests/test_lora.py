@@ -73,6 +73,39 @@ def test_lora_on_a_cnn_adapts_pointwise_convolutions(fashion_small):
     assert clf.predict(X[:4]).shape == (4,)
 
 
+def test_cnn_auto_targets_skip_layers_too_narrow_for_the_rank(fashion_small):
+    from sktransfer.backbones import load_backbone
+
+    X, y = fashion_small
+    clf = LoRAClassifier(IMAGE, r=8, image_size=32, max_epochs=1, random_state=0).fit(X[::4], y[::4])
+    body = load_backbone(IMAGE).body
+    layers = dict(body.named_modules())
+    for name in clf.target_modules_:
+        conv = layers[name[len("body."):]]
+        # a rank-8 pair holds at most 10 % of the layer's own weights
+        assert 8 * (conv.in_channels + conv.out_channels) <= 0.1 * conv.weight.numel()
+    assert "body.conv_head" in clf.target_modules_
+    assert not any(t.startswith("body.blocks.0.") for t in clf.target_modules_)  # 32→16 channels
+    # The budget: what save() writes is at most 5 % of the full weights.
+    full_bytes = sum(p.numel() * p.element_size() for p in body.parameters())
+    assert clf.adapter_nbytes_ <= 0.05 * full_bytes
+    # IA3 vectors are tiny: every pointwise convolution keeps its scaling.
+    ia3 = LoRAClassifier(IMAGE, method="ia3", image_size=32, max_epochs=1, random_state=0).fit(X[::4], y[::4])
+    assert len(ia3.target_modules_) > len(clf.target_modules_)
+
+
+def test_head_lr_gives_the_head_its_own_rate(texts):
+    X, y = texts
+    clf = LoRAClassifier(TEXT, head_lr=3e-2, **{**FAST, "max_epochs": 1}).fit(X[:16], y[:16])
+    groups = clf.net_.optimizer_.param_groups
+    head_ids = {id(p) for n, p in clf.net_.module_.named_parameters() if "task_head." in n and p.requires_grad}
+    by_rate = {g["initial_lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert set(by_rate) == {FAST["lr"], 3e-2}
+    assert by_rate[3e-2] == head_ids and not (by_rate[FAST["lr"]] & head_ids)
+    with pytest.raises(ValueError, match="head_lr must be"):
+        LoRAClassifier(TEXT, head_lr=0.0).fit(X[:8], y[:8])
+
+
 def test_grid_search_over_rank_alpha_and_lr(texts):
     X, y = texts
     gs = GridSearchCV(

@@ -1,0 +1,432 @@
+#!/usr/bin/env python
+"""Benchmark of forgetting control in ``FineTunedClassifier`` (fine-tuning issue).
+
+Does L2-SP (``l2sp``) or WiSE-FT (``wise_alpha``) keep more of what the
+pretrained backbone knew than plain ``full`` fine-tuning, at a similar
+accuracy on the target task? Two settings, each with a *target* task the
+model is fine-tuned on and a *reference* task it is never trained on:
+
+1. Images: ``timm/tf_efficientnet_lite0`` at 32 px fine-tuned on
+   Fashion-MNIST (100 images per class); reference: 600 of sklearn's 8x8
+   digits, upscaled alike. Arms with the BatchNorm running statistics
+   updating in training (the default) and with ``freeze_bn_stats=True``.
+2. Text: ``sentence-transformers/all-MiniLM-L6-v2`` fine-tuned on two BBC
+   News topics (business vs politics, 32 articles each); reference: the
+   three other topics (300 articles, never seen in training).
+
+For each arm and seed: target accuracy on held-out data, and
+``sktransfer.metrics.forgetting_report`` on the reference data: a
+cross-validated logistic regression on the pretrained features and on the
+fine-tuned features (*retained* = their accuracy ratio), and the linear CKA
+between the two feature sets. One fresh subprocess per (setting, arm), all
+seeds inside it, two at a time.
+
+Usage::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_forgetting.py          # ~12 min on 2 cores
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_forgetting.py --quick  # smoke run, writes nothing
+
+Writes ``benchmarks/sections/forgetting.md`` and ``benchmarks/forgetting.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+import _common as C  # noqa: E402
+import bench_fine_tuning as B  # noqa: E402
+
+SECTION_MD = HERE / "sections" / "forgetting.md"
+PLOT = HERE / "forgetting.png"
+TASK_NAMES = {"fmnist": "Fashion-MNIST → digits", "bbc": "BBC News (2 topics) → the 3 other topics"}
+BACKBONES = {"fmnist": B.IMAGE, "bbc": B.TEXT}
+TEXT_TARGET = ["business", "politics"]
+TEXT_REFERENCE = ["entertainment", "sports", "tech"]
+
+# Arms: constructor parameters on top of the setting's `full` recipe.
+ARMS = {
+    "fmnist": {
+        "full": {"freeze_bn_stats": False},
+        "full+l2sp": {"freeze_bn_stats": False, "l2sp": 0.1},
+        "full+wise": {"freeze_bn_stats": False, "wise_alpha": 0.5},
+        "fbn": {"freeze_bn_stats": True},
+        "fbn+l2sp": {"freeze_bn_stats": True, "l2sp": 0.1},
+        "fbn+wise": {"freeze_bn_stats": True, "wise_alpha": 0.5},
+    },
+    "bbc": {
+        "gentle": {"backbone_lr_ratio": 0.003},
+        "full": {},
+        "full+l2sp": {"l2sp": 1.0},
+        "full+wise": {"wise_alpha": 0.5},
+    },
+}
+# Which plain arm each controlled arm is compared with.
+PAIRS = {
+    "fmnist": [("full+l2sp", "full"), ("full+wise", "full"), ("fbn+l2sp", "fbn"), ("fbn+wise", "fbn")],
+    "bbc": [("full+l2sp", "full"), ("full+wise", "full")],
+}
+LABELS = {
+    "full": "`full`{bn}",
+    "full+l2sp": "`full`{bn}, `l2sp={l2sp:g}`",
+    "full+wise": "`full`{bn}, `wise_alpha={wise_alpha:g}`",
+    "fbn": "`full`, `freeze_bn_stats=True`",
+    "fbn+l2sp": "`full`, `freeze_bn_stats=True`, `l2sp={l2sp:g}`",
+    "fbn+wise": "`full`, `freeze_bn_stats=True`, `wise_alpha={wise_alpha:g}`",
+    "gentle": "`full`, `backbone_lr_ratio=0.003` (the strategy benchmark's recipe)",
+}
+SIMILAR_POINTS = 2.0  # "similar target accuracy": within this many points
+
+CONFIGS = {
+    "full": dict(image_size=32, max_length=64, fmnist_shots=100, fmnist_test=1000, fmnist_epochs=6, ref_n=600,
+                 bbc_shots=32, bbc_test=100, bbc_ref=100, bbc_epochs=4, seeds=[0, 1, 2]),
+    "quick": dict(image_size=32, max_length=32, fmnist_shots=4, fmnist_test=40, fmnist_epochs=1, ref_n=60,
+                  bbc_shots=4, bbc_test=8, bbc_ref=10, bbc_epochs=1, seeds=[0]),
+}
+
+log = C.log
+
+
+# --------------------------------------------------------------------- data
+def base_params(task, cfg):
+    """The setting's plain `full` recipe (before an arm's parameters)."""
+    if task == "fmnist":
+        return B.strategy_params("fmnist", "full", cfg["fmnist_epochs"], {**cfg})
+    # Text: the strategy benchmark's hyper-parameters with a 10x larger backbone
+    # rate, at which plain fine-tuning forgets measurably (see the section).
+    return {**B.HP["bbc"]["common"], **B.HP["bbc"]["full"], "backbone_lr_ratio": 0.03, "strategy": "full",
+            "max_epochs": cfg["bbc_epochs"], "max_length": cfg["max_length"]}
+
+
+def load_setting(task, cfg, seeds):
+    """``(X_test, y_test, {seed: (X_train, y_train)}, X_ref, y_ref)``."""
+    if task == "fmnist":
+        Xte, yte, train = B.load_task("fmnist", cfg["fmnist_shots"], seeds, cfg["fmnist_test"])
+        Xr, yr = B.load_reference(cfg["ref_n"])
+        return Xte, yte, train, Xr, yr
+    from sktransfer.datasets import load_bbc_news
+
+    bbc = load_bbc_news()
+    names = np.asarray(bbc.target_names)[np.asarray(bbc.target)]
+    target = np.flatnonzero(np.isin(names, TEXT_TARGET))
+    te = target[B.per_class(names[target], cfg["bbc_test"], np.random.RandomState(0))]
+    ref_pool = np.flatnonzero(np.isin(names, TEXT_REFERENCE))
+    ref = ref_pool[B.per_class(names[ref_pool], cfg["bbc_ref"], np.random.RandomState(1))]
+    train = {}
+    for s in seeds:
+        pool = np.setdiff1d(target, te)
+        i = pool[B.per_class(names[pool], cfg["bbc_shots"], np.random.RandomState(1000 + s))]
+        train[s] = ([bbc.data[j] for j in i], names[i])
+    return [bbc.data[j] for j in te], names[te], train, [bbc.data[j] for j in ref], names[ref]
+
+
+# ---------------------------------------------------------------- child side
+def child_forgetting(spec):
+    """Every seed of one (setting, arm): fit, score, forgetting report."""
+    from sktransfer import FineTunedClassifier
+    from sktransfer.backbones import load_backbone
+    from sktransfer.metrics import forgetting_report
+
+    task, cfg = spec["task"], spec["cfg"]
+    shared = load_backbone(BACKBONES[task])
+    out = []
+    for job in spec["jobs"]:
+        Xte, yte, train, Xr, yr = load_setting(task, cfg, job["seeds"])
+        log(f"    {job['method']}:")
+        runs = []
+        for seed in job["seeds"]:
+            X, y = train[seed]
+            clf = FineTunedClassifier(BACKBONES[task], random_state=seed, **job["params"])
+            t = time.perf_counter()
+            clf.fit(X, y)
+            fit_s = time.perf_counter() - t
+            acc = float(clf.score(Xte, yte))
+            rep = forgetting_report(clf, Xr, yr, cv=3)
+            rec = {"seed": seed, "acc": acc, "fit_s": fit_s, "forgetting": rep, "dist": B.weight_distances(clf, shared.body),
+                   "epoch_s": [float(d) for d in clf.history_[:, "dur"]], "n_train": len(y), "n_test": len(yte), "n_ref": len(yr)}
+            runs.append(rec)
+            log(f"      seed {seed}: target {acc:.3f}, reference {rep['ref_accuracy_pretrained']:.3f} -> "
+                f"{rep['ref_accuracy_finetuned']:.3f} (retained {rep['retained']:.3f}), CKA {rep['cka']:.3f}, fit {fit_s:.0f} s")
+            del clf
+            gc.collect()
+        out.append({"job": {k: v for k, v in job.items() if k != "params"}, "params": job["params"], "runs": runs})
+    return {"jobs": out}
+
+
+def build_specs(cfg, tasks, threads):
+    specs = []
+    for task in tasks:
+        base = base_params(task, cfg)
+        for arm, extra in ARMS[task].items():
+            job = dict(method=arm, shots=cfg[f"{task}_shots"], seeds=cfg["seeds"], params={**base, **extra})
+            specs.append(dict(task=task, kind="forgetting", module="bench_forgetting", function="child_forgetting",
+                              threads=threads, label=f"{task} {arm}", cfg=cfg, jobs=[job]))
+    return specs
+
+
+# --------------------------------------------------------------- aggregation
+def summarize(runs):
+    def arr(key):
+        return np.array([key(r) for r in runs], dtype=float)
+
+    def ms(a):
+        return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+    acc, ret = arr(lambda r: r["acc"]), arr(lambda r: r["forgetting"]["retained"])
+    return {
+        "acc": ms(acc), "retained": ms(ret), "accs": acc.tolist(), "retaineds": ret.tolist(),
+        "ref_pre": float(arr(lambda r: r["forgetting"]["ref_accuracy_pretrained"]).mean()),
+        "ref_ft": float(arr(lambda r: r["forgetting"]["ref_accuracy_finetuned"]).mean()),
+        "cka": ms(arr(lambda r: r["forgetting"]["cka"])),
+        "dist_params": float(arr(lambda r: r["dist"]["params"]).mean()),
+        "dist_bn": (float(arr(lambda r: r["dist"]["bn_stats"]).mean()) if runs[0]["dist"]["bn_stats"] is not None else None),
+        "fit_s": float(np.median(arr(lambda r: r["fit_s"]))),
+        "seeds": [r["seed"] for r in runs],
+    }
+
+
+def paired(res, task, arm, plain):
+    """Per-seed differences (controlled minus plain) in target points and retained."""
+    a, b = res[task][arm]["summary"], res[task][plain]["summary"]
+    d_acc = 100 * (np.array(a["accs"]) - np.array(b["accs"]))
+    d_ret = np.array(a["retaineds"]) - np.array(b["retaineds"])
+    return d_acc, d_ret
+
+
+def claim(d_acc, d_ret):
+    """Met when retained is higher on every seed and the target is within SIMILAR_POINTS on average."""
+    similar = d_acc.mean() >= -SIMILAR_POINTS
+    more = bool((d_ret > 0).all())
+    if more and similar:
+        return "**yes**"
+    if more:
+        return "retains more, but target accuracy is lower"
+    return "no"
+
+
+# ---------------------------------------------------------------- reporting
+def label(arm, params):
+    bn = ", `freeze_bn_stats=False`" if params.get("freeze_bn_stats") is False else ""
+    return LABELS[arm].format(l2sp=params.get("l2sp", 0), wise_alpha=params.get("wise_alpha", 1), bn=bn)
+
+
+def pm(m_s, scale=100, nd=1):
+    return f"{scale * m_s[0]:.{nd}f} ± {scale * m_s[1]:.{nd}f}"
+
+
+def report(res, meta, cfg):
+    lines = [C.machine_md(meta["info"], meta["versions"], meta["command"], meta["started"], meta["elapsed"], meta["calib"]), ""]
+    lines += [
+        "### Protocol",
+        "",
+        f"- **Images**: `{B.IMAGE}` at image_size={cfg['image_size']}, fine-tuned on Fashion-MNIST, {cfg['fmnist_shots']} "
+        f"images per class drawn per seed from the official train split, target accuracy on {cfg['fmnist_test']} official test "
+        f"images; reference: {cfg['ref_n']} of sklearn's 8x8 digits (pixels x16 as uint8, upscaled like the target images). "
+        "Recipe: the `full` strategy of the strategy benchmark (lr 3e-3, backbone_lr_ratio 0.3, batch 16, "
+        f"{cfg['fmnist_epochs']} epochs, augmentation). `freeze_bn_stats=True` keeps every BatchNorm in inference mode "
+        "(pretrained running statistics) while its scale and shift train; it is the library's default since this run, "
+        "which measured it. The arms marked `freeze_bn_stats=False` let BatchNorm update its statistics (the torch/timm "
+        "default, and this library's before); WiSE-FT then recomputes them after interpolation.",
+        f"- **Text**: `{B.TEXT}`, max_length={cfg['max_length']} tokens, fine-tuned on BBC News {' vs '.join(TEXT_TARGET)} "
+        f"({cfg['bbc_shots']} articles per topic drawn per seed, target accuracy on {2 * cfg['bbc_test']} held-out articles); "
+        f"reference: {3 * cfg['bbc_ref']} articles of the three other topics ({', '.join(TEXT_REFERENCE)}), never trained on. "
+        f"Recipe: `full`, head lr 3e-2, batch 8, {cfg['bbc_epochs']} epochs, **backbone_lr_ratio 0.03**: 10x the strategy "
+        "benchmark's rate, chosen because plain fine-tuning forgets measurably with it; the gentle rate (0.003) is shown as "
+        "its own row.",
+        "- Reference accuracy: `forgetting_report(model, X_ref, y_ref, cv=3)`, a standardised logistic regression (C=0.1, "
+        "3-fold CV) on the pretrained and on the fine-tuned features of the same reference inputs; *retained* = fine-tuned / "
+        "pretrained. CKA = linear CKA of the two feature sets. ‖w − w0‖ / ‖w0‖: relative L2 distance of the backbone to the "
+        "pretrained one, of the parameters and of the BatchNorm running statistics.",
+        f"- Seeds {cfg['seeds']}; a seed draws the training subset and the initialisation. Mean ± sample std over seeds. "
+        f"'Similar target accuracy' = on average within {SIMILAR_POINTS:g} points of the plain arm.",
+        "",
+    ]
+    for task in ("fmnist", "bbc"):
+        if task not in res:
+            continue
+        r = res[task]
+        lines += [f"**{TASK_NAMES[task]}**", ""]
+        rows = []
+        for arm in ARMS[task]:
+            if arm not in r:
+                continue
+            s = r[arm]["summary"]
+            rows.append([
+                label(arm, r[arm]["params"]), pm(s["acc"]), f"{100 * s['ref_pre']:.1f} → {100 * s['ref_ft']:.1f}",
+                pm(s["retained"], 1, 3), f"{s['cka'][0]:.3f}", f"{s['dist_params']:.4f}",
+                "–" if s["dist_bn"] is None else f"{s['dist_bn']:.3f}", f"{s['fit_s']:.0f}",
+            ])
+        lines.append(C.md_table(
+            ["fine-tuning", "target accuracy %", "reference accuracy %, pretrained → fine-tuned", "retained", "CKA",
+             "‖w − w0‖ / ‖w0‖", "same, BN running stats", "fit s (median)"], rows))
+        lines.append("")
+    lines += ["### Does L2-SP or WiSE-FT keep more reference accuracy at a similar target accuracy?", ""]
+    rows = []
+    for task in ("fmnist", "bbc"):
+        if task not in res:
+            continue
+        for arm, plain in PAIRS[task]:
+            if arm not in res[task] or plain not in res[task]:
+                continue
+            d_acc, d_ret = paired(res, task, arm, plain)
+            rows.append([
+                TASK_NAMES[task].split(" →")[0].split(" (")[0], f"{label(arm, res[task][arm]['params'])} vs {label(plain, res[task][plain]['params'])}",
+                f"{d_acc.mean():+.1f} ({', '.join(f'{x:+.1f}' for x in d_acc)})",
+                f"{d_ret.mean():+.3f} ({', '.join(f'{x:+.3f}' for x in d_ret)})",
+                claim(d_acc, d_ret),
+            ])
+    lines.append(C.md_table(["setting", "controlled vs plain", "Δ target, points (per seed)", "Δ retained (per seed)", "keeps more at similar target accuracy?"],
+                            rows, "lllll"))
+    lines += ["", "### Observations", ""] + observations(res) + ["", meta.get("notes", ""), ""]
+    lines.append("Plot: `benchmarks/forgetting.png` (target accuracy against reference accuracy retained, one point per arm).")
+    return "## Forgetting control: L2-SP, WiSE-FT, frozen BatchNorm statistics (fine-tuning issue)\n\n" + "\n".join(lines).strip() + "\n"
+
+
+def observations(res):
+    out = []
+    for task in ("fmnist", "bbc"):
+        if task not in res:
+            continue
+        name = TASK_NAMES[task].split(" →")[0].split(" (")[0]
+        for arm, plain in PAIRS[task]:
+            if arm not in res[task] or plain not in res[task]:
+                continue
+            d_acc, d_ret = paired(res, task, arm, plain)
+            a, b = res[task][arm]["summary"], res[task][plain]["summary"]
+            out.append(
+                f"- {name}, {label(arm, res[task][arm]['params'])} vs {label(plain, res[task][plain]['params'])}: retained "
+                f"{a['retained'][0]:.3f} vs {b['retained'][0]:.3f} (higher on {int((d_ret > 0).sum())} of {len(d_ret)} seeds), "
+                f"target accuracy {100 * a['acc'][0]:.1f} vs {100 * b['acc'][0]:.1f} % ({d_acc.mean():+.1f} points), CKA "
+                f"{a['cka'][0]:.3f} vs {b['cka'][0]:.3f}."
+            )
+        r = res[task]
+        if task == "fmnist" and "fbn" in r and "full" in r:
+            a, b = r["fbn"]["summary"], r["full"]["summary"]
+            out.append(
+                f"- {name}, frozen BatchNorm statistics alone (no other control): target {100 * a['acc'][0]:.1f} vs "
+                f"{100 * b['acc'][0]:.1f} % for plain `full`, retained {a['retained'][0]:.3f} vs {b['retained'][0]:.3f}, "
+                f"‖w − w0‖/‖w0‖ of the parameters {a['dist_params']:.4f} vs {b['dist_params']:.4f}."
+            )
+        if task == "bbc" and "gentle" in r and "full" in r:
+            a, b = r["gentle"]["summary"], r["full"]["summary"]
+            verdict = ("the small rate forgets less" if a["retained"][0] > b["retained"][0] else "the small rate does not forget less")
+            out.append(
+                f"- {name}, the strategy benchmark's backbone rate (0.003) against 0.03: target {100 * a['acc'][0]:.1f} vs "
+                f"{100 * b['acc'][0]:.1f} %, retained {a['retained'][0]:.3f} vs {b['retained'][0]:.3f} ({verdict})."
+            )
+    return out
+
+
+def plot(res, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in ("fmnist", "bbc") if t in res]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.6), squeeze=False)
+    colors = {"full": "#4c72b0", "full+l2sp": "#dd8452", "full+wise": "#55a868", "fbn": "#8172b3", "fbn+l2sp": "#c44e52",
+              "fbn+wise": "#937860", "gentle": "#64b5cd"}
+    for ax, task in zip(axes[0], tasks):
+        r = res[task]
+        for arm in ARMS[task]:
+            if arm not in r:
+                continue
+            s = r[arm]["summary"]
+            ax.errorbar(100 * s["acc"][0], s["retained"][0], xerr=100 * s["acc"][1], yerr=s["retained"][1], fmt="o",
+                        color=colors[arm], capsize=3, label=label(arm, r[arm]["params"]).replace("`", ""))
+        for arm, plain in PAIRS[task]:
+            if arm in r and plain in r:
+                a, b = r[arm]["summary"], r[plain]["summary"]
+                ax.annotate("", xy=(100 * a["acc"][0], a["retained"][0]), xytext=(100 * b["acc"][0], b["retained"][0]),
+                            arrowprops=dict(arrowstyle="->", color="0.6", lw=1))
+        ax.set_xlabel("target accuracy (%)")
+        ax.set_ylabel("reference accuracy retained (fine-tuned / pretrained)")
+        ax.set_title(TASK_NAMES[task], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle("Forgetting control: up is less forgetting, right is better on the target (arrows: plain → controlled)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny smoke run; writes nothing")
+    p.add_argument("--tasks", default="fmnist,bbc", help="comma-separated subset of fmnist,bbc")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per child (default 1)")
+    p.add_argument("--jobs", type=int, default=2, help="children at a time (default 2, one per core)")
+    p.add_argument("--no-write", action="store_true")
+    p.add_argument("--json", default=None, help="also dump raw results to this JSON file")
+    p.add_argument("--render", default=None, metavar="JSON", help="only rewrite the section and plot from a --json dump")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.render:
+        import datetime as dt
+
+        dump = json.loads(Path(args.render).read_text())
+        meta = dict(dump["meta"], started=dt.datetime.fromisoformat(dump["meta"]["started"]))
+        SECTION_MD.write_text(report(dump["res"], meta, dump["cfg"]))
+        plot(dump["res"], PLOT)
+        return 0
+    import torch
+
+    cfg = dict(CONFIGS["quick" if args.quick else "full"])
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if set(tasks) - set(ARMS):
+        raise SystemExit(f"unknown tasks: {tasks}; choose from {sorted(ARMS)}")
+    write = not args.no_write and not args.quick
+    started, t0 = C.utc_now(), time.perf_counter()
+    info = C.machine_info()
+    info["threads_set"] = args.threads
+    vers = C.versions(extra=["skorch", "numpy"])
+    calib = C.sgemm_gflops()
+    log(f"Machine: {info['cpu']}, torch threads {torch.get_num_threads()}, load {info.get('loadavg_start')}, sgemm {calib:.0f} GFLOP/s")
+    specs = build_specs(cfg, tasks, args.threads)
+    outs = B.run_all(Path(B.__file__).resolve(), specs, args.jobs, t0)
+    res = {}
+    for spec, out in zip(specs, outs):
+        for j in out["jobs"]:
+            res.setdefault(spec["task"], {})[j["job"]["method"]] = {"runs": j["runs"], "params": j["params"], "summary": summarize(j["runs"])}
+    try:
+        info["loadavg_end"] = tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        pass
+    info["cpu_pressure_end"] = C.cpu_pressure()
+    elapsed = time.perf_counter() - t0
+    meta = {"info": info, "versions": vers, "command": C.command_line(), "started": started, "elapsed": elapsed, "calib": calib,
+            "notes": f"Budget: the whole run took {elapsed / 60:.1f} min of wall time ({args.jobs} child processes at a time, "
+                     f"{args.threads or 'default'} torch thread(s) each)."}
+    body = report(res, meta, cfg)
+    print("\n" + body)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cfg": cfg, "res": res, "meta": {**meta, "started": started.isoformat()}}, indent=1, default=str))
+    if write:
+        SECTION_MD.parent.mkdir(parents=True, exist_ok=True)
+        SECTION_MD.write_text(body)
+        plot(res, PLOT)
+        log(f"wrote {SECTION_MD} and {PLOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
