@@ -219,8 +219,10 @@ def claim(d_acc, d_ret):
 
 
 # ---------------------------------------------------------------- reporting
-def label(arm, params):
+def label(arm, params, task="fmnist"):
     bn = ", `freeze_bn_stats=False`" if params.get("freeze_bn_stats") is False else ""
+    if task == "bbc" and arm != "gentle":
+        bn = f", `backbone_lr_ratio={params['backbone_lr_ratio']:g}`"
     return LABELS[arm].format(l2sp=params.get("l2sp", 0), wise_alpha=params.get("wise_alpha", 1), bn=bn)
 
 
@@ -266,7 +268,7 @@ def report(res, meta, cfg):
                 continue
             s = r[arm]["summary"]
             rows.append([
-                label(arm, r[arm]["params"]), pm(s["acc"]), f"{100 * s['ref_pre']:.1f} → {100 * s['ref_ft']:.1f}",
+                label(arm, r[arm]["params"], task), pm(s["acc"]), f"{100 * s['ref_pre']:.1f} → {100 * s['ref_ft']:.1f}",
                 pm(s["retained"], 1, 3), f"{s['cka'][0]:.3f}", f"{s['dist_params']:.4f}",
                 "–" if s["dist_bn"] is None else f"{s['dist_bn']:.3f}", f"{s['fit_s']:.0f}",
             ])
@@ -284,7 +286,7 @@ def report(res, meta, cfg):
                 continue
             d_acc, d_ret = paired(res, task, arm, plain)
             rows.append([
-                TASK_NAMES[task].split(" →")[0].split(" (")[0], f"{label(arm, res[task][arm]['params'])} vs {label(plain, res[task][plain]['params'])}",
+                TASK_NAMES[task].split(" →")[0].split(" (")[0], f"{label(arm, res[task][arm]['params'], task)} vs {label(plain, res[task][plain]['params'], task)}",
                 f"{d_acc.mean():+.1f} ({', '.join(f'{x:+.1f}' for x in d_acc)})",
                 f"{d_ret.mean():+.3f} ({', '.join(f'{x:+.3f}' for x in d_ret)})",
                 claim(d_acc, d_ret),
@@ -308,7 +310,7 @@ def observations(res):
             d_acc, d_ret = paired(res, task, arm, plain)
             a, b = res[task][arm]["summary"], res[task][plain]["summary"]
             out.append(
-                f"- {name}, {label(arm, res[task][arm]['params'])} vs {label(plain, res[task][plain]['params'])}: retained "
+                f"- {name}, {label(arm, res[task][arm]['params'], task)} vs {label(plain, res[task][plain]['params'], task)}: retained "
                 f"{a['retained'][0]:.3f} vs {b['retained'][0]:.3f} (higher on {int((d_ret > 0).sum())} of {len(d_ret)} seeds), "
                 f"target accuracy {100 * a['acc'][0]:.1f} vs {100 * b['acc'][0]:.1f} % ({d_acc.mean():+.1f} points), CKA "
                 f"{a['cka'][0]:.3f} vs {b['cka'][0]:.3f}."
@@ -348,7 +350,7 @@ def plot(res, path):
                 continue
             s = r[arm]["summary"]
             ax.errorbar(100 * s["acc"][0], s["retained"][0], xerr=100 * s["acc"][1], yerr=s["retained"][1], fmt="o",
-                        color=colors[arm], capsize=3, label=label(arm, r[arm]["params"]).replace("`", ""))
+                        color=colors[arm], capsize=3, label=label(arm, r[arm]["params"], task).replace("`", ""))
         for arm, plain in PAIRS[task]:
             if arm in r and plain in r:
                 a, b = r[arm]["summary"], r[plain]["summary"]
