@@ -14,7 +14,7 @@ from a fixed pool of 100 per topic, seeded by the split number):
 - frozen embeddings + LogisticRegression (``PretrainedFeatureExtractor``
   with the persistent embedding cache: every article is embedded once);
 - ``ZeroShotClassifier`` (no labeled articles; the same for every split);
-- ``FewShotClassifier`` (SetFit recipe, its defaults: 64 pairs, 1 epoch,
+- ``FewShotClassifier`` (SetFit recipe, its defaults: 256 pairs, 1 epoch,
   LogisticRegression head);
 - ``FewShotClassifier(init_from_labels=True)`` with the zero-shot templates.
 
@@ -215,6 +215,9 @@ def render(cfg, res, info, vers, command, started, elapsed, calib):
                 f"({'better than both' if a > max(zs, f) else 'not better than both'})"
             )
     n_fs = cfg["fs_splits"]
+    from sktransfer import FewShotClassifier
+
+    fs_defaults = FewShotClassifier().get_params()
     body = f"""\
 {C.machine_md(info, vers, command, started, elapsed, calib)}
 - Data: BBC News, articles truncated to their first {cfg['chars']} characters, {cfg['max_length']}-token limit;
@@ -224,7 +227,7 @@ def render(cfg, res, info, vers, command, started, elapsed, calib):
   the same figure for every split); the FewShot rows on the first {n_fs} of them ({cfg['fs_splits_64']} at N=64),
   the same draws; `init_from_labels` only at N in {cfg['init_shots']}, where it is meant to help.
   Accuracy: mean ± std (number of splits).
-- FewShotClassifier: its defaults (64 pairs = 4 steps of 16, 1 epoch, lr 2e-5, LogisticRegression head),
+- FewShotClassifier: its defaults ({fs_defaults['n_pairs']} pairs = {fs_defaults['n_pairs'] // fs_defaults['batch_size']} steps of {fs_defaults['batch_size']}, {fs_defaults['max_epochs']} epoch, lr {fs_defaults['lr']:g}, LogisticRegression head),
   random_state = split number. Zero-shot templates (also used by `init_from_labels`): {TEMPLATES}.
 - Frozen embeddings of the {res['n_test']} test + {res['n_pool']} pool articles: {res['embed_s']:.0f} s once
   (embedding cache: {res['stats'].get('computed', 0)} computed, {res['stats'].get('cache_hits', 0)} read back),
@@ -243,7 +246,7 @@ zero-shot is embedding the label prompts)
 
 {time_table}
 
-**Goals.** FewShot beats the frozen probe at N=8: **{goal_acc}** (paired Δ {f'{np.mean(d8):+.3f} ± {sem8:.3f} (standard error)' if d8 else 'n/a'},
+**Goals.** FewShot beats the frozen probe at N=8: **{goal_acc}** (paired Δ {f'{np.mean(d8):+.3f}' if d8 else 'n/a'}{f' ± {sem8:.3f} (standard error)' if len(d8) > 1 else ''},
 higher on {wins8} of {len(d8)} splits; accuracy {fmt(fs8)}). FewShot trains in under a minute at N=8: **{goal_time}**
 (fit times {', '.join(f'{x:.0f} s' for x in t8) or 'n/a'} on a shared 2-core CPU).
 Zero-shot initialisation: {'; '.join(lines) or 'not measured'}.
