@@ -8,8 +8,9 @@ model is fine-tuned on and a *reference* task it is never trained on:
 
 1. Images: ``timm/tf_efficientnet_lite0`` at 32 px fine-tuned on
    Fashion-MNIST (100 images per class); reference: 600 of sklearn's 8x8
-   digits, upscaled alike. Arms with the BatchNorm running statistics
-   updating in training (the default) and with ``freeze_bn_stats=True``.
+   digits, upscaled alike. Arms with ``freeze_bn_stats=True`` (the
+   library's default: pretrained BatchNorm statistics) and with ``False``
+   (the statistics update in training, as in torch and timm).
 2. Text: ``sentence-transformers/all-MiniLM-L6-v2`` fine-tuned on two BBC
    News topics (business vs politics, 32 articles each); reference: the
    three other topics (300 articles, never seen in training).

@@ -210,10 +210,10 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     n_pairs : int, default=256
         Pairs drawn per epoch (half positive). Training time grows linearly
         with it. The default, 16 steps of 16 pairs, is sized for a CPU: on
-        BBC News at 8 examples per class it trains in well under a minute
-        on 2 cores, and 64 pairs gave about 2 points less (see
-        ``docs/few_shot.md``); on a GPU, SetFit's usual 20-40 pairs per
-        example cost little more.
+        BBC News at 8 examples per class it trained in 22-25 s on 2 cores
+        and beat a linear probe on frozen embeddings on 10 of 10 splits;
+        64 pairs gained less (see ``docs/few_shot.md``). On a GPU, SetFit's
+        usual 20-40 pairs per example cost little more.
     max_epochs : int, default=1
         Passes of ``n_pairs`` pairs (each epoch draws new pairs).
     batch_size : int, default=16

@@ -173,7 +173,7 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         scale and shift train with their block. Keras' advice for
         fine-tuning, and measured here: on EfficientNet-Lite0 with 100
         Fashion-MNIST images per class and batches of 16, plain ``full``
-        fine-tuning went from 71 % to 78 % (benchmarks/RESULTS.md,
+        fine-tuning went from 71.6 % to 78.3 % (benchmarks/RESULTS.md,
         forgetting section). ``False`` lets trained BatchNorm layers
         normalise with batch statistics and update their running ones, as
         torch and timm do by default. No effect on models without

@@ -92,7 +92,7 @@ class _TransferNet(NeuralNet):
         rest = [p for nm, p in params.items() if nm not in assigned]
         if rest:
             factor = self.layer_decay ** len(groups) if self.layer_decay else 1.0
-            param_groups.append({"params": rest, "lr": backbone_lr * factor})
+            param_groups.append({"params": rest, "lr": backbone_lr * factor, "weight_decay": 0.0 if self.l2sp else decay})
         self.optimizer_ = self.optimizer(param_groups, lr=head_lr)
         return self
 
@@ -114,8 +114,19 @@ class _WeightedCrossEntropy:
         return torch.nn.CrossEntropyLoss(weight=self.weight)
 
 
+# Parameters added after the first release, with the value that reproduces
+# how an estimator saved or pickled before them was trained.
+_LEGACY_DEFAULTS = {"freeze_bn_stats": False, "head_lr": None}
+
+
 class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     """Fit/predict plumbing: inputs → arrays → skorch → outputs."""
+
+    def __setstate__(self, state):
+        for name, value in _LEGACY_DEFAULTS.items():
+            if name in self._get_param_names():
+                state.setdefault(name, value)
+        super().__setstate__(state)
 
     # ------------------------------------------------------------- hooks
     def _build_module(self, shared, n_out):
@@ -230,6 +241,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             cbs.append(("progress", ProgressBar()))
         for i, cb in enumerate(self.callbacks or []):
             cbs.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
+        # Post-training steps (WiSE-FT) go last, after EarlyStopping has
+        # restored the best weights in its own on_train_end.
+        cbs.sort(key=lambda named: bool(getattr(named[1], "after_training", False)))
         split = False
         if self.validation_fraction:
             split = ValidSplit(self.validation_fraction, stratified=stratify, random_state=seed)
@@ -325,7 +339,11 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             meta = json.load(f)
         if meta.get("class") != cls.__name__:
             raise ValueError(f"{str(path)!r} holds a {meta.get('class')}, not a {cls.__name__}.")
-        est = cls(**meta["params"])
+        params = dict(meta["params"])
+        for name, value in _LEGACY_DEFAULTS.items():
+            if name in cls._get_param_names():
+                params.setdefault(name, value)
+        est = cls(**params)
         est._restore_fitted(meta["fitted"])
         return est, meta
 

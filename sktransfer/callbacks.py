@@ -10,6 +10,7 @@ and can be passed to any skorch net whose module exposes ``block_groups``
 
 import math
 
+import numpy as np
 import torch
 from skorch.callbacks import Callback
 
@@ -170,6 +171,10 @@ class WiSEFT(Callback):
         Batch size of the recalibration pass.
     """
 
+    # Must see the final weights: runs after every other callback's
+    # on_train_end (EarlyStopping(load_best=True) restores weights there).
+    after_training = True
+
     def __init__(self, alpha, reference, recalibrate_bn=True, batch_size=32):
         self.alpha = alpha
         self.reference = reference
@@ -181,6 +186,8 @@ class WiSEFT(Callback):
             return
         module = net.module_
         changed = _bn_layers_changed(module, self.reference) if self.recalibrate_bn and X is not None else []
+        if changed:
+            X = _training_rows(net, X, y)
         with torch.no_grad():
             for name, p in module.state_dict(keep_vars=True).items():
                 ref = self.reference.get(name)
@@ -189,6 +196,18 @@ class WiSEFT(Callback):
         if changed:
             recompute_bn_statistics(module, [m for _, m in changed], X, self.batch_size, net.device)
             net.history.record("wise_bn_recalibrated", len(changed))
+
+
+def _training_rows(net, X, y):
+    """The rows of ``X`` that ``fit`` trained on (without the validation split)."""
+    if not net.train_split or y is None:
+        return X
+    dataset_train, _ = net.get_split_datasets(X, y)
+    idx = getattr(dataset_train, "indices", None)
+    if idx is None:
+        return X
+    idx = np.asarray(idx)
+    return {k: np.asarray(v)[idx] for k, v in X.items()}
 
 
 def _bn_layers_changed(module, reference):
@@ -230,10 +249,14 @@ def recompute_bn_statistics(module, layers, X, batch_size=32, device="cpu"):
         m.momentum = None
         m.train()
     n = len(next(iter(X.values())))
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()  # a one-row batch has no batch statistics: fold it into the one before
+    ends = starts[1:] + [n]
     try:
         with torch.no_grad():
-            for start in range(0, n, batch_size):
-                module(**{k: torch.as_tensor(v[start : start + batch_size]).to(device) for k, v in X.items()})
+            for start, end in zip(starts, ends):
+                module(**{k: torch.as_tensor(v[start:end]).to(device) for k, v in X.items()})
     finally:
         for m, momentum in momenta.items():
             m.momentum = momentum

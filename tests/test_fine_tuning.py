@@ -213,11 +213,64 @@ def test_wise_ft_recomputes_batchnorm_statistics_for_the_interpolated_weights(im
     with torch.no_grad():
         stem_out = core.body.conv_stem(core.normalize(torch.as_tensor(crops)))
     torch.testing.assert_close(core.body.bn1.running_mean, stem_out.mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(core.body.bn1.running_var, stem_out.var(dim=(0, 2, 3)), atol=1e-3, rtol=1e-3)
+    assert core.body.bn1.momentum == 0.1  # restored after the recalibration pass
     # With frozen statistics there is nothing to recompute: they stay pretrained.
     w0 = _pretrained_state(IMAGE)
     frozen = FineTunedClassifier(IMAGE, wise_alpha=0.5, **kw).fit(X[:32], y[:32])  # freeze_bn_stats=True: the default
     assert "wise_bn_recalibrated" not in frozen.history_[-1]
     torch.testing.assert_close(_backbone_state(frozen)["bn1.running_mean"], w0["bn1.running_mean"], atol=0, rtol=0)
+
+
+def test_wise_ft_leaves_statistics_that_never_trained_alone(images):
+    """`partial`: the lower groups keep their pretrained BatchNorm statistics
+    during training, so WiSE-FT must not recompute them either."""
+    X, y = images
+    w0 = _pretrained_state(IMAGE)
+    kw = dict(strategy="partial", unfreeze_last=1, lr=1e-2, freeze_bn_stats=False, **{**FAST_IMG, "batch_size": 12})
+    # 33 rows: the recalibration pass (batches of 32) would end on a 1-row batch
+    clf = FineTunedClassifier(IMAGE, wise_alpha=0.5, **kw).fit(X[:33], y[:33])
+    state = _backbone_state(clf)
+    torch.testing.assert_close(state["bn1.running_mean"], w0["bn1.running_mean"], atol=0, rtol=0)
+    assert not torch.equal(state["bn2.running_mean"], w0["bn2.running_mean"])  # the top group's, recomputed
+
+
+def test_wise_ft_applies_after_early_stopping_restores_the_best_weights(images):
+    X, y = images
+    w0 = _pretrained_state(IMAGE)
+    clf = FineTunedClassifier(
+        IMAGE, strategy="full", lr=1e-2, backbone_lr_ratio=1.0, wise_alpha=0.0, validation_fraction=0.25,
+        early_stopping=1, **{**FAST_IMG, "max_epochs": 6},
+    ).fit(X[:48], y[:48])
+    assert not clf.history_[-1, "valid_loss_best"]  # it stopped early: EarlyStopping restored an earlier epoch
+    # wise_alpha=0 gives back the pretrained backbone, whatever EarlyStopping restored before.
+    torch.testing.assert_close(_backbone_state(clf)["conv_head.weight"], w0["conv_head.weight"], atol=0, rtol=0)
+
+
+def test_every_parameter_is_in_exactly_one_optimizer_group(texts):
+    X, y = texts
+    clf = FineTunedClassifier(TEXT, strategy="full", head="mlp", layer_decay=0.8, **FAST_TXT).fit(X[:16], y[:16])
+    grouped = [id(p) for g in clf.net_.optimizer_.param_groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in clf.net_.module_.parameters()}
+
+
+def test_objects_from_before_new_parameters_still_work(texts, tmp_path):
+    """A pickle or a save() from before freeze_bn_stats existed: it trained
+    with updating BatchNorm statistics, and says so."""
+    X, y = texts
+    clf = FineTunedClassifier(TEXT, strategy="linear_probe", **FAST_TXT).fit(X[:16], y[:16])
+    old = pickle.loads(pickle.dumps(clf))
+    del old.__dict__["freeze_bn_stats"]
+    back = pickle.loads(pickle.dumps(old))
+    assert back.get_params()["freeze_bn_stats"] is False
+    clf.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    del cfg["params"]["freeze_bn_stats"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    loaded = FineTunedClassifier.load(tmp_path / "m")
+    assert loaded.freeze_bn_stats is False
+    np.testing.assert_allclose(loaded.predict_proba(X[16:20]), clf.predict_proba(X[16:20]), atol=1e-6)
 
 
 def test_linear_cka_properties():

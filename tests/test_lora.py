@@ -84,6 +84,9 @@ def test_cnn_auto_targets_skip_layers_too_narrow_for_the_rank(fashion_small):
         conv = layers[name[len("body."):]]
         # a rank-8 pair holds at most 10 % of the layer's own weights
         assert 8 * (conv.in_channels + conv.out_channels) <= 0.1 * conv.weight.numel()
+    pointwise = [n for n, m in layers.items() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
+    wide = {f"body.{n}" for n in pointwise if 8 * (layers[n].in_channels + layers[n].out_channels) <= 0.1 * layers[n].weight.numel()}
+    assert set(clf.target_modules_) == wide  # all of those, and only those
     assert "body.conv_head" in clf.target_modules_
     assert not any(t.startswith("body.blocks.0.") for t in clf.target_modules_)  # 32→16 channels
     # The budget: what save() writes is at most 5 % of the full weights.
