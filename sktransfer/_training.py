@@ -225,8 +225,13 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         module = self._build_module(shared, n_out)
         Xd = self._encode_X(X, shared, fitting=True)
 
-        n_train = len(y_enc) if not self.validation_fraction else int(round(len(y_enc) * (1 - self.validation_fraction)))
-        steps_per_epoch = max(1, int(np.ceil(n_train / self.batch_size)))
+        # skorch's ValidSplit (sklearn's shuffle splits) rounds the validation part up.
+        n_train = len(y_enc) - int(np.ceil(len(y_enc) * self.validation_fraction))
+        # A last training batch of one row has no batch statistics: a
+        # BatchNorm layer that trains fails on it. Drop it (the rows are
+        # shuffled every epoch, so a different one sits out each time).
+        drop_last = n_train > 1 and n_train % self.batch_size == 1
+        steps_per_epoch = max(1, n_train // self.batch_size if drop_last else int(np.ceil(n_train / self.batch_size)))
         cbs = list(self._method_callbacks(module, shared))
         cbs.append(("schedule", WarmupCosine(steps_per_epoch * self.max_epochs, self.warmup)))
         if self.grad_clip:
@@ -255,6 +260,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
+            iterator_train__drop_last=drop_last,
             train_split=split,
             callbacks=cbs,
             device=self.device_,

@@ -247,6 +247,14 @@ def test_wise_ft_applies_after_early_stopping_restores_the_best_weights(images):
     torch.testing.assert_close(_backbone_state(clf)["conv_head.weight"], w0["conv_head.weight"], atol=0, rtol=0)
 
 
+def test_a_one_row_last_batch_does_not_break_training_batchnorm(images):
+    X, y = images
+    # 33 rows in batches of 16: the last would hold one row, on which a
+    # training BatchNorm (1x1 feature map at 32 px) cannot compute statistics.
+    clf = FineTunedClassifier(IMAGE, strategy="full", freeze_bn_stats=False, **FAST_IMG).fit(X[:33], y[:33])
+    assert clf.history_[-1, "train_batch_count"] == 2
+
+
 def test_every_parameter_is_in_exactly_one_optimizer_group(texts):
     X, y = texts
     clf = FineTunedClassifier(TEXT, strategy="full", head="mlp", layer_decay=0.8, **FAST_TXT).fit(X[:16], y[:16])
