@@ -119,14 +119,19 @@ class _WeightedCrossEntropy:
 _LEGACY_DEFAULTS = {"freeze_bn_stats": False, "head_lr": None}
 
 
+def _with_legacy_params(cls, params):
+    """``params`` (a pickle's state or a saved config) with the parameters it predates filled in."""
+    for name, value in _LEGACY_DEFAULTS.items():
+        if name in cls._get_param_names():
+            params.setdefault(name, value)
+    return params
+
+
 class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     """Fit/predict plumbing: inputs → arrays → skorch → outputs."""
 
     def __setstate__(self, state):
-        for name, value in _LEGACY_DEFAULTS.items():
-            if name in self._get_param_names():
-                state.setdefault(name, value)
-        super().__setstate__(state)
+        super().__setstate__(_with_legacy_params(type(self), state))
 
     # ------------------------------------------------------------- hooks
     def _build_module(self, shared, n_out):
@@ -345,11 +350,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             meta = json.load(f)
         if meta.get("class") != cls.__name__:
             raise ValueError(f"{str(path)!r} holds a {meta.get('class')}, not a {cls.__name__}.")
-        params = dict(meta["params"])
-        for name, value in _LEGACY_DEFAULTS.items():
-            if name in cls._get_param_names():
-                params.setdefault(name, value)
-        est = cls(**params)
+        est = cls(**_with_legacy_params(cls, dict(meta["params"])))
         est._restore_fitted(meta["fitted"])
         return est, meta
 
