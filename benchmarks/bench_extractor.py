@@ -809,7 +809,7 @@ def auto_notes(res):
         if im["ratio_plain"] < 0.95:
             notes.append(
                 "The forward-only image target is missed by construction: the extractor also decodes, resizes "
-                f"(28 to 256 px, bicubic) and normalises, which costs about {im['pre_skt_ms']:.0f} ms per image here; "
+                f"(28 to 256 px, bicubic) and normalises, which costs about {im['pre_skt_ms']:.1f} ms per image here (timm's own transform: {im['pre_timm_ms']:.1f} ms); "
                 "the fair comparison is the 'plain + preprocessing' column."
             )
         if im["embetter_train_mode"]:

@@ -10,11 +10,12 @@ from ._inputs import check_images, check_in_range_int, check_texts, image_digest
 from ._utils import progress_bar, resolve_device, want_progress
 from .backbones import load_backbone
 
-# CPU image batch: benchmarks/bench_extractor.py on a loaded 2-core CPU put
-# batch 8 first by median batch time (RESULTS.md), but runs disagreed (4, 8
-# and 64 each won once): re-measure on a quiet machine. Text: as
-# SentenceTransformer.encode. CUDA values are conventional, not measured here.
-_DEFAULT_BATCH = {("image", "cpu"): 8, ("text", "cpu"): 32, ("image", "cuda"): 64, ("text", "cuda"): 64}
+# CPU image batch: benchmarks/bench_extractor.py on a quiet 2-core CPU put
+# batch 4 first by median and by best batch time, 8 at 0.86x of it (RESULTS.md;
+# earlier runs on a loaded machine disagreed: 4, 8 and 64 each won once).
+# Text: as SentenceTransformer.encode. CUDA values are conventional, not
+# measured here.
+_DEFAULT_BATCH = {("image", "cpu"): 4, ("text", "cpu"): 32, ("image", "cuda"): 64, ("text", "cuda"): 64}
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
