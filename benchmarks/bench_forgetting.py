@@ -106,7 +106,7 @@ log = C.log
 def base_params(task, cfg):
     """The setting's plain `full` recipe (before an arm's parameters)."""
     if task == "fmnist":
-        return B.strategy_params("fmnist", "full", cfg["fmnist_epochs"], {**cfg})
+        return B.strategy_params("fmnist", "full", cfg["fmnist_epochs"], cfg)
     # Text: the strategy benchmark's hyper-parameters with a 10x larger backbone
     # rate, at which plain fine-tuning forgets measurably (see the section).
     return {**B.HP["bbc"]["common"], **B.HP["bbc"]["full"], "backbone_lr_ratio": 0.03, "strategy": "full",

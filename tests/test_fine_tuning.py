@@ -222,6 +222,26 @@ def test_wise_ft_recomputes_batchnorm_statistics_for_the_interpolated_weights(im
     torch.testing.assert_close(_backbone_state(frozen)["bn1.running_mean"], w0["bn1.running_mean"], atol=0, rtol=0)
 
 
+def test_wise_ft_recalibrates_on_the_training_rows_only(images):
+    """With a validation split, the held-out rows must not enter the statistics."""
+    from sktransfer.backbones import load_backbone
+
+    X, y = images
+    kw = dict(strategy="full", lr=1e-2, backbone_lr_ratio=1.0, augment=False, validation_fraction=0.25, **FAST_IMG)
+    clf = FineTunedClassifier(IMAGE, wise_alpha=0.5, freeze_bn_stats=False, **kw).fit(X[:48], y[:48])
+    core = clf.net_.module_
+    crops = clf._encode_X(X[:48], load_backbone(IMAGE), fitting=False)["X"]
+    with torch.no_grad():
+        stem_out = core.body.conv_stem(core.normalize(torch.as_tensor(crops)))
+    y_enc = torch.as_tensor(np.searchsorted(clf.classes_, y[:48]))
+    train_ds, _ = clf.net_.get_split_datasets({"X": crops}, y_enc)
+    train_idx = np.asarray(train_ds.indices)
+    assert len(train_idx) == 36
+    # one recalibration batch of 32 rows, then the remaining 4: a plain average of the two batch means
+    means = [stem_out[train_idx[a:b]].mean(dim=(0, 2, 3)) for a, b in ((0, 32), (32, 36))]
+    torch.testing.assert_close(core.body.bn1.running_mean, (means[0] + means[1]) / 2, atol=1e-4, rtol=1e-4)
+
+
 def test_wise_ft_leaves_statistics_that_never_trained_alone(images):
     """`partial`: the lower groups keep their pretrained BatchNorm statistics
     during training, so WiSE-FT must not recompute them either."""
