@@ -6,6 +6,7 @@ from ._feature_extractor import PretrainedFeatureExtractor
 from ._few_shot import FewShotClassifier
 from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
 from ._lora import LoRAClassifier, merge_adapters
+from ._persistence import SaveIntegrityError, UnverifiedSaveWarning
 from ._zero_shot import ZeroShotClassifier
 from .adaptation import DANNClassifier, EmbeddingDAClassifier
 from .backbones import BackboneNotFoundError, load_backbone
@@ -24,6 +25,8 @@ __all__ = [
     "FineTunedRegressor",
     "LoRAClassifier",
     "PretrainedFeatureExtractor",
+    "SaveIntegrityError",
+    "UnverifiedSaveWarning",
     "ZeroShotClassifier",
     "config_context",
     "embedding_stats",

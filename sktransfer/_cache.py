@@ -6,7 +6,9 @@ keyed by the backbone's identity (name and a hash of its weights), the
 preprocessing, the layer and the input's content (image bytes, not path).
 Entries are written atomically (temporary file + ``os.replace``), so
 concurrent joblib workers never see half a file; each entry carries a
-checksum, and a damaged entry is recomputed rather than crashing.
+checksum keyed by the entry's own key, so a damaged entry, or a whole entry
+copied to another key, is recomputed rather than served. A cache that cannot
+be written is still read: the rest is computed, with one warning.
 """
 
 import hashlib
@@ -14,13 +16,17 @@ import json
 import os
 import struct
 import threading
+import warnings
 
 import numpy as np
 
 from ._utils import atomic_write_bytes
 
-_MAGIC = b"SKT1"
-_FORMAT_VERSION = 1
+# Format 2: the checksum is keyed by the entry key. The version is part of
+# every key (namespace_key), so entries of format 1 sit at other paths and
+# are simply misses.
+_MAGIC = b"SKT2"
+_FORMAT_VERSION = 2
 _HEADER = struct.Struct("<4sI")  # magic, dim
 _DIGEST = 16
 
@@ -90,6 +96,47 @@ def _remember(path, vec):
             _memory_bytes += vec.nbytes
 
 
+_warned_lock = threading.Lock()
+_warned_unwritable = set()
+
+
+def _warn_unwritable(directory, exc):
+    """One warning per directory and process: the cache is read, not written."""
+    with _warned_lock:
+        if directory in _warned_unwritable:
+            return
+        _warned_unwritable.add(directory)
+    warnings.warn(
+        f"cannot write to the embedding cache {directory!r} ({exc}). Entries already there are "
+        "still read; the other inputs are embedded but not stored. Make the directory writable, "
+        "or set `cache` to a directory you can write.",
+        UserWarning,
+        stacklevel=5,
+    )
+
+
+def check_cache_directory(directory, value):
+    """Raise a clear error at fit when ``cache`` can never be a directory.
+
+    A path that is a file, or lies under a file, would fail on every write
+    with a raw ``NotADirectoryError``. A directory that exists but is
+    read-only is fine: it is read, and a warning says nothing is stored.
+    """
+    path = os.path.abspath(os.path.expanduser(os.fsdecode(directory)))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+    if not os.path.isdir(probe):
+        where = "is" if probe == path else f"lies under {probe!r}, which is"
+        raise ValueError(
+            f"cache={value!r} is not a directory: {path!r} {where} a file. Set `cache` to a "
+            "directory (it is created if missing), or to None to run without a cache."
+        )
+
+
 def clear_memory_layer():
     """Drop the in-process copies (the files on disk stay)."""
     global _memory_bytes
@@ -108,7 +155,8 @@ class EmbeddingCache:
     """
 
     def __init__(self, directory):
-        self.directory = os.path.abspath(os.path.expanduser(str(directory)))
+        self.directory = os.path.abspath(os.path.expanduser(os.fsdecode(directory)))
+        self._writable = True
 
     def _path(self, key):
         return os.path.join(self.directory, key[:2], key[2:] + ".emb")
@@ -126,7 +174,7 @@ class EmbeddingCache:
             return None
         except OSError:
             return None
-        vec = self._decode(data, dim)
+        vec = self._decode(data, dim, key)
         if vec is None:
             count("damaged")
             try:
@@ -138,25 +186,44 @@ class EmbeddingCache:
         return vec
 
     @staticmethod
-    def _decode(data, dim):
+    def _checksum(key, body):
+        # Over the entry key too: a valid entry moved to another key fails.
+        h = hashlib.blake2b(digest_size=_DIGEST)
+        h.update(key.encode() + b"\0")
+        h.update(body)
+        return h.digest()
+
+    @classmethod
+    def _decode(cls, data, dim, key):
         n = _HEADER.size + 4 * dim + _DIGEST
         if len(data) != n:
             return None
         magic, stored_dim = _HEADER.unpack_from(data)
         if magic != _MAGIC or stored_dim != dim:
             return None
-        payload = data[_HEADER.size : _HEADER.size + 4 * dim]
-        if hashlib.blake2b(payload, digest_size=_DIGEST).digest() != data[-_DIGEST:]:
+        if cls._checksum(key, data[:-_DIGEST]) != data[-_DIGEST:]:
             return None
-        return np.frombuffer(payload, dtype="<f4").copy()
+        return np.frombuffer(data[_HEADER.size : -_DIGEST], dtype="<f4").copy()
 
     def put(self, key, vec):
+        """Store ``vec``; return whether it reached the disk.
+
+        A cache that can't be written (read-only, full, a file in the way)
+        warns once and is then only read for the rest of this object's life.
+        """
         vec = np.ascontiguousarray(vec, dtype="<f4").ravel()
-        payload = vec.tobytes()
-        data = _HEADER.pack(_MAGIC, vec.shape[0]) + payload + hashlib.blake2b(payload, digest_size=_DIGEST).digest()
         path = self._path(key)
-        atomic_write_bytes(path, data)
         _remember(path, vec)
+        if not self._writable:
+            return False
+        body = _HEADER.pack(_MAGIC, vec.shape[0]) + vec.tobytes()
+        try:
+            atomic_write_bytes(path, body + self._checksum(key, body))
+        except OSError as exc:
+            self._writable = False
+            _warn_unwritable(self.directory, exc)
+            return False
+        return True
 
     def __repr__(self):
         return f"EmbeddingCache({self.directory!r})"

@@ -51,8 +51,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         Inputs per forward pass. None picks a measured default per modality
         and device.
     max_length : int or None, default=None
-        Token limit for text (None: the model's own limit). Longer texts are
-        truncated.
+        Token limit for text (None: the model's default). Longer texts are
+        truncated. At most the model's positional limit (512 for BERT-like
+        encoders); more raises a ValueError at ``fit``.
     image_size : int or None, default=None
         Square input size for images (None: the model's pretrained size).
         Smaller is faster and often enough for small images.
@@ -62,7 +63,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         Directory of the persistent embedding cache (True: the configured
         default, ``~/.cache/sktransfer``). Each input is embedded once per
         backbone/preprocessing/layer and reused across folds, clones,
-        processes and restarts.
+        processes and restarts. A path that is a file is an error at
+        ``fit``; a directory that can't be written is still read (one
+        warning, the rest is computed and not stored).
     progress : bool or "auto", default="auto"
         Show a progress bar; "auto" shows one for 512 inputs or more.
 
@@ -160,6 +163,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.layer_ = bb.check_layer(self.layer)
         self.embedding_dim_ = bb.layer_dim(self.layer_)
         self.backbone_fingerprint_ = bb.fingerprint()
+        if self.modality_ == "text":
+            bb.check_max_length(self.max_length)
+        directory = self._cache_directory()
+        if directory is not None:
+            _cache.check_cache_directory(directory, self.cache)
         self._check_inputs(X)
         return self
 
@@ -189,11 +197,14 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         kind = "cuda" if str(self.device_).startswith("cuda") else "cpu"
         return _DEFAULT_BATCH[(self.modality_, kind)]
 
-    def _cache_store(self):
+    def _cache_directory(self):
         if self.cache is None or self.cache is False:
             return None
-        directory = get_config()["cache_dir"] if self.cache is True else self.cache
-        return _cache.EmbeddingCache(directory)
+        return get_config()["cache_dir"] if self.cache is True else self.cache
+
+    def _cache_store(self):
+        directory = self._cache_directory()
+        return None if directory is None else _cache.EmbeddingCache(directory)
 
     def _namespace(self, bb):
         if self.modality_ == "text":
@@ -272,9 +283,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             out[idx] = emb
             _cache.count("computed", len(idx))
             if store is not None:
-                for j, i in enumerate(idx):
-                    store.put(keys[i], emb[j])
-                _cache.count("cache_writes", len(idx))
+                written = sum(store.put(keys[i], emb[j]) for j, i in enumerate(idx))
+                _cache.count("cache_writes", written)
 
     # ----------------------------------------------------------- pickling
     def __getstate__(self):

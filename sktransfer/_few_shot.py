@@ -28,10 +28,13 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from . import _persistence
 from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
 from ._transfer_module import TransferModule
-from ._utils import check_random_state_int, resolve_device
-from ._zero_shot import check_label_y, check_templates, fill_templates, label_texts
+from ._seeding import data_generator, fit_seed, isolated_torch_rng
+from ._utils import resolve_device
+from ._validation import encode_labels
+from ._zero_shot import check_templates, fill_templates, label_texts
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
 from .callbacks import WarmupCosine
@@ -382,29 +385,32 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : FewShotClassifier
         """
-        from skorch import NeuralNet
-        from skorch.callbacks import GradientNormClipping
-
         self._check_params()
-        y = check_label_y(y)
-        n_x = len(as_rows(X))
-        if n_x != len(y):
-            raise ValueError(f"X and y have different lengths: {n_x} inputs but {len(y)} labels.")
-        classes, y_enc = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at least two.")
+        y, classes, y_enc = encode_labels(y, n_rows=len(as_rows(X)))
         prompts = []
         if self.init_from_labels:
             templates = check_templates(self.template)
             prompts = fill_templates(label_texts(classes, self.label_descriptions), templates)
         self._check_class_sizes(y, classes, y_enc, len(prompts[0]) if prompts else 0)
 
-        seed = check_random_state_int(self.random_state)
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
-        torch.manual_seed(seed)
         self.device_ = resolve_device(self.device)
+        # Training runs on a fork of torch's global generators (the user's,
+        # left as they were; see sktransfer._seeding).
+        with isolated_torch_rng():
+            return self._fit_isolated(X, y, classes, y_enc, prompts)
+
+    def _fit_isolated(self, X, y, classes, y_enc, prompts):
+        from skorch import NeuralNet
+        from skorch.callbacks import GradientNormClipping
+
+        # Load before seeding: the first load of a backbone in a process
+        # builds it with random init before reading its weights, which would
+        # make the first fit of a process differ from the later ones. The
+        # seed (random_state=None: one drawn from OS entropy, not from
+        # numpy's global generator) drives the pairs and torch alike.
         bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        seed = fit_seed(self.random_state)
+        torch.manual_seed(seed)
         if prompts and bb.modality != "text":
             raise ValueError(
                 "init_from_labels=True needs a text backbone: the label names are added as text examples, "
@@ -437,6 +443,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size,
             train_split=None,
             iterator_train__shuffle=False,  # an IterableDataset: the sampler randomises
+            iterator_train__generator=data_generator(seed),  # the loader's base seed, off the global generator
             iterator_train__collate_fn=_PairCollator(items, bb, self.max_length, self.image_size),
             callbacks=[
                 ("schedule", WarmupCosine(steps, self.warmup)),
@@ -514,17 +521,20 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Predicted class labels."""
+        check_is_fitted(self, "head_")
         codes = self.head_.predict(self.transform(X))
         return self.classes_[np.asarray(codes, dtype=np.int64)]
 
     @available_if(_head_has("predict_proba"))
     def predict_proba(self, X):
         """Class probabilities from the head, columns in ``classes_`` order."""
+        check_is_fitted(self, "head_")
         return self.head_.predict_proba(self.transform(X))
 
     @available_if(_head_has("decision_function"))
     def decision_function(self, X):
         """The head's decision function on the tuned embeddings."""
+        check_is_fitted(self, "head_")
         return self.head_.decision_function(self.transform(X))
 
     def score(self, X, y, sample_weight=None):
@@ -543,12 +553,15 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         state.pop("_backbone_obj", None)
         return state
 
+    _SAVED_FILES = ("config.json", "body.safetensors", "head.skops")
+
     def save(self, path):
         """Save to directory ``path``: safetensors, skops and JSON, no pickle.
 
         ``body.safetensors`` holds the tuned backbone's tensors,
         ``head.skops`` the fitted head (skops format: loading it runs no
-        arbitrary code), ``config.json`` the parameters and classes.
+        arbitrary code), ``config.json`` the parameters and classes, and
+        ``manifest.json`` the SHA-256 of each, checked by :meth:`load`.
         The backbone must be given by name or path (it is rebuilt from it).
         """
         import skops.io as sio
@@ -573,11 +586,19 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         sio.dump(self.head_, os.path.join(path, "head.skops"))
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(meta, f, indent=2, default=str)
+        _persistence.write_manifest(path, self._SAVED_FILES, type(self).__name__)
         return path
 
     @classmethod
     def load(cls, path, trusted=None):
         """Rebuild a fitted classifier saved with :meth:`save`.
+
+        The files are checked against ``manifest.json`` first: a file that
+        changed since :meth:`save` raises
+        :class:`~sktransfer.SaveIntegrityError` naming it (a
+        ``ValueError``), as do invalid parameters and tensors that don't
+        fit the configured backbone. A save without a manifest (older
+        versions) loads with an :class:`~sktransfer.UnverifiedSaveWarning`.
 
         Parameters
         ----------
@@ -589,36 +610,52 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             "xgboost.sklearn.XGBClassifier"]``; the error lists them.
         """
         import skops.io as sio
-        from safetensors.torch import load_file
 
-        with open(os.path.join(path, "config.json")) as f:
-            meta = json.load(f)
-        if meta.get("class") != cls.__name__:
-            raise ValueError(f"{str(path)!r} holds a {meta.get('class')}, not a {cls.__name__}.")
+        meta = _persistence.read_saved_config(path, cls, cls._SAVED_FILES)
+        config = os.path.join(str(path), "config.json")
         head_file = os.path.join(path, "head.skops")
-        untrusted = [t for t in sio.get_untrusted_types(file=head_file) if t not in (trusted or [])]
+        try:
+            untrusted = [t for t in sio.get_untrusted_types(file=head_file) if t not in (trusted or [])]
+        except Exception as exc:  # skops raises zipfile/KeyError/... on a damaged file
+            raise _persistence.SaveIntegrityError(f"{head_file!r} is not a readable skops file: {exc!r}") from exc
         if untrusted:
             raise ValueError(
                 f"The head saved in {head_file!r} uses types skops does not trust by default: {untrusted}. "
                 f"If you trust this file, load it with trusted={untrusted}."
             )
-        descriptions = meta["label_descriptions"]
-        est = cls(**meta["params"], label_descriptions=None if descriptions is None else dict(map(tuple, descriptions)))
-        head = sio.load(head_file, trusted=list(trusted or []))
-        est.head = clone(head)
+        try:
+            descriptions = meta.get("label_descriptions")
+            params = {**meta["params"], "label_descriptions": None if descriptions is None else dict(map(tuple, descriptions))}
+            n_pairs, n_label_examples = meta["fitted"]["n_pairs"], meta["fitted"]["n_label_examples"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _persistence.SaveIntegrityError(f"{config!r} is missing or garbles a field: {exc!r}.") from exc
+        classes = _persistence.check_classes(meta.get("classes"), config)
+        try:
+            head = sio.load(head_file, trusted=list(trusted or []))
+        except Exception as exc:  # as above: a damaged file fails in many ways
+            raise _persistence.SaveIntegrityError(f"{head_file!r} is not a readable skops file: {exc!r}") from exc
+        est = _persistence.build_estimator(cls, {**params, "head": clone(head)}, path)
+        head_classes = getattr(head, "classes_", None)
+        if head_classes is not None and not np.array_equal(np.asarray(head_classes), np.arange(len(classes))):
+            raise _persistence.SaveIntegrityError(
+                f"{config!r} lists {len(classes)} classes but the head in {head_file!r} was fitted on "
+                f"{len(head_classes)}: the files come from different models."
+            )
         bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
         normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
         module = TransferModule(trainable_copy(bb.body), nn.Identity(), bb.modality, normalize, False)
-        module.load_state_dict(load_file(os.path.join(path, "body.safetensors")), strict=True)
+        state = _persistence.load_tensors(path, "body.safetensors")
+        _persistence.check_state_fits(module.state_dict(), state, path, "body.safetensors", f"backbone {est.backbone!r}")
+        module.load_state_dict(state, strict=True)
         est.body_ = module.to(resolve_device(est.device)).eval()
         est.device_ = resolve_device(est.device)
         est._backbone_obj = bb
         est.head_ = head
-        est.classes_ = np.asarray(meta["classes"])
+        est.classes_ = classes
         est.modality_ = bb.modality
         est.embedding_dim_ = int(bb.embedding_dim)
-        est.n_pairs_ = meta["fitted"]["n_pairs"]
-        est.n_label_examples_ = meta["fitted"]["n_label_examples"]
+        est.n_pairs_ = n_pairs
+        est.n_label_examples_ = n_label_examples
         return est
 
     def __sklearn_tags__(self):

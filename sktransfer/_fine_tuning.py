@@ -185,8 +185,13 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     early_stopping : int or None, default=None
         Patience in epochs on validation loss; the best weights are restored.
     checkpoint_dir : str or None, default=None
-        Save weights, optimizer and history every epoch; a later ``fit``
-        with the same directory resumes where an interrupted one stopped.
+        Directory of checkpoints. Each fit writes to its own subdirectory,
+        named by a fingerprint of its data, classes, parameters and seed
+        (``checkpoint_path_``), every epoch, random state included: a fit
+        interrupted and run again with the same data and parameters resumes
+        and ends bit-identical (on CPU) to an uninterrupted one; a finished
+        run is reused; any other fit (another fold or candidate of a search)
+        trains its own.
     augment : bool, default=True
         Random resized crops and flips for images, in training only.
     image_size : int or None, default=None
@@ -217,6 +222,9 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     history_ : skorch.History
     n_epochs_ : int
     modality_ : {"text", "image"}
+    checkpoint_path_ : str or None
+        The subdirectory of ``checkpoint_dir`` this fit wrote its
+        checkpoints to (None without ``checkpoint_dir``).
 
     See Also
     --------
@@ -316,6 +324,9 @@ class FineTunedRegressor(_RegressorOutputs, RegressorMixin, _FineTunedBase):
     ----------
     n_outputs_ : int
     net_ : skorch.NeuralNet
+    checkpoint_path_ : str or None
+        The subdirectory of ``checkpoint_dir`` this fit wrote its
+        checkpoints to (None without ``checkpoint_dir``).
 
     Examples
     --------

@@ -8,6 +8,7 @@ import hashlib
 import io
 import numbers
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,39 @@ def _kind(obj):
     return None
 
 
+def _check_unicode(text, row):
+    """Lone surrogates (from ``errors="surrogateescape"`` or broken JSON) crash tokenizers."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"Row {row} of X contains a lone surrogate ({text[exc.start]!r} at position {exc.start}), "
+            "which is not valid Unicode and can't be tokenized. Clean the text first, e.g. "
+            "text.encode('utf-8', errors='replace').decode('utf-8')."
+        ) from None
+
+
+def _warn_if_image_paths(texts):
+    """A text backbone would embed image paths as strings: say so.
+
+    Cheap: file names are checked (a string suffix) for every row before
+    any file system call, and real texts fail that check at once.
+    """
+    for t in texts:
+        if len(t) > 4096 or os.path.splitext(t)[1].lower() not in _IMAGE_SUFFIXES:
+            return
+    if all(os.path.isfile(os.path.expanduser(t)) for t in texts):
+        warnings.warn(
+            f"All {len(texts)} rows of X are paths to image files (e.g. {texts[0]!r}), but this backbone "
+            "embeds text: the paths themselves are embedded as strings. Use an image backbone "
+            "(e.g. 'timm/...') to embed the images.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def check_texts(X):
     """Validate text input; return a list of str."""
     rows = as_rows(X)
@@ -108,7 +142,9 @@ def check_texts(X):
                     "or the wrong backbone was chosen."
                 )
             raise ValueError(f"Row {i} of X is a {type(t).__name__} ({t!r:.40}), not a str. Convert the column to text first.")
+        _check_unicode(t, i)
         out.append(t)
+    _warn_if_image_paths(out)
     return out
 
 
@@ -127,6 +163,16 @@ def check_images(X):
             )
         if rows.shape[0] == 0:
             raise ValueError("X is empty: at least one image is needed.")
+        if (
+            rows.ndim == 4
+            and rows.shape[3] not in (1, 3, 4)
+            and rows.shape[1] in (1, 3, 4)
+            and min(rows.shape[2:]) > 4
+        ):
+            raise ValueError(
+                f"X is an image stack of shape {rows.shape}, which looks channels-first (N×C×H×W); "
+                "expected N×H×W×C. Transpose it: np.moveaxis(X, 1, -1)."
+            )
         rows = list(rows)
     if len(rows) == 0:
         raise ValueError("X is empty: at least one image is needed.")
@@ -151,6 +197,7 @@ def check_images(X):
             kinds.add("path")
             items.append(os.path.expanduser(obj))
         elif _is_pil(obj):
+            _check_not_empty(obj.size[::-1], i)
             kinds.add("image")
             items.append(obj)
         elif isinstance(obj, np.ndarray):
@@ -158,6 +205,8 @@ def check_images(X):
                 raise ValueError(
                     f"Row {i} of X is an array of shape {obj.shape}; a single image must be H×W or H×W×C."
                 )
+            _check_not_empty(obj.shape[:2], i)
+            _check_channels(obj.shape, i)
             kinds.add("image")
             items.append(obj)
         else:
@@ -167,8 +216,36 @@ def check_images(X):
     return items
 
 
+def _check_not_empty(hw, row):
+    if hw[0] == 0 or hw[1] == 0:
+        raise ValueError(
+            f"Row {row} of X: the image is empty ({hw[0]}×{hw[1]} pixels, no pixels to embed). "
+            "Drop it, or replace it with a real image."
+        )
+
+
+def _check_channels(shape, row):
+    if len(shape) != 3 or shape[2] in (1, 3, 4):
+        return
+    if shape[0] in (1, 3, 4) and min(shape[1:]) > 4:
+        raise ValueError(
+            f"Row {row} of X: image array of shape {shape} looks channels-first (C×H×W); expected "
+            "H×W×C. Transpose it: np.moveaxis(a, 0, -1)."
+        )
+    raise ValueError(
+        f"Row {row} of X: image array of shape {shape} has {shape[2]} channels; expected 1, 3 or 4 "
+        "(H×W×C, channels last)."
+    )
+
+
 def image_digest(item):
-    """Content hash of one image: the file's bytes (not its path), or its pixels."""
+    """Content hash of one image: what the model sees, as cheaply as possible.
+
+    A file: its bytes (not its path). An array: dtype, shape and bytes. A
+    palette (``P``/``PA``) image: its decoded RGB pixels, as :func:`to_rgb`
+    gives them (its bytes are only indices). Another PIL image: mode, size,
+    bytes and ``info["transparency"]``.
+    """
     h = hashlib.sha256()
     if isinstance(item, str):
         h.update(b"file\0")
@@ -178,9 +255,18 @@ def image_digest(item):
         a = np.ascontiguousarray(item)
         h.update(f"array\0{a.dtype.str}\0{a.shape}".encode())
         h.update(a.tobytes())
+    elif item.mode in ("P", "PA"):
+        # The bytes are indices into a palette (with transparency, maybe)
+        # whose in-memory form PIL rewrites lazily (an RGB palette becomes
+        # RGBA after a conversion): hash the decoded pixels the model sees.
+        rgb = to_rgb(item, 0)
+        h.update(f"pil-rgb\0{rgb.size}".encode())
+        h.update(rgb.tobytes())
     else:  # PIL
         h.update(f"pil\0{item.mode}\0{item.size}".encode())
         h.update(item.tobytes())
+        if "transparency" in item.info:
+            h.update(f"\0transparency\0{item.info['transparency']!r}".encode())
     return h.hexdigest()
 
 
@@ -191,11 +277,8 @@ def text_digest(text):
 def _array_to_pil(a, row):
     from PIL import Image
 
-    if a.ndim == 3 and a.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"Row {row} of X: image array of shape {a.shape} has {a.shape[2]} channels; expected 1, 3 or 4 "
-            "(H×W×C, channels last)."
-        )
+    _check_not_empty(a.shape[:2], row)
+    _check_channels(a.shape, row)
     if a.dtype == np.uint8:
         pass
     elif a.dtype == np.bool_:
@@ -251,8 +334,10 @@ def to_rgb(item, row):
         img = item
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             return to_rgb(np.asarray(img), row)
+    _check_not_empty(img.size[::-1], row)
     if img.mode == "RGBA" or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
+        # On a copy: converting a palette image rewrites its palette in place.
+        img = (img.copy() if img is item else img).convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
     return img.convert("RGB")

@@ -17,7 +17,9 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from . import _persistence
 from ._inputs import check_in_range_int
+from ._seeding import isolated_torch_rng
 from ._training import _ClassifierOutputs, _SkorchTransferBase
 from .backbones import load_backbone
 from .backbones._base import mean_pool
@@ -370,14 +372,17 @@ callbacks, class_weight
         self.trainable_params_ = int(trainable)
         self.trainable_fraction_ = float(trainable / total)
         self.adapter_nbytes_ = int(sum(v.numel() * v.element_size() for v in self._adapter_state().values()))
-        shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        with isolated_torch_rng():  # a reload (memo evicted) builds the model first: not on the user's generator
+            shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
         self.base_fingerprint_ = shared.fingerprint()
         return self
 
     # ------------------------------------------------------- persistence
-    def _adapter_state(self):
+    _SAVED_FILES = ("config.json", "adapter.safetensors")
+
+    def _adapter_state(self, module=None):
         """Adapter weights and the head: everything that is not the frozen base."""
-        module = self.net_.module_
+        module = self.net_.module_ if module is None else module
         if self.method_ == "prompt_tuning":
             core = module
             state = {f"prompt.{k}": v for k, v in core.body.encoder.prompt_encoder.state_dict().items()}
@@ -401,11 +406,24 @@ callbacks, class_weight
         if unexpected:
             raise ValueError(f"adapter file has weights this model lacks: {unexpected[:5]}")
 
+    def _base_for_adapter(self, backbone, fingerprint, where, trained_on):
+        """The base to put an adapter on, refused unless its weights are the ones it was trained on."""
+        shared = load_backbone(backbone, device="cpu", pooling=self.pooling)
+        if shared.fingerprint() != fingerprint:
+            now = f"backbone={backbone!r} has" if backbone != trained_on else f"{backbone!r} now has"
+            raise ValueError(
+                f"The adapter in {where} was trained on {trained_on!r} (weights fingerprint {fingerprint}), "
+                f"but {now} fingerprint {shared.fingerprint()}: refusing to load it onto a different model. "
+                "Use the base it was trained on."
+            )
+        return shared
+
     def save(self, path):
         """Save the adapter and the head only (a few MB), plus a JSON config.
 
-        The base weights are not written: :meth:`load` reloads the base by
-        name and checks its fingerprint.
+        Writes ``adapter.safetensors``, ``config.json`` and ``manifest.json``
+        (the SHA-256 of each file). The base weights are not written:
+        :meth:`load` reloads the base by name and checks its fingerprint.
         """
         from safetensors.torch import save_file
 
@@ -414,6 +432,7 @@ callbacks, class_weight
         state = {k: v.detach().cpu().contiguous() for k, v in self._adapter_state().items()}
         save_file(state, os.path.join(path, "adapter.safetensors"))
         self._write_config(path, {"base_fingerprint": self.base_fingerprint_, "method": self.method_, "target_modules": self.target_modules_})
+        _persistence.write_manifest(path, self._SAVED_FILES, type(self).__name__)
         return path
 
     def _fitted_json(self):
@@ -431,6 +450,11 @@ callbacks, class_weight
     def load(cls, path, backbone=None):
         """Load an adapter saved with :meth:`save` onto a freshly loaded base.
 
+        The files are checked against ``manifest.json`` first (see
+        :meth:`FineTunedClassifier.load`), then the base's fingerprint
+        against the one the adapter was trained on, then the adapter's
+        tensors against the model the config describes.
+
         Parameters
         ----------
         path : str
@@ -440,21 +464,50 @@ callbacks, class_weight
             must be the ones the adapter was trained on: a different base is
             refused.
         """
-        from safetensors.torch import load_file
-
         est, meta = cls._read_config(path)
+        fingerprint = meta.get("base_fingerprint")
+        if not isinstance(fingerprint, str):
+            raise _persistence.SaveIntegrityError(
+                f"{os.path.join(str(path), 'config.json')!r} has no base_fingerprint: not a LoRAClassifier save."
+            )
+        trained_on = est.backbone
         if backbone is not None:
             est.backbone = backbone
-        shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
-        if shared.fingerprint() != meta["base_fingerprint"]:
-            raise ValueError(
-                f"The adapter in {str(path)!r} was trained on a base with fingerprint {meta['base_fingerprint']}, "
-                f"but {est.backbone!r} has fingerprint {shared.fingerprint()}: refusing to load it onto a different model."
-            )
-        est.base_fingerprint_ = meta["base_fingerprint"]
+        shared = est._base_for_adapter(est.backbone, fingerprint, repr(str(path)), trained_on)
+        est.base_fingerprint_ = fingerprint
         module = est._build_module(shared, est._n_out_fitted())
-        est._set_adapter_state(module, load_file(os.path.join(path, "adapter.safetensors")))
+        state = _persistence.load_tensors(path, "adapter.safetensors")
+        expected = est._adapter_state(module)
+        _persistence.check_state_fits(expected, state, path, "adapter.safetensors", est._describe_saved())
+        est._set_adapter_state(module, state)
         return est._attach_net(module)
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self):
+        # What save() keeps: the adapter and the head, not the frozen base
+        # (twice the base's size through skorch); the base is reloaded by
+        # name on first use, as PretrainedFeatureExtractor does.
+        state = dict(super().__getstate__())
+        net = state.pop("net_", None)
+        if net is not None:
+            state["_pickled_adapter"] = {k: v.detach().cpu().clone() for k, v in self._adapter_state().items()}
+        return state
+
+    def __getattr__(self, name):
+        # Only reached for attributes not set: rebuilds net_ of an unpickled
+        # estimator the first time anything (predict, save, merge) asks for it.
+        pending = self.__dict__.get("_pickled_adapter")
+        if name != "net_" or pending is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        try:
+            shared = self._base_for_adapter(self.backbone, self.base_fingerprint_, "this unpickled LoRAClassifier", self.backbone)
+            module = self._build_module(shared, self._n_out_fitted())
+            self._set_adapter_state(module, pending)
+            self._attach_net(module)
+        except AttributeError as exc:  # hasattr() would read it as "not fitted"
+            raise RuntimeError(f"could not rebuild the unpickled LoRAClassifier: {exc}") from exc
+        del self.__dict__["_pickled_adapter"]
+        return self.__dict__["net_"]
 
     # ------------------------------------------------------------ merging
     def merge(self):

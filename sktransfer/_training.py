@@ -18,16 +18,18 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
+from . import _persistence
 from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
 from ._transfer_module import TransferModule, make_head
-from ._utils import check_random_state_int, resolve_device
+from ._seeding import data_generator, fit_seed, isolated_torch_rng
+from ._utils import resolve_device
+from ._validation import encode_labels
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
-from .callbacks import WarmupCosine
+from .callbacks import ResumableCheckpoint, WarmupCosine
 
 
 class _TransferNet(NeuralNet):
@@ -127,10 +129,28 @@ def _with_legacy_params(cls, params):
     return params
 
 
+# Stands in a pickle for a net's ``module`` when it is its ``module_``.
+_SAME_AS_MODULE_ = "<sktransfer: same as module_>"
+
+
 class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     """Fit/predict plumbing: inputs → arrays → skorch → outputs."""
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        net = state.get("net_")
+        if net is not None and net.__dict__.get("module") is net.__dict__.get("module_"):
+            # skorch pickles module_ apart from its constructor argument
+            # ``module``, the same object here: the weights would be stored twice.
+            light = object.__new__(type(net))
+            light.__dict__.update(net.__dict__, module=_SAME_AS_MODULE_)
+            state = {**state, "net_": light}
+        return state
+
     def __setstate__(self, state):
+        net = state.get("net_")
+        if net is not None and isinstance(net.__dict__.get("module"), str) and net.module == _SAME_AS_MODULE_:
+            net.module = net.module_
         super().__setstate__(_with_legacy_params(type(self), state))
 
     # ------------------------------------------------------------- hooks
@@ -191,7 +211,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
                 crops[start : start + len(chunk)] = bb.collate(chunk, image_size=self.image_size).numpy()
             return {"X": crops}
         texts = check_texts(X)
-        limit = int(self.max_length or bb.max_length)
+        limit = bb.check_max_length(self.max_length)
         enc = bb.tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="np")
         if fitting:
             lengths = bb.tokenizer(texts, truncation=False, return_length=True)["length"]
@@ -213,22 +233,72 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     # --------------------------------------------------------------- fit
     def _fit(self, X, y_enc, n_out, stratify):
-        from skorch.callbacks import Checkpoint, EarlyStopping, GradientNormClipping, ProgressBar
-        from skorch.dataset import ValidSplit
-
+        if len(y_enc) == 0:  # before any backbone loads (every fit checks y first; this is the backstop)
+            raise ValueError(f"{type(self).__name__}.fit got empty input: it needs at least one row.")
         self.device_ = resolve_device(self.device)
-        shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
-        self.modality_ = shared.modality
-        # Seed after loading: a first load in the process builds the model
-        # with random init and would consume torch's generator.
-        seed = check_random_state_int(self.random_state)
-        if seed is not None:
-            # Seeds torch only (init, shuffling, dropout, augmentation); the
-            # validation split gets the seed itself: numpy's global state is
-            # the user's and stays untouched.
+        # Everything random runs on a fork of torch's global generators, which
+        # are the user's and are left as they were (sktransfer._seeding).
+        with isolated_torch_rng():
+            # Load before seeding: the first load of a backbone in a process
+            # builds it with random init before reading its weights, which
+            # would make the first fit differ from the later ones.
+            shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+            self.modality_ = shared.modality
+            Xd = self._encode_X(X, shared, fitting=True)
+            # One concrete seed for the whole fit, also with random_state=None:
+            # the validation split, and WiSE-FT's second pass over the training
+            # rows (callbacks._training_rows), must be one and the same split.
+            seed = fit_seed(self.random_state)
+            checkpoint = state = None
+            self.checkpoint_path_ = None
+            if getattr(self, "checkpoint_dir", None):
+                fingerprint = self._checkpoint_fingerprint(shared, Xd, y_enc, n_out, seed)
+                self.checkpoint_path_ = os.path.join(str(self.checkpoint_dir), fingerprint)
+                checkpoint = ResumableCheckpoint(self.checkpoint_path_, fingerprint, seed, self.max_epochs)
+                state = checkpoint.read_state()
+                if state is not None:
+                    seed = state["seed"]  # a random_state=None fit resumes with the seed it drew
+            # Seeds the (forked) torch generator: init, dropout, augmentation;
+            # the DataLoader shuffles with its own generator, the validation
+            # split gets the seed itself (numpy's global state is untouched).
             torch.manual_seed(seed)
-        module = self._build_module(shared, n_out)
-        Xd = self._encode_X(X, shared, fitting=True)
+            generator = data_generator(seed)
+            module = self._build_module(shared, n_out)
+            self._train(module, shared, Xd, y_enc, stratify, seed, generator, checkpoint, state)
+        return self
+
+    def _checkpoint_fingerprint(self, shared, Xd, y_enc, n_out, seed):
+        """Name of this fit's checkpoint: a hash of what the fit trains on and how.
+
+        Covers the inputs as the model sees them, the targets, the classes
+        (or the targets' scaling), every parameter that changes training
+        (not ``verbose``, ``device``, ``callbacks`` or ``checkpoint_dir``),
+        the seed (``random_state=None``: None, so that the same fit resumes
+        with the seed its checkpoint keeps) and the backbone's weights. Two
+        fits share a checkpoint only when they would train the same model.
+        """
+        import hashlib
+
+        params = self.get_params(deep=False)
+        for name in ("verbose", "device", "callbacks", "checkpoint_dir"):
+            params.pop(name, None)
+        params["random_state"] = None if self.random_state is None else seed
+        h = hashlib.sha256(b"sktransfer-checkpoint-1\0")
+        h.update(f"{type(self).__module__}.{type(self).__name__}\0{sorted(params.items())!r}\0".encode())
+        h.update(f"{shared.fingerprint()}\0{n_out}\0".encode())
+        for name in ("classes_", "y_mean_", "y_scale_"):
+            value = getattr(self, name, None)
+            if value is not None:
+                h.update(f"{name}={np.asarray(value).tolist()!r}\0".encode())
+        for key, arr in sorted({**Xd, "y": y_enc}.items()):
+            arr = np.ascontiguousarray(arr)
+            h.update(f"{key}:{arr.dtype.str}:{arr.shape}\0".encode())
+            h.update(arr.tobytes())
+        return "run-" + h.hexdigest()[:24]
+
+    def _train(self, module, shared, Xd, y_enc, stratify, seed, generator, checkpoint, state):
+        from skorch.callbacks import EarlyStopping, GradientNormClipping, ProgressBar
+        from skorch.dataset import ValidSplit
 
         # skorch's ValidSplit (sklearn's shuffle splits) rounds the validation part up.
         n_train = len(y_enc) - int(np.ceil(len(y_enc) * self.validation_fraction))
@@ -241,18 +311,20 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         cbs.append(("schedule", WarmupCosine(steps_per_epoch * self.max_epochs, self.warmup)))
         if self.grad_clip:
             cbs.append(("clip", GradientNormClipping(self.grad_clip)))
+        early = None
         if self.early_stopping:
-            cbs.append(("early_stopping", EarlyStopping(patience=self.early_stopping, load_best=True)))
-        checkpoint = None
-        if getattr(self, "checkpoint_dir", None):
-            checkpoint = Checkpoint(dirname=str(self.checkpoint_dir), monitor=None, f_pickle=None, f_criterion=None)
+            early = EarlyStopping(patience=self.early_stopping, load_best=True)
+            cbs.append(("early_stopping", early))
+        if checkpoint is not None:
+            checkpoint.generator, checkpoint.early_stopping = generator, early
             cbs.append(("checkpoint", checkpoint))
         if self.verbose and self.verbose > 1:
             cbs.append(("progress", ProgressBar()))
         for i, cb in enumerate(self.callbacks or []):
             cbs.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
-        # Post-training steps (WiSE-FT) go last, after EarlyStopping has
-        # restored the best weights in its own on_train_end.
+        # Post-training steps (WiSE-FT, then the checkpoint's final save) go
+        # last, after EarlyStopping has restored the best weights in its own
+        # on_train_end (a stable sort: their order among themselves stays).
         cbs.sort(key=lambda named: bool(getattr(named[1], "after_training", False)))
         split = False
         if self.validation_fraction:
@@ -266,6 +338,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
             iterator_train__drop_last=drop_last,
+            iterator_train__generator=generator,
             train_split=split,
             callbacks=cbs,
             device=self.device_,
@@ -277,9 +350,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         )
         net.initialize()
         epochs = self.max_epochs
-        if checkpoint is not None and os.path.exists(os.path.join(checkpoint.dirname, "history.json")):
-            net.load_params(checkpoint=checkpoint)
-            epochs = self.max_epochs - len(net.history)
+        if state is not None:
+            checkpoint.restore(net, state)
+            epochs = 0 if state.get("finished") else self.max_epochs - len(net.history)
             if self.verbose:
                 print(f"Resuming from {checkpoint.dirname}: {len(net.history)} epochs done, {max(epochs, 0)} to go.")
         if epochs > 0:
@@ -330,11 +403,16 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         return self.fit(X, y, **fit_params).transform(X)
 
     # ------------------------------------------------------- persistence
+    _SAVED_FILES = ("config.json", "model.safetensors")
+
     def _config(self):
         params = self.get_params()
         params.pop("callbacks", None)
         if "checkpoint_dir" in params:
             params["checkpoint_dir"] = None
+        if isinstance(params.get("class_weight"), dict):
+            # JSON keys are strings: pairs keep integer class labels intact.
+            params["class_weight"] = [[getattr(k, "item", lambda: k)(), float(v)] for k, v in params["class_weight"].items()]
         if not isinstance(params["backbone"], str):
             raise ValueError("save() needs a backbone given by name or path (not an nn.Module) to rebuild it.")
         return params
@@ -346,20 +424,53 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     @classmethod
     def _read_config(cls, path):
-        with open(os.path.join(path, "config.json")) as f:
-            meta = json.load(f)
-        if meta.get("class") != cls.__name__:
-            raise ValueError(f"{str(path)!r} holds a {meta.get('class')}, not a {cls.__name__}.")
-        est = cls(**_with_legacy_params(cls, dict(meta["params"])))
-        est._restore_fitted(meta["fitted"])
+        """Verify the save in ``path`` (manifest, parameters) and rebuild the unfitted estimator."""
+        meta = _persistence.read_saved_config(path, cls, cls._SAVED_FILES, stacklevel=3)
+        params = dict(meta["params"])
+        if "callbacks" in cls._get_param_names():
+            params.setdefault("callbacks", None)  # never saved (_config)
+        if isinstance(params.get("class_weight"), list):
+            try:
+                params["class_weight"] = {k: v for k, v in params["class_weight"]}
+            except (TypeError, ValueError) as exc:
+                raise _persistence.SaveIntegrityError(
+                    f"{os.path.join(str(path), 'config.json')!r}: class_weight is not a list of [label, weight] pairs."
+                ) from exc
+        est = _persistence.build_estimator(cls, params, path, legacy=_with_legacy_params)
+        config = os.path.join(str(path), "config.json")
+        fitted = meta.get("fitted")
+        try:
+            est._restore_fitted(fitted)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _persistence.SaveIntegrityError(f"{config!r} has no valid fitted state ('fitted': {exc!r}).") from exc
+        if issubclass(cls, _ClassifierOutputs):
+            est.classes_ = _persistence.check_classes(fitted["classes"], config)
+        else:
+            est.y_mean_, est.y_scale_ = _persistence.check_regression_state(
+                fitted["n_outputs"], fitted["y_1d"], fitted["y_mean"], fitted["y_scale"], config
+            )
+        try:  # class_weight is checked against the classes, which fit's checks can't see
+            est._criterion(np.arange(est._n_out_fitted()))
+        except (TypeError, ValueError) as exc:
+            raise _persistence.SaveIntegrityError(f"{config!r} holds an invalid parameter: {exc}") from exc
         return est, meta
+
+    def _describe_saved(self):
+        """What the config says the model is, for errors about weights that don't fit it."""
+        n = self._n_out_fitted()
+        what = f"{n} classes" if hasattr(self, "classes_") else f"{n} outputs"
+        return f"backbone {self.backbone!r}, {what}, head {self.head!r}"
 
     def _attach_net(self, module):
         """Wrap a ready module in a skorch net for inference (after load)."""
         self.device_ = resolve_device(self.device)
+        # The estimator's own loss, as in fit (for training on after load);
+        # class_weight="balanced" needs the training labels, which a save
+        # does not keep, so it comes back unweighted.
+        criterion = self._criterion(np.arange(self._n_out_fitted()))
         net = _TransferNet(
             module=module,
-            criterion=torch.nn.MSELoss,
+            criterion=criterion,
             lr=self.lr,
             device=self.device_,
             predict_nonlinearity=None,
@@ -375,8 +486,10 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     def save(self, path):
         """Save weights as safetensors plus a JSON config in directory ``path``.
 
-        :meth:`load` rebuilds the backbone from its name and reads tensors
-        only: no pickle, no arbitrary code.
+        Writes ``model.safetensors``, ``config.json`` and ``manifest.json``
+        (the SHA-256 of each file). :meth:`load` checks the digests, rebuilds
+        the backbone from its name and reads tensors only: no pickle, no
+        arbitrary code.
         """
         from safetensors.torch import save_file
 
@@ -385,17 +498,26 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         state = {k: v.detach().cpu().contiguous() for k, v in self.net_.module_.state_dict().items()}
         save_file(state, os.path.join(path, "model.safetensors"))
         self._write_config(path)
+        _persistence.write_manifest(path, self._SAVED_FILES, type(self).__name__)
         return path
 
     @classmethod
     def load(cls, path):
-        """Rebuild a fitted estimator saved with :meth:`save`."""
-        from safetensors.torch import load_file
+        """Rebuild a fitted estimator saved with :meth:`save`.
 
+        The files are checked against ``manifest.json`` first: a file that
+        changed since :meth:`save` raises
+        :class:`~sktransfer.SaveIntegrityError` naming it (a
+        ``ValueError``), as do invalid parameters and weights that don't fit
+        the configured model. A save without a manifest (older versions)
+        loads with an :class:`~sktransfer.UnverifiedSaveWarning`.
+        """
         est, _ = cls._read_config(path)
         shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
         module = est._build_module(shared, est._n_out_fitted())
-        module.load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=True)
+        state = _persistence.load_tensors(path, "model.safetensors")
+        _persistence.check_state_fits(module.state_dict(), state, path, "model.safetensors", est._describe_saved())
+        module.load_state_dict(state, strict=True)
         return est._attach_net(module)
 
 
@@ -425,27 +547,10 @@ class _ClassifierOutputs:
         self
         """
         self._check_params()
-        y = self._check_y(y)
+        y, classes, y_enc = encode_labels(y)
         self._check_lengths(X, y)
-        classes, y_enc = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"y has a single class ({classes[0]!r}); a classifier needs at least two.")
         self.classes_ = classes
         return self._fit(X, y_enc.astype(np.int64), len(classes), True)
-
-    @staticmethod
-    def _check_y(y):
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D (one label per input), got shape {y.shape}.")
-        for i, v in enumerate(y):
-            if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-                raise ValueError(f"Row {i} of y is missing (None/NaN); every input needs a label.")
-        if y.dtype.kind == "f" and type_of_target(y) == "continuous":
-            raise ValueError("y is continuous; use FineTunedRegressor for regression targets.")
-        return y
 
     def _criterion(self, y_enc):
         cw = self.class_weight
@@ -475,14 +580,17 @@ class _ClassifierOutputs:
 
     def decision_function(self, X):
         """Logits of the head, shape (n_samples, n_classes)."""
+        check_is_fitted(self, ("classes_", "net_"))
         return self._forward(X)
 
     def predict_proba(self, X):
         """Class probabilities (softmax of the logits), columns in ``classes_`` order."""
+        check_is_fitted(self, ("classes_", "net_"))
         return torch.softmax(torch.as_tensor(self._forward(X)), dim=1).numpy()
 
     def predict(self, X):
         """Predicted class labels."""
+        check_is_fitted(self, ("classes_", "net_"))
         return self.classes_[np.argmax(self._forward(X), axis=1)]
 
     def score(self, X, y, sample_weight=None):
@@ -509,6 +617,8 @@ class _RegressorOutputs:
         y = np.asarray(y, dtype=np.float64)
         if y.ndim not in (1, 2):
             raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}.")
+        if y.shape[0] == 0:
+            raise ValueError("y is empty (and so, presumably, is X): a regressor needs at least one input with a target.")
         y2 = y[:, None] if y.ndim == 1 else y
         bad = np.flatnonzero(~np.isfinite(y2).all(axis=1))
         if bad.size:

@@ -2,7 +2,7 @@
 
 import hashlib
 import os
-import tempfile
+import secrets
 
 import numpy as np
 
@@ -56,10 +56,27 @@ def sha256_file(path, chunk=1 << 20):
 
 
 def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` so that readers never see a partial file."""
+    """Write ``data`` to ``path`` so that readers never see a partial file.
+
+    The bytes go to a temporary file in the same directory, which then
+    replaces ``path`` in one ``os.replace`` (atomic on POSIX and Windows): a
+    reader sees the old file or the new one, a killed writer leaves at most a
+    stray ``.tmp-*`` file. The new file's permissions follow the umask, as
+    with ``open(path, "wb")``.
+    """
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    # Not tempfile.mkstemp: it creates 0600 files, so a cache shared by a
+    # team would be unreadable to everyone but its writer. O_EXCL with a
+    # random name gives the same safety with the umask's permissions.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - 64 random bits collided
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

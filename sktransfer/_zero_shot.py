@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._feature_extractor import PretrainedFeatureExtractor
 from ._inputs import as_rows
 from ._utils import resolve_device
+from ._validation import check_labels
 from .backbones import load_backbone
 
 # Softmax temperature for sentence encoders, whose cosine similarities
@@ -38,19 +39,6 @@ def check_templates(template):
                 f"template[{i}] {t!r} has no '{{}}' placeholder for the label, e.g. 'This article is about {{}}.'."
             )
     return templates
-
-
-def check_label_y(y, what="y"):
-    """1-D labels without missing values, as an ndarray."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
-    if y.ndim != 1:
-        raise ValueError(f"{what} must be 1-D, got shape {y.shape}.")
-    for i, v in enumerate(y):
-        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-            raise ValueError(f"Row {i} of {what} is missing (None/NaN).")
-    return y
 
 
 def label_texts(classes, label_descriptions=None):
@@ -218,7 +206,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def _candidate_labels(self, X, y):
         if y is None:
             raise ValueError("y is None: pass the candidate labels, e.g. fit(None, ['sport', 'business']).")
-        y = check_label_y(y)
+        y = check_labels(y, min_classes=0, task="zero-shot classification")
         if X is None:
             # y lists the candidate labels themselves: each once.
             positions = {}

@@ -36,6 +36,7 @@ from torch import nn
 
 from ._fine_tuning import _FineTunedBase
 from ._inputs import as_rows
+from ._validation import encode_labels
 from ._training import _ClassifierOutputs
 from .callbacks import _n_train_batches_done
 
@@ -112,7 +113,8 @@ def _split_domains(X, y, X_target, sample_domain):
             raise ValueError("X_target is empty: adaptation needs at least one unlabeled target row.")
         if y is None:
             raise ValueError("y is None: the source rows X need labels.")
-        return X, np.asarray(y), X_target, np.ones(_n_rows(X), dtype=np.int64), _DEFAULT_TARGET_DOMAIN
+        # y as given: np.asarray would turn ["a", 1] into ["a", "1"] before the label check sees it.
+        return X, y, X_target, np.ones(_n_rows(X), dtype=np.int64), _DEFAULT_TARGET_DOMAIN
     sd = np.asarray(sample_domain)
     n = _n_rows(X)
     if sd.ndim != 1 or len(sd) != n:
@@ -137,25 +139,16 @@ def _split_domains(X, y, X_target, sample_domain):
         raise ValueError(f"sample_domain has {targets.size} target domains {targets.tolist()}; adapt to one at a time.")
     if y is None:
         raise ValueError("y is None: the source rows need labels.")
-    y = np.asarray(y)
+    # object dtype keeps each label's type for the label check (target rows' labels are ignored).
+    y = y if isinstance(y, np.ndarray) else np.asarray(y, dtype=object)
     if len(y) != n:
         raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
     return _take(X, src), y[src], _take(X, tgt), sd[src].astype(np.int64), int(targets[0])
 
 
 def _check_source_labels(y):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D (one label per source row), got shape {y.shape}.")
-    for i, v in enumerate(y):
-        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-            raise ValueError(f"Row {i} of the source labels is missing (None/NaN); every source row needs a label.")
-    classes, y_enc = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"y has a single class ({classes[0]!r}); a classifier needs at least two.")
-    return classes, y_enc.astype(np.int64)
+    _, classes, y_enc = encode_labels(y, name="the source labels")
+    return classes, y_enc
 
 
 # ----------------------------------------------- shallow: skada on embeddings
@@ -350,6 +343,7 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     def predict(self, X):
         """Predict labels of target-domain rows."""
+        check_is_fitted(self, "pipeline_")
         return self.classes_[np.asarray(self._route("predict", X), dtype=np.int64)]
 
     def predict_proba(self, X):
@@ -710,9 +704,8 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         """
         self._check_params()
         X_s, y_s, X_t, _, _ = _split_domains(X, y, X_target, sample_domain)
-        y_s = self._check_y(y_s)
-        self._check_lengths(X_s, y_s)
         classes, y_enc = _check_source_labels(y_s)
+        self._check_lengths(X_s, y_enc)
         self.classes_ = classes
         n_t = _n_rows(X_t)
         X_all = _concat(X_s, X_t)

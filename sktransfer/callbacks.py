@@ -8,7 +8,9 @@ and can be passed to any skorch net whose module exposes ``block_groups``
 (lists of parameter names from the stem to the top) and ``head``.
 """
 
+import json
 import math
+import os
 
 import numpy as np
 import torch
@@ -199,7 +201,13 @@ class WiSEFT(Callback):
 
 
 def _training_rows(net, X, y):
-    """The rows of ``X`` that ``fit`` trained on (without the validation split)."""
+    """The rows of ``X`` that ``fit`` trained on (without the validation split).
+
+    This splits again, so it relies on the split being a function of the
+    data: the trainers always give ``ValidSplit`` a concrete seed (drawn once
+    per fit when ``random_state=None``, see ``sktransfer._seeding``), so this
+    is the split that trained.
+    """
     if not net.train_split or y is None:
         return X
     dataset_train, _ = net.get_split_datasets(X, y)
@@ -261,3 +269,230 @@ def recompute_bn_statistics(module, layers, X, batch_size=32, device="cpu"):
         for m, momentum in momenta.items():
             m.momentum = momentum
         module.train(was_training)
+
+
+class ResumableCheckpoint(Callback):
+    """Kill-safe checkpoint of one fit, from which the fit resumes bit-identically.
+
+    Used by the trainers when ``checkpoint_dir`` is set; ``dirname`` is the
+    directory of one fit (``checkpoint_path_``: a subdirectory of
+    ``checkpoint_dir`` named by the fit's fingerprint, see
+    ``_SkorchTransferBase._fit``). After every epoch it writes, through
+    skorch's own ``save_params`` (``f_params``, ``f_optimizer``,
+    ``f_history``):
+
+    * the module's parameters, the optimizer's state and the history;
+    * the random state: torch's global generators (dropout, augmentation),
+      the DataLoader's generator (the shuffling order: at an epoch's end,
+      the sampler's position is the start of the next epoch's permutation);
+    * :class:`~skorch.callbacks.EarlyStopping`'s state, its best weights
+      included, which its ``on_train_begin`` would otherwise reset;
+
+    then ``checkpoint.json``, last and atomically: the epoch, the seed, the
+    fingerprint, and the SHA-256 of each file. When training ends normally
+    (all epochs, or early stopping) the final model (after early stopping's
+    best weights and WiSE-FT) is written and the run is marked finished: a
+    later fit with the same fingerprint loads it and trains nothing.
+
+    Why not skorch's :class:`~skorch.callbacks.Checkpoint`: it overwrites its
+    files in place one after the other, so a kill between two writes leaves
+    the parameters of one epoch next to the history of another, and it keeps
+    no random state. Here each epoch's files have names of their own,
+    ``checkpoint.json`` switches to them in one ``os.replace``, and the
+    previous epoch's files are removed only then: whenever the process dies,
+    ``checkpoint.json`` names a complete epoch.
+
+    Parameters
+    ----------
+    dirname : str
+    fingerprint : str
+        What the run was made for (data, parameters, classes).
+    seed : int
+        The fit's seed (kept so that a ``random_state=None`` fit resumes
+        with the seed it started with).
+    max_epochs : int
+    generator : torch.Generator or None
+        The training DataLoader's generator.
+    early_stopping : skorch.callbacks.EarlyStopping or None
+    """
+
+    after_training = True  # on_train_end after EarlyStopping and WiSE-FT: saves the final model
+    STATE = "checkpoint.json"
+
+    def __init__(self, dirname, fingerprint, seed, max_epochs, generator=None, early_stopping=None):
+        self.dirname = dirname
+        self.fingerprint = fingerprint
+        self.seed = seed
+        self.max_epochs = max_epochs
+        self.generator = generator
+        self.early_stopping = early_stopping
+
+    def initialize(self):
+        os.makedirs(self.dirname, exist_ok=True)
+        self.pending_ = None
+        return self
+
+    # ----------------------------------------------------------- reading
+    def read_state(self):
+        """The run's ``checkpoint.json`` (None: no checkpoint yet); a damaged one raises ValueError."""
+        path = os.path.join(self.dirname, self.STATE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"The checkpoint state {path!r} is unreadable ({exc}). Delete the directory "
+                f"{self.dirname!r} to train this fit from the start."
+            ) from exc
+        ok = (
+            isinstance(state, dict)
+            and state.get("format") == 1
+            and isinstance(state.get("epochs"), int)
+            and isinstance(state.get("seed"), int)
+            and isinstance(state.get("files"), dict)
+        )
+        if not ok:
+            raise ValueError(
+                f"The checkpoint state {path!r} is not a checkpoint of this version of sktransfer. "
+                f"Delete the directory {self.dirname!r} to train this fit from the start."
+            )
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"The checkpoint state {path!r} was made for another fit (fingerprint "
+                f"{state.get('fingerprint')!r}, this fit is {self.fingerprint!r}): refusing to resume from it."
+            )
+        return state
+
+    def _file(self, state, role):
+        """Path of the file ``role`` of ``state``, checked against its SHA-256."""
+        from ._utils import sha256_file
+
+        name, digest = state["files"][role]
+        path = os.path.join(self.dirname, os.path.basename(name))
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise ValueError(f"The checkpoint file {path!r} is missing or unreadable ({exc}).") from exc
+        if actual != digest:
+            raise ValueError(
+                f"The checkpoint file {path!r} does not match {os.path.join(self.dirname, self.STATE)!r} "
+                f"(damaged or changed). Delete the directory {self.dirname!r} to train this fit from the start."
+            )
+        return path
+
+    def restore(self, net, state):
+        """Load a checkpoint into an initialised ``net``: weights, history, and (finished) nothing else to train.
+
+        An unfinished run also gets its optimizer state now, and its random
+        state and early stopping's state at the next ``on_train_begin``
+        (after EarlyStopping's own, which resets it).
+        """
+        try:
+            if state.get("finished"):
+                net.load_params(f_params=self._file(state, "final_params"), f_history=self._file(state, "history"))
+                return
+            net.load_params(
+                f_params=self._file(state, "params"),
+                f_optimizer=self._file(state, "optimizer"),
+                f_history=self._file(state, "history"),
+            )
+            rng = torch.load(self._file(state, "rng"), map_location="cpu", weights_only=True)
+            best = None
+            if "best" in state["files"]:
+                best = torch.load(self._file(state, "best"), map_location=net.device, weights_only=True)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            if isinstance(exc, ValueError) and "checkpoint" in str(exc):
+                raise
+            raise ValueError(
+                f"The checkpoint in {self.dirname!r} could not be loaded ({type(exc).__name__}: {exc}). "
+                "Delete the directory to train this fit from the start."
+            ) from exc
+        self.pending_ = (rng, state.get("early_stopping"), best)
+
+    def on_train_begin(self, net, **kwargs):
+        if self.pending_ is None:
+            return
+        rng, es_state, best = self.pending_
+        self.pending_ = None
+        torch.set_rng_state(rng["torch"])
+        cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        if self.generator is not None and "data" in rng:
+            self.generator.set_state(rng["data"])
+        es = self.early_stopping
+        if es is not None and es_state is not None:
+            es.misses_ = int(es_state["misses"])
+            es.dynamic_threshold_ = float(es_state["threshold"])
+            es.best_epoch_ = int(es_state["best_epoch"])
+            es.best_model_weights_ = best
+
+    # ----------------------------------------------------------- writing
+    def on_epoch_end(self, net, **kwargs):
+        self._save(net, finished=False)
+
+    def on_train_end(self, net, **kwargs):
+        es = self.early_stopping
+        stopped = es is not None and getattr(es, "misses_", 0) >= es.patience
+        if len(net.history) >= self.max_epochs or stopped:
+            self._save(net, finished=True)
+        # else: interrupted (Ctrl-C, which skorch turns into the end of
+        # training): the last epoch's checkpoint stays, to resume from.
+
+    def _save(self, net, finished):
+        from ._utils import atomic_write_bytes, sha256_file
+
+        epoch = len(net.history)
+        tag = "final" if finished else f"epoch{epoch}"
+        files = {}
+
+        def put(role, name, **save_kwargs):
+            path = os.path.join(self.dirname, f"{tag}-{name}")
+            if save_kwargs:
+                net.save_params(**{k: path for k in save_kwargs})
+            files[role] = [os.path.basename(path), sha256_file(path)]
+
+        es = self.early_stopping
+        es_state = None
+        if finished:
+            put("final_params", "params.pt", f_params=True)
+            put("history", "history.json", f_history=True)
+        else:
+            put("params", "params.pt", f_params=True)
+            put("optimizer", "optimizer.pt", f_optimizer=True)
+            put("history", "history.json", f_history=True)
+            rng = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                rng.update({f"cuda{i:03d}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+            if self.generator is not None:
+                rng["data"] = self.generator.get_state()
+            torch.save(rng, os.path.join(self.dirname, f"{tag}-rng.pt"))
+            put("rng", "rng.pt")
+            if es is not None and hasattr(es, "misses_"):
+                es_state = {
+                    "misses": int(es.misses_),
+                    "threshold": float(es.dynamic_threshold_),
+                    "best_epoch": int(es.best_epoch_),
+                }
+                if getattr(es, "best_model_weights_", None) is not None:
+                    torch.save(es.best_model_weights_, os.path.join(self.dirname, f"{tag}-best.pt"))
+                    put("best", "best.pt")
+        state = {
+            "format": 1,
+            "fingerprint": self.fingerprint,
+            "seed": int(self.seed),
+            "epochs": epoch,
+            "finished": bool(finished),
+            "files": files,
+            "early_stopping": es_state,
+        }
+        atomic_write_bytes(os.path.join(self.dirname, self.STATE), json.dumps(state, indent=1).encode("utf-8"))
+        keep = {name for name, _ in files.values()} | {self.STATE}
+        for name in os.listdir(self.dirname):
+            if name not in keep and (name.startswith("epoch") or name.startswith("final-")):
+                try:
+                    os.remove(os.path.join(self.dirname, name))
+                except OSError:
+                    pass

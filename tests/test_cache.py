@@ -95,3 +95,190 @@ def test_normalize_is_applied_after_the_cache(bbc_small, cache_dir):
     unit = PretrainedFeatureExtractor("hf/" + TEXT, cache=cache_dir, normalize=True).fit(texts).transform(texts)
     assert embedding_stats()["computed"] == 0
     np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+
+
+# ------------------------------------------------------------ reliability
+def _palette_image(indices, palette):
+    img = Image.frombytes("P", indices.shape[::-1], indices.tobytes())
+    img.putpalette(palette)
+    return img
+
+
+def test_palette_images_with_different_palettes_do_not_collide(cache_dir):
+    rng = np.random.RandomState(0)
+    indices = rng.randint(0, 4, (24, 24)).astype(np.uint8)
+    warm = [int(v) for v in rng.randint(0, 256, 12)]
+    cold = [int(v) for v in rng.randint(0, 256, 12)]
+    a, b = _palette_image(indices, warm), _palette_image(indices, cold)
+    plain = PretrainedFeatureExtractor(IMAGE, image_size=32).fit([a])
+    ref = plain.transform([a.convert("RGB"), b.convert("RGB")])
+    assert not np.allclose(ref[0], ref[1], atol=1e-3)
+    ext = PretrainedFeatureExtractor(IMAGE, image_size=32, cache=cache_dir).fit([a])
+    np.testing.assert_allclose(ext.transform([a, b]), ref, atol=1e-5)  # within one call
+    clear_memory_layer()
+    np.testing.assert_allclose(ext.transform([b]), ref[1:], atol=1e-5)  # across calls
+    # Transparency (per-index alpha, composited on white) is part of what the model sees.
+    c = a.copy()
+    c.info["transparency"] = bytes([0, 255, 255, 255])
+    np.testing.assert_allclose(ext.transform([c]), plain.transform([c]), atol=1e-5)
+    assert not np.allclose(ext.transform([c]), ref[:1], atol=1e-3)
+
+
+def test_palette_image_digest_is_stable_across_calls(cache_dir):
+    # PIL rewrites a palette in place when it converts a "P" image with
+    # transparency: a digest of the palette would change after the first
+    # embedding and miss the cache forever. The digest is of what the model sees.
+    rng = np.random.RandomState(1)
+    img = _palette_image(rng.randint(0, 4, (16, 16)).astype(np.uint8), [int(v) for v in rng.randint(0, 256, 12)])
+    img.info["transparency"] = 0
+    ext = PretrainedFeatureExtractor(IMAGE, image_size=32, cache=cache_dir).fit([img])
+    first = ext.transform([img])
+    clear_memory_layer()
+    reset_embedding_stats()
+    np.testing.assert_array_equal(ext.transform([img]), first)
+    assert embedding_stats()["computed"] == 0 and embedding_stats()["cache_hits"] == 1
+
+
+def test_entry_copied_over_another_key_is_detected(bbc_small, cache_dir):
+    texts = bbc_small[0][:2]
+    ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
+    ref = ext.transform(texts)
+    files = sorted(glob.glob(os.path.join(cache_dir, "*", "*.emb")))
+    assert len(files) == 2
+    shutil.copy(files[0], files[1])  # a well-formed entry, at the wrong key
+    clear_memory_layer()
+    reset_embedding_stats()
+    np.testing.assert_allclose(ext.transform(texts), ref, atol=1e-6)
+    stats = embedding_stats()
+    assert stats["damaged"] == 1 and stats["computed"] == 1 and stats["cache_hits"] == 1
+
+
+def test_old_format_entries_are_misses_not_errors(bbc_small, cache_dir):
+    from sktransfer import _cache
+
+    texts = bbc_small[0][:1]
+    ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
+    ref = ext.transform(texts)
+    (path,) = glob.glob(os.path.join(cache_dir, "*", "*.emb"))
+    with open(path, "rb") as f:
+        data = f.read()
+    # Rewrite it as the first format would have (magic SKT1, checksum of the payload alone).
+    import hashlib
+
+    payload = data[_cache._HEADER.size : -_cache._DIGEST]
+    old = b"SKT1" + data[4 : _cache._HEADER.size] + payload + hashlib.blake2b(payload, digest_size=16).digest()
+    with open(path, "wb") as f:
+        f.write(old)
+    clear_memory_layer()
+    reset_embedding_stats()
+    np.testing.assert_allclose(ext.transform(texts), ref, atol=1e-6)
+    assert embedding_stats()["computed"] == 1
+
+
+def test_entries_follow_the_umask(bbc_small, cache_dir):
+    old = os.umask(0o022)
+    try:
+        PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(["x"]).transform(bbc_small[0][:1])
+    finally:
+        os.umask(old)
+    (path,) = glob.glob(os.path.join(cache_dir, "*", "*.emb"))
+    assert os.stat(path).st_mode & 0o777 == 0o644  # readable by a team sharing the cache
+    assert not glob.glob(os.path.join(cache_dir, "*", ".tmp-*"))
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root ignores chmod: a read-only directory is still writable for it "
+    "(test_unwritable_entries_warn_and_still_read simulates the same without chmod)",
+)
+def test_read_only_cache_is_read_and_warns_once(bbc_small, cache_dir):
+    texts = bbc_small[0][:4]
+    ref = PretrainedFeatureExtractor(TEXT).fit(texts).transform(texts)
+    ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
+    ext.transform(texts[:2])  # two entries on disk
+    for root, dirs, files in os.walk(cache_dir):
+        os.chmod(root, 0o555)
+    try:
+        clear_memory_layer()
+        reset_embedding_stats()
+        with pytest.warns(UserWarning, match="cannot write to the embedding cache") as record:
+            Z = ext.transform(texts)
+        assert sum("embedding cache" in str(w.message) for w in record) == 1
+        np.testing.assert_allclose(Z, ref, atol=1e-6)
+        stats = embedding_stats()
+        assert stats["cache_hits"] == 2 and stats["computed"] == 2 and stats["cache_writes"] == 0
+    finally:
+        for root, dirs, files in os.walk(cache_dir):
+            os.chmod(root, 0o755)
+
+
+def test_unwritable_entries_warn_and_still_read(bbc_small, cache_dir):
+    # Honest as root too: a file where a shard directory should be
+    # (NotADirectoryError) and a directory where an entry should be
+    # (IsADirectoryError) stop writes whatever the permissions.
+    texts = bbc_small[0][:6]
+    ref = PretrainedFeatureExtractor(TEXT).fit(texts).transform(texts)
+    ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
+    ext.transform(texts[:2])
+    files = sorted(glob.glob(os.path.join(cache_dir, "*", "*.emb")))
+    clear_memory_layer()
+    from sktransfer import _cache
+
+    ns = ext._namespace(ext._get_backbone())
+    from sktransfer._inputs import text_digest
+
+    store = _cache.EmbeddingCache(cache_dir)
+    blocked = []
+    for t in texts[2:]:
+        path = store._path(_cache.entry_key(ns, text_digest(t)))
+        shard = os.path.dirname(path)
+        if os.path.isdir(shard):
+            os.makedirs(path)  # a directory where the entry goes
+        else:
+            with open(shard, "w") as f:  # a file where the shard goes
+                f.write("not a directory")
+        blocked.append(path)
+    reset_embedding_stats()
+    with pytest.warns(UserWarning, match=r"cannot write to the embedding cache '.*emb-cache'") as record:
+        Z = ext.transform(texts)
+    assert sum("embedding cache" in str(w.message) for w in record) == 1
+    np.testing.assert_allclose(Z, ref, atol=1e-5)
+    stats = embedding_stats()
+    assert stats["cache_hits"] == 2 and stats["computed"] == 4 and stats["cache_writes"] == 0
+    assert len(files) == 2
+
+
+def test_cache_that_is_a_file_is_named_at_fit(tmp_path):
+    f = tmp_path / "not-a-dir"
+    f.write_text("x")
+    for cache in (str(f), str(f / "sub")):
+        with pytest.raises(ValueError, match=r"cache=.*not-a-dir.* is not a directory"):
+            PretrainedFeatureExtractor(TEXT, cache=cache).fit(["x"])
+
+
+def test_permission_denied_on_the_temp_file_warns_once_and_still_reads(bbc_small, cache_dir, monkeypatch):
+    # What a read-only cache directory does for a non-root user (the chmod
+    # test above is skipped as root): creating the temporary file fails.
+    from sktransfer import _cache, _utils
+
+    texts = bbc_small[0][:4]
+    ref = PretrainedFeatureExtractor(TEXT).fit(texts).transform(texts)
+    ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
+    ext.transform(texts[:2])
+    real_open = os.open
+
+    def denied(path, flags, *args, **kwargs):
+        if os.path.basename(os.fsdecode(path)).startswith(".tmp-"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(_utils.os, "open", denied)
+    monkeypatch.setattr(_cache, "_warned_unwritable", set(), raising=False)
+    clear_memory_layer()
+    reset_embedding_stats()
+    with pytest.warns(UserWarning, match="cannot write to the embedding cache.*Permission denied") as record:
+        Z = ext.transform(texts)
+    assert sum("embedding cache" in str(w.message) for w in record) == 1
+    np.testing.assert_allclose(Z, ref, atol=1e-6)
+    stats = embedding_stats()
+    assert stats["cache_hits"] == 2 and stats["computed"] == 2 and stats["cache_writes"] == 0

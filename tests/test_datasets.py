@@ -65,9 +65,17 @@ def test_bbc_counts_and_labels(bbc):
     assert "BBC" in bbc.DESCR
 
 
+@pytest.fixture(scope="module")
+def bbc_files():
+    """The corpus in file order (no shuffling)."""
+    return load_bbc_news(shuffle=False)
+
+
 @needs_bbc
-def test_bbc_order_is_deterministic_and_matches_files(bbc):
-    # Sorted by class name, then file name; the label is the file's directory.
+def test_bbc_order_is_deterministic_and_matches_files(bbc_files):
+    # shuffle=False: sorted by class name, then file name; the label is the
+    # file's directory.
+    bbc = bbc_files
     assert np.all(np.diff(bbc.target) >= 0)
     paths = [Path(f) for f in bbc.filenames]
     assert bbc.filenames.shape == (2225,)
@@ -75,13 +83,49 @@ def test_bbc_order_is_deterministic_and_matches_files(bbc):
         (p.parent.name, p.name) for p in paths
     )
     assert [p.parent.name for p in paths] == [bbc.target_names[t] for t in bbc.target]
-    again = load_bbc_news()
+    again = load_bbc_news(shuffle=False)
     assert again.data == bbc.data
     np.testing.assert_array_equal(again.target, bbc.target)
 
 
 @needs_bbc
-def test_bbc_text_is_file_content(bbc):
+def test_bbc_default_order_mixes_classes(bbc):
+    # Issue 10: the rows came sorted by class, so ``data[:100]`` was all
+    # "business". Like sklearn's fetch_20newsgroups, the default shuffles.
+    assert len(set(bbc.target[:50].tolist())) > 1
+    assert not np.all(np.diff(bbc.target) >= 0)
+
+
+@needs_bbc
+def test_bbc_shuffle_is_a_permutation_of_the_files(bbc, bbc_files):
+    # Text, target and filename move together.
+    assert sorted(bbc.filenames.tolist()) == bbc_files.filenames.tolist()
+    by_file = dict(zip(bbc_files.filenames.tolist(), zip(bbc_files.data, bbc_files.target.tolist())))
+    assert [by_file[f] for f in bbc.filenames] == list(zip(bbc.data, bbc.target.tolist()))
+    assert [Path(f).parent.name for f in bbc.filenames] == [bbc.target_names[t] for t in bbc.target]
+
+
+@needs_bbc
+def test_bbc_random_state(bbc):
+    same = load_bbc_news(random_state=42)
+    np.testing.assert_array_equal(same.filenames, bbc.filenames)
+    assert same.data == bbc.data
+    a = load_bbc_news(random_state=0)
+    b = load_bbc_news(random_state=np.random.RandomState(0))
+    np.testing.assert_array_equal(a.filenames, b.filenames)
+    assert a.filenames.tolist() != bbc.filenames.tolist()
+    X, y = load_bbc_news(return_X_y=True, random_state=0)
+    assert X == a.data
+    np.testing.assert_array_equal(y, a.target)
+    f = load_bbc_news(as_frame=True, random_state=0)
+    assert f.frame["text"].tolist() == a.data
+    np.testing.assert_array_equal(f.frame["target"].to_numpy(), a.target)
+    np.testing.assert_array_equal(f.filenames, a.filenames)
+
+
+@needs_bbc
+def test_bbc_text_is_file_content(bbc_files):
+    bbc = bbc_files
     assert bbc.data[0] == Path(bbc.filenames[0]).read_text(encoding="utf-8")
     assert bbc.data[0].startswith("Ad sales boost Time Warner profit")
 

@@ -280,3 +280,14 @@ def test_bad_parameters_are_named(params, match):
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match=match):
         PretrainedFeatureExtractor(TEXT, **params).fit(["hello"])
+
+
+def test_max_length_is_bounded_by_the_model(bbc_small):
+    with pytest.raises(ValueError, match=r"max_length=1000 .*all-MiniLM-L6-v2.*limit of 512 tokens"):
+        PretrainedFeatureExtractor(TEXT, max_length=1000).fit(["hello"])
+    # 512 is MiniLM's real positional limit (sentence-transformers' 256 is only its default).
+    long_text = " ".join(bbc_small[0])[:6000]
+    ext = PretrainedFeatureExtractor(TEXT, max_length=512).fit([long_text])
+    Z = ext.transform([long_text])
+    assert np.isfinite(Z).all()
+    assert not np.allclose(Z, PretrainedFeatureExtractor(TEXT).fit([long_text]).transform([long_text]), atol=1e-3)

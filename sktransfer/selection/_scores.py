@@ -65,23 +65,25 @@ def _check_matrix(a, name):
 
 
 def _check_labels(y, n, name="y"):
-    """1-D class labels of length ``n`` with >= 2 classes → (codes, classes)."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one class label per row), got shape {y.shape}.")
-    if len(y) != n:
-        raise ValueError(f"{name} has {len(y)} labels but there are {n} rows of features.")
-    for i, v in enumerate(y):
-        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-            raise ValueError(f"Row {i} of {name} is missing (None/NaN); every row needs a label.")
-    classes, codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(
-            f"{name} has a single class ({classes[0]!r}); a transferability score compares "
-            "classes and needs at least two."
-        )
+    """1-D class labels of length ``n`` with >= 2 classes → (codes, classes).
+
+    Read through the package's one label validator, which inspects the
+    labels as given (numpy would turn ``["a", 1]`` into two strings and a
+    missing label into the class ``"nan"``).
+    """
+    from .._validation import encode_labels
+
+    length = len(y) if hasattr(y, "__len__") and not isinstance(y, (str, bytes)) else None
+    if length is not None and length != n:
+        raise ValueError(f"{name} has {length} labels but there are {n} rows of features.")
+    raw = y if isinstance(y, np.ndarray) else np.asarray(y) if y is not None else None
+    if raw is not None and raw.dtype.kind == "f" and raw.size and np.isfinite(raw).all():
+        if type_of_target(raw.ravel()) == "continuous":
+            raise ValueError(
+                f"{name} is continuous (e.g. {raw.ravel()[0].item()!r}); this score compares classes and "
+                "needs class labels. For continuous targets use logme_score(features, y, task='regression')."
+            )
+    _, classes, codes = encode_labels(y, name=name, task="a transferability score, which compares classes,")
     return codes.astype(np.intp), classes
 
 

@@ -7,9 +7,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from ._scores import FEATURE_SCORES, PROBABILITY_SCORES, SourceProbabilityExtractor, get_score_function
+from .._validation import check_labels
+from ._scores import PROBABILITY_SCORES, SourceProbabilityExtractor, _check_targets, get_score_function
 
 _EXTRACTOR_PARAMS = (
     "backbone", "layer", "pooling", "normalize", "batch_size", "max_length",
@@ -106,6 +108,8 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         callable takes ``(features, y)``.
     head : estimator or None, default=None
         The probe and refit head (None: ``LogisticRegression(max_iter=2000)``).
+        It sets the task: a classifier ranks for class labels, a regressor
+        (with ``metric="logme"``) for continuous targets.
     confirm_top_k : int, default=0
         Cross-validate ``head`` on the embeddings of the ``k`` best-scored
         candidates and pick the best by probe score (0: trust the score).
@@ -222,6 +226,56 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}.")
         return parsed
 
+    def _check_y(self, y, n):
+        """Validated ``y`` and the task the head sets: ``"classification"`` or ``"regression"``.
+
+        The head decides the task: a classifier (the default) needs class
+        labels, a regressor numeric targets, which only LogME (or a
+        callable metric) can score.
+        """
+        head = self.head if self.head is not None else _default_head()
+        head_name = type(head).__name__
+        named = isinstance(self.metric, str)
+        labels_only = named and self.metric not in ("logme",)
+        if get_tags(head).estimator_type == "regressor":
+            if labels_only:
+                raise ValueError(
+                    f"metric={self.metric!r} scores class labels, but the head {head_name} is a regressor. "
+                    "To rank backbones for continuous targets use metric='logme' (or a callable); "
+                    "for class labels use a classifier head."
+                )
+            if y is None or isinstance(y, (str, bytes)):
+                raise ValueError("y must be numeric targets, one per input, for a regressor head.")
+            try:
+                targets = np.asarray(y, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"y must be numeric targets for the regressor head {head_name}, got "
+                    f"{np.asarray(y, dtype=object).ravel()[:3].tolist()!r}...; for class labels use a "
+                    "classifier head."
+                ) from None
+            if targets.ndim == 0 or len(targets) != n:
+                raise ValueError(f"X and y have different lengths: {n} inputs but {targets.size} targets.")
+            _check_targets(targets, n)  # names the first NaN/infinite row
+            return targets, "regression"
+
+        raw = y if isinstance(y, np.ndarray) else np.asarray(y) if y is not None else None
+        if raw is not None and raw.dtype.kind == "f" and raw.size and np.isfinite(raw).all():
+            if type_of_target(raw.reshape(len(raw), -1) if raw.ndim > 1 else raw) in (
+                "continuous", "continuous-multioutput"
+            ):
+                if labels_only:
+                    why = f"metric={self.metric!r} scores class labels"
+                else:
+                    why = f"the head {head_name} is a classifier"
+                raise ValueError(
+                    f"y is continuous (e.g. {raw.ravel()[0].item()!r}); {why}. To rank backbones for continuous "
+                    "targets use metric='logme' with a regressor head, e.g. "
+                    "BackboneSelector(candidates, head=Ridge())."
+                )
+        labels = check_labels(y, n_rows=n, task="ranking backbones for a classifier")
+        return labels, "classification"
+
     def _extractor_params(self, params):
         merged = {"cache": self.cache}
         merged.update(self.extractor_params or {})
@@ -257,8 +311,12 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         X : list, array, Series or one-column DataFrame
             Texts or images, as for PretrainedFeatureExtractor.
         y : array-like of shape (n_samples,)
-            Target labels (or continuous targets with ``metric="logme"`` and
-            a regressor ``head``).
+            Class labels for a classifier ``head`` (the default). With a
+            regressor ``head`` (e.g. ``Ridge()``), numeric targets, scored
+            by ``metric="logme"`` as a regression (whole numbers too). ``y``
+            is checked before any model is loaded: continuous targets with
+            a classifier head, a missing label or mixed label types raise
+            a ``ValueError``.
 
         Returns
         -------
@@ -269,16 +327,15 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         from .._inputs import as_rows
 
         parsed = self._check_params()
-        y = np.asarray(y)
         n = len(as_rows(X))
-        if n != len(y):
-            raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
+        # Check y once, before any model is loaded or any input embedded.
+        y, task = self._check_y(y, n)
         score_fn = get_score_function(self.metric)
-        # Check y once, before any model runs (a single class, NaN labels...).
-        if self.metric in PROBABILITY_SCORES:
-            score_fn(np.full((n, 2), 0.5), y)
-        elif self.metric in FEATURE_SCORES:
-            score_fn(np.arange(n, dtype=np.float64)[:, None] % 7, y)
+        if self.metric == "logme":
+            base_fn = score_fn
+
+            def score_fn(Z, y):
+                return base_fn(Z, y, task=task)
 
         keep = max(1, int(self.confirm_top_k))
         kept = {}  # label -> (score, extractor, features): the `keep` best so far
