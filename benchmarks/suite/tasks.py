@@ -68,6 +68,15 @@ def _fashion():
     return b.data, np.asarray(b.target), list(b.target_names)
 
 
+def _lfw_faces():
+    # scikit-image ships 200 25x25 grayscale crops: 100 faces (LFW), then 100 non-faces.
+    from skimage.data import lfw_subset
+
+    images = (lfw_subset() * 255).round().astype(np.uint8)
+    y = np.repeat([1, 0], 100)
+    return images, y, ["not a face", "face"]
+
+
 # name -> zero-argument loader returning (X, y, target_names). Loaders from
 # sktransfer.datasets are looked up by name so that a missing optional
 # package only removes its own task (see ``available``).
@@ -75,12 +84,14 @@ LOADERS = {
     "bbc_news": _sktransfer_loader("load_bbc_news"),
     "fashion_mnist": _fashion,
     "digits": _digits,
+    "lfw_faces": _lfw_faces,
 }
 
 TASKS = {
     "bbc_news": Task("bbc_news", "text", "topic (news articles, long)", "bbc_news"),
     "fashion_mnist": Task("fashion_mnist", "image", "objects (28x28 grayscale)", "fashion_mnist"),
     "digits": Task("digits", "image", "handwritten digits (8x8 grayscale)", "digits"),
+    "lfw_faces": Task("lfw_faces", "image", "face or not (25x25 grayscale, 200 rows)", "lfw_faces"),
 }
 
 
