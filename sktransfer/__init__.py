@@ -1,22 +1,27 @@
 """sktransfer: transfer learning as scikit-learn estimators."""
 
+from ._auto import AutoTransferClassifier
 from ._cache import EmbeddingCache, embedding_stats, reset_embedding_stats
 from ._config import config_context, get_config, set_config
 from ._feature_extractor import PretrainedFeatureExtractor
 from ._few_shot import FewShotClassifier
 from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
 from ._lora import LoRAClassifier, merge_adapters
+from ._lr_finder import plot_lr_find
 from ._persistence import SaveIntegrityError, UnverifiedSaveWarning
 from ._zero_shot import ZeroShotClassifier
 from .adaptation import DANNClassifier, EmbeddingDAClassifier
 from .backbones import BackboneNotFoundError, load_backbone
+from .callbacks import CheckpointError
 from .selection import BackboneSelector
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoTransferClassifier",
     "BackboneNotFoundError",
     "BackboneSelector",
+    "CheckpointError",
     "DANNClassifier",
     "EmbeddingDAClassifier",
     "EmbeddingCache",
@@ -33,6 +38,7 @@ __all__ = [
     "get_config",
     "load_backbone",
     "merge_adapters",
+    "plot_lr_find",
     "reset_embedding_stats",
     "set_config",
 ]

@@ -17,7 +17,6 @@ way.
 """
 
 import copy
-import json
 import os
 import warnings
 
@@ -31,9 +30,9 @@ from torch import nn
 from . import _persistence
 from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
 from ._transfer_module import TransferModule
-from ._seeding import data_generator, fit_seed, isolated_torch_rng
+from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device
-from ._validation import encode_labels
+from ._validation import check_model_params, encode_labels
 from ._zero_shot import check_templates, fill_templates, label_texts
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
@@ -334,6 +333,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"head must be a scikit-learn classifier (e.g. LogisticRegression()), got {self.head!r}."
             )
+        check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
         check_in_range_int(self.n_pairs, "n_pairs", 2)
         check_in_range_int(self.max_epochs, "max_epochs", 1)
         check_in_range_int(self.batch_size, "batch_size", 1)
@@ -396,7 +396,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         # Training runs on a fork of torch's global generators (the user's,
         # left as they were; see sktransfer._seeding).
-        with isolated_torch_rng():
+        with isolated_torch_rng(self.device_):
             return self._fit_isolated(X, y, classes, y_enc, prompts)
 
     def _fit_isolated(self, X, y, classes, y_enc, prompts):
@@ -410,7 +410,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         # numpy's global generator) drives the pairs and torch alike.
         bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
         seed = fit_seed(self.random_state)
-        torch.manual_seed(seed)
+        seed_torch(seed, self.device_)
         if prompts and bb.modality != "text":
             raise ValueError(
                 "init_from_labels=True needs a text backbone: the label names are added as text examples, "
@@ -482,7 +482,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     def _get_backbone(self):
         bb = getattr(self, "_backbone_obj", None)
         if bb is None:
-            bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+            with isolated_torch_rng():  # an unpickled model's first load: not on the user's generator
+                bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
             self._backbone_obj = bb
         return bb
 
@@ -584,8 +585,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         state = {k: v.detach().cpu().contiguous() for k, v in self.body_.state_dict().items()}
         save_file(state, os.path.join(path, "body.safetensors"))
         sio.dump(self.head_, os.path.join(path, "head.skops"))
-        with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(meta, f, indent=2, default=str)
+        _persistence.write_config(path, meta)
         _persistence.write_manifest(path, self._SAVED_FILES, type(self).__name__)
         return path
 
@@ -641,7 +641,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
                 f"{config!r} lists {len(classes)} classes but the head in {head_file!r} was fitted on "
                 f"{len(head_classes)}: the files come from different models."
             )
-        bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+        with isolated_torch_rng():  # a backbone's first load draws random numbers: not from the user's generator
+            bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
         normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
         module = TransferModule(trainable_copy(bb.body), nn.Identity(), bb.modality, normalize, False)
         state = _persistence.load_tensors(path, "body.safetensors")

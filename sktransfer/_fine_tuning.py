@@ -23,6 +23,7 @@ class _FineTunedBase(_SkorchTransferBase):
         head="linear",
         head_hidden=256,
         head_dropout=0.1,
+        head_init="random",
         lr=1e-3,
         backbone_lr_ratio=0.1,
         layer_decay=None,
@@ -54,6 +55,7 @@ class _FineTunedBase(_SkorchTransferBase):
         self.head = head
         self.head_hidden = head_hidden
         self.head_dropout = head_dropout
+        self.head_init = head_init
         self.lr = lr
         self.backbone_lr_ratio = backbone_lr_ratio
         self.layer_decay = layer_decay
@@ -89,6 +91,38 @@ class _FineTunedBase(_SkorchTransferBase):
             raise ValueError(f"layer_decay must be None or in (0, 1], got {self.layer_decay!r}.")
         if not isinstance(self.freeze_bn_stats, (bool, np.bool_)):
             raise ValueError(f"freeze_bn_stats must be True or False, got {self.freeze_bn_stats!r}.")
+        if self.head_init not in ("random", "probe"):
+            raise ValueError(f"head_init must be 'random' or 'probe', got {self.head_init!r}.")
+        if self.head_init == "probe" and self.head != "linear":
+            raise ValueError(
+                f"head_init='probe' sets a linear head from a linear probe; head={self.head!r} is not linear. "
+                "Use head='linear' or head_init='random'."
+            )
+
+    def _init_head(self, module, Xd, y_enc, stratify, seed):
+        if self.head_init != "probe":
+            return
+        from ._head_init import init_head_from_probe
+
+        rows = np.arange(len(y_enc))
+        if self.validation_fraction:
+            # The probe sees the training rows only: the split skorch draws in _train.
+            from skorch.dataset import ValidSplit
+
+            train, _ = ValidSplit(self.validation_fraction, stratified=stratify, random_state=seed)(rows, y_enc)
+            rows = np.asarray(train.indices)
+        cw = getattr(self, "class_weight", None)
+        if isinstance(cw, dict):
+            cw = {code: cw.get(label, 1.0) for code, label in enumerate(self.classes_)}
+        init_head_from_probe(
+            module,
+            {k: v[rows] for k, v in Xd.items()},
+            y_enc[rows],
+            classification=hasattr(self, "classes_"),
+            class_weight=cw,
+            batch_size=max(self.batch_size, 32),
+            device=self.device_,
+        )
 
     def _method_callbacks(self, module, shared):
         groups = module.block_groups
@@ -142,8 +176,25 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     head_hidden : int, default=256
         Width of the MLP head.
     head_dropout : float, default=0.1
-    lr : float, default=1e-3
-        Learning rate of the head.
+    head_init : {"random", "probe"}, default="random"
+        ``"probe"`` starts training from the linear probe (LP-FT): a
+        ``LogisticRegression`` (``Ridge`` for regression) fitted on the
+        frozen features of the training rows sets the linear head before
+        fine-tuning, so training starts where the frozen probe ends (LP-FT,
+        Kumar et al. 2022). Costs one forward pass over the training rows.
+        Needs ``head="linear"``.
+    lr : float or "auto", default=1e-3
+        Learning rate of the head (the peak of the warm-up + cosine
+        schedule). ``"auto"`` chooses it with a learning-rate range test
+        (fastai's ``lr_find``) on the training rows before training: up to
+        100 steps with the rate growing from 1e-7 to 10, the loss smoothed,
+        stopped when it diverges; the rate taken is a tenth of the rate
+        of the lowest loss (sktransfer/_lr_finder.py says why). The
+        model, optimizer and random state are then put back, so the fit
+        equals one with ``lr=lr_``. ``lr_`` holds the rate, ``lr_finder_``
+        the sweep (see :func:`sktransfer.plot_lr_find`).
+        ``backbone_lr_ratio`` and ``layer_decay`` apply to the found rate as
+        to a given one.
     backbone_lr_ratio : float, default=0.1
         Backbone learning rate as a fraction of ``lr`` (small by default:
         pretrained weights need small steps).
@@ -189,9 +240,16 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         named by a fingerprint of its data, classes, parameters and seed
         (``checkpoint_path_``), every epoch, random state included: a fit
         interrupted and run again with the same data and parameters resumes
-        and ends bit-identical (on CPU) to an uninterrupted one; a finished
-        run is reused; any other fit (another fold or candidate of a search)
-        trains its own.
+        and ends bit-identical to an uninterrupted one (on CPU, with the
+        same torch version and number of threads); a finished run (all
+        epochs, or stopped after an epoch by any callback) is reused; any
+        other fit (another fold or candidate of a search) trains its own.
+        With ``random_state=None`` the fingerprint holds no seed: the same
+        data and parameters resume or reuse the run with the seed it drew
+        first, they do not draw a new one. ``callbacks`` are not in the
+        fingerprint either: don't share a directory between fits whose
+        callbacks change training. The files survive a killed process, not
+        a power cut (nothing calls ``fsync``).
     augment : bool, default=True
         Random resized crops and flips for images, in training only.
     image_size : int or None, default=None
@@ -222,6 +280,11 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     history_ : skorch.History
     n_epochs_ : int
     modality_ : {"text", "image"}
+    lr_ : float
+        The learning rate trained at: ``lr``, or the one ``lr="auto"`` chose.
+    lr_finder_ : LRFinderResult or None
+        With ``lr="auto"``, the range test: ``lrs``, smoothed ``losses``,
+        the choice, and ``plot(ax=None)``. None with a numeric ``lr``.
     checkpoint_path_ : str or None
         The subdirectory of ``checkpoint_dir`` this fit wrote its
         checkpoints to (None without ``checkpoint_dir``).
@@ -253,6 +316,7 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         head="linear",
         head_hidden=256,
         head_dropout=0.1,
+        head_init="random",
         lr=1e-3,
         backbone_lr_ratio=0.1,
         layer_decay=None,
@@ -286,6 +350,7 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
             head=head,
             head_hidden=head_hidden,
             head_dropout=head_dropout,
+            head_init=head_init,
             lr=lr,
             backbone_lr_ratio=backbone_lr_ratio,
             layer_decay=layer_decay,
@@ -324,6 +389,10 @@ class FineTunedRegressor(_RegressorOutputs, RegressorMixin, _FineTunedBase):
     ----------
     n_outputs_ : int
     net_ : skorch.NeuralNet
+    lr_ : float
+        The learning rate trained at (``lr``, or the one ``lr="auto"`` chose).
+    lr_finder_ : LRFinderResult or None
+        The range test of ``lr="auto"`` (None with a numeric ``lr``).
     checkpoint_path_ : str or None
         The subdirectory of ``checkpoint_dir`` this fit wrote its
         checkpoints to (None without ``checkpoint_dir``).

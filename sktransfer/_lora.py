@@ -170,6 +170,10 @@ image_size, max_length, pooling, bf16, device, random_state, verbose, \
 callbacks, class_weight
         As in :class:`FineTunedClassifier`; ``lr`` applies to the adapters
         and, unless ``head_lr`` is set, to the head (default 1e-3).
+        ``lr="auto"`` chooses it with a learning-rate range test on the
+        training rows (see :class:`FineTunedClassifier`); with ``head_lr``
+        set, the head stays at ``head_lr`` during the test and only the
+        adapters' rate is searched.
     head_lr : float or None, default=None
         Learning rate of the new head (None: ``lr``), so that the head and
         the adapters can be tuned apart (e.g. in ``GridSearchCV``). On
@@ -188,6 +192,10 @@ callbacks, class_weight
     target_modules_ : list of str
     base_fingerprint_ : str
         Hash of the base weights; :meth:`load` refuses a different base.
+    lr_ : float
+        The adapters' learning rate: ``lr``, or the one ``lr="auto"`` chose.
+    lr_finder_ : LRFinderResult or None
+        The range test of ``lr="auto"`` (None with a numeric ``lr``).
 
     Examples
     --------
@@ -473,9 +481,12 @@ callbacks, class_weight
         trained_on = est.backbone
         if backbone is not None:
             est.backbone = backbone
-        shared = est._base_for_adapter(est.backbone, fingerprint, repr(str(path)), trained_on)
+        # The base's first load in a process and the new adapters' and head's
+        # init draw random numbers: on a fork, not on the user's generator.
+        with isolated_torch_rng():
+            shared = est._base_for_adapter(est.backbone, fingerprint, repr(str(path)), trained_on)
+            module = est._build_module(shared, est._n_out_fitted())
         est.base_fingerprint_ = fingerprint
-        module = est._build_module(shared, est._n_out_fitted())
         state = _persistence.load_tensors(path, "adapter.safetensors")
         expected = est._adapter_state(module)
         _persistence.check_state_fits(expected, state, path, "adapter.safetensors", est._describe_saved())
@@ -500,8 +511,9 @@ callbacks, class_weight
         if name != "net_" or pending is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         try:
-            shared = self._base_for_adapter(self.backbone, self.base_fingerprint_, "this unpickled LoRAClassifier", self.backbone)
-            module = self._build_module(shared, self._n_out_fitted())
+            with isolated_torch_rng():  # loading and building draw random numbers: not from the user's generator
+                shared = self._base_for_adapter(self.backbone, self.base_fingerprint_, "this unpickled LoRAClassifier", self.backbone)
+                module = self._build_module(shared, self._n_out_fitted())
             self._set_adapter_state(module, pending)
             self._attach_net(module)
         except AttributeError as exc:  # hasattr() would read it as "not fitted"

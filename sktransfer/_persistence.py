@@ -14,14 +14,17 @@ Loading never unpickles and never runs code from the save (tensors come from
 safetensors, parameters from JSON, sklearn heads from skops' trusted types).
 """
 
-import hashlib
 import json
 import os
 import warnings
 
+from ._utils import atomic_write_bytes, sha256_file
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-_CHUNK = 1 << 20
+# Key of config.json saying the save has a manifest: without it, a save that
+# lost its manifest.json is refused, not loaded as an older, unverified save.
+MANIFEST_MARKER = "manifest"
 
 
 class SaveIntegrityError(ValueError):
@@ -30,15 +33,6 @@ class SaveIntegrityError(ValueError):
 
 class UnverifiedSaveWarning(UserWarning):
     """A save has no manifest (written before sktransfer kept one), so its files can't be verified."""
-
-
-def _sha256(path):
-    # hashlib.file_digest needs Python 3.11; the package supports 3.10.
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(path, files, estimator):
@@ -51,7 +45,7 @@ def write_manifest(path, files, estimator):
     entries = {}
     for name in files:
         full = os.path.join(path, name)
-        entries[name] = {"sha256": _sha256(full), "bytes": os.path.getsize(full)}
+        entries[name] = {"sha256": sha256_file(full), "bytes": os.path.getsize(full)}
     manifest = {
         "format": "sktransfer-save",
         "format_version": FORMAT_VERSION,
@@ -59,8 +53,19 @@ def write_manifest(path, files, estimator):
         "estimator": estimator,
         "files": entries,
     }
-    with open(os.path.join(path, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2)
+    atomic_write_bytes(os.path.join(path, MANIFEST), json.dumps(manifest, indent=2).encode("utf-8"))
+
+
+def write_config(path, meta):
+    """Write ``config.json`` in ``path`` (atomically), marked as part of a save with a manifest.
+
+    Every ``save`` writes its config through here and then
+    :func:`write_manifest`; the marker lets :func:`verify_save` tell a save
+    whose manifest was deleted from one older than manifests.
+    """
+    meta = {**meta, MANIFEST_MARKER: FORMAT_VERSION}
+    data = json.dumps(meta, indent=2, default=str).encode("utf-8")
+    atomic_write_bytes(os.path.join(str(path), "config.json"), data)
 
 
 def _missing(path, name):
@@ -96,6 +101,13 @@ def verify_save(path, stacklevel=2):
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No saved estimator at {path!r}: the directory does not exist.")
     if not os.path.exists(os.path.join(path, MANIFEST)):
+        meta = _config_if_readable(path)
+        if isinstance(meta, dict) and meta.get(MANIFEST_MARKER):
+            raise SaveIntegrityError(
+                f"{os.path.join(path, MANIFEST)!r} is missing: {os.path.join(path, 'config.json')!r} says the save "
+                "was written with a manifest, so its files can't be verified without it. Refusing to load; "
+                "copy the whole directory that save() wrote, or save the estimator again."
+            )
         warnings.warn(
             f"{path!r} has no {MANIFEST}: it was saved before sktransfer kept one, so its files can't be "
             "checked for corruption or edits. Save the loaded estimator again to add one.",
@@ -121,7 +133,7 @@ def verify_save(path, stacklevel=2):
             raise SaveIntegrityError(f"{manifest_file!r} lists {name!r}, which is not a file of the save.")
         if not os.path.isfile(full):
             raise _missing(path, name)
-        digest = _sha256(full)
+        digest = sha256_file(full)
         recorded = entry.get("sha256") if isinstance(entry, dict) else None
         if digest != recorded:
             raise SaveIntegrityError(
@@ -130,6 +142,15 @@ def verify_save(path, stacklevel=2):
                 "edited. Refusing to load it; save the estimator again."
             )
     return set(listed)
+
+
+def _config_if_readable(path):
+    """``config.json`` of ``path`` as JSON, or None when it is missing or not JSON (read_json names those)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def read_saved_config(path, cls, files, stacklevel=2):
@@ -191,30 +212,10 @@ def build_estimator(cls, params, path, legacy=None):
 
 
 def _check_model_params(params):
-    """The parameters ``fit`` checks only when it loads the backbone or tokenizes, checked up front.
+    """The parameters ``fit`` checks on the estimator, checked on the saved config (backbone: a name)."""
+    from ._validation import check_model_params
 
-    A save always names its backbone (``save`` refuses a module); the device
-    must parse, not be present here (a model saved on a GPU may be loaded
-    where there is none: ``load`` then says so).
-    """
-    import torch
-
-    backbone = params.get("backbone")
-    if not isinstance(backbone, str) or not backbone.strip():
-        raise ValueError(f"backbone must be a model name or path, got {backbone!r}")
-    if "pooling" in params and params["pooling"] not in ("mean", "cls"):
-        raise ValueError(f"pooling must be 'mean' or 'cls', got {params['pooling']!r}")
-    device = params.get("device")
-    if device is not None and device != "auto":
-        try:
-            if not isinstance(device, str):
-                raise TypeError
-            torch.device(device)
-        except (RuntimeError, TypeError, ValueError):
-            raise ValueError(f"device must be 'auto', None or a torch device name such as 'cpu' or 'cuda:0', got {device!r}") from None
-    max_length = params.get("max_length")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"max_length must be None or a positive integer, got {max_length!r}")
+    check_model_params(params=params, saved=True)
     if "target_modules" in params:
         targets = params["target_modules"]
         if not (isinstance(targets, str) and targets) and not (
@@ -268,26 +269,30 @@ def check_state_fits(expected, loaded, path, name, describe):
 
 
 def check_classes(classes, config):
-    """``classes`` from a saved config as an array: two or more distinct labels, all strings or all numbers."""
-    import numbers
+    """``classes`` from a saved config as an array: two or more distinct labels, all strings or all numbers.
 
+    The labels are checked as ``fit`` checks ``y`` (:func:`~sktransfer._validation.check_labels`),
+    plus what ``classes_`` is: a list (JSON keeps no bytes, so strings,
+    numbers or bools), each label once, finite numbers.
+    """
     import numpy as np
 
-    def kind(v):
-        if isinstance(v, str):
-            return "str"
-        if isinstance(v, numbers.Number) and not isinstance(v, bool) and np.isfinite(v):
-            return "number"
-        return None
+    from ._validation import check_labels
 
     if not isinstance(classes, list) or len(classes) < 2:
         raise SaveIntegrityError(f"{config!r}: 'classes' must be a list of two or more labels, got {classes!r}.")
-    kinds = {kind(v) for v in classes}
-    if None in kinds or len(kinds) != 1:
+    try:
+        # Two or more labels, each once (below), is two or more classes: no min_classes here.
+        arr = check_labels(classes, name="classes", min_classes=0, task="a classifier")
+        ok = arr.dtype.kind in "Uiub" or (arr.dtype.kind == "f" and np.isfinite(arr).all())
+    except ValueError as exc:
+        ok, why = False, f" ({exc})"
+    else:
+        why = ""
+    if not ok:
         raise SaveIntegrityError(
-            f"{config!r}: 'classes' must be all strings or all finite numbers, got {classes!r}."
+            f"{config!r}: 'classes' must be all strings or all finite numbers{why}, got {classes!r}."
         )
-    arr = np.asarray(classes)
     if len(np.unique(arr)) != len(arr):
         raise SaveIntegrityError(f"{config!r}: 'classes' lists a label twice: {classes!r}.")
     return arr

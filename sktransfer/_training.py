@@ -9,7 +9,6 @@ parameters).
 """
 
 import copy
-import json
 import numbers
 import os
 import warnings
@@ -21,12 +20,12 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
-from . import _persistence
+from . import _lr_finder, _persistence
 from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
 from ._transfer_module import TransferModule, make_head
-from ._seeding import data_generator, fit_seed, isolated_torch_rng
+from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device
-from ._validation import encode_labels
+from ._validation import check_model_params, encode_labels
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
 from .callbacks import ResumableCheckpoint, WarmupCosine
@@ -69,8 +68,11 @@ class _TransferNet(NeuralNet):
             named = [(n, p) for n, p in self.module_.named_parameters() if p.requires_grad]
             head = [p for n, p in named if "task_head." in n]
             rest = [p for n, p in named if "task_head." not in n]
-            groups = [{"params": rest, "lr": self.lr, "weight_decay": decay}]
-            groups.append({"params": head, "lr": self.head_lr or self.lr, "weight_decay": decay})
+            # ``lr_scale``: the group's share of ``lr`` (timm's name), which the
+            # LR range test (lr="auto") sweeps; a head with its own head_lr has none.
+            groups = [{"params": rest, "lr": self.lr, "lr_scale": 1.0, "weight_decay": decay}]
+            head_group = {"params": head, "lr": self.head_lr or self.lr, "weight_decay": decay}
+            groups.append(head_group if self.head_lr else {**head_group, "lr_scale": 1.0})
             self.optimizer_ = self.optimizer([g for g in groups if g["params"]], lr=self.lr)
             return self
         module = self.module_
@@ -82,7 +84,7 @@ class _TransferNet(NeuralNet):
         # out of every group would silently never train.
         body_ids = {id(p) for p in module.body.parameters()}
         others = [p for p in module.parameters() if id(p) not in body_ids]
-        param_groups = [{"params": others, "lr": head_lr, "weight_decay": decay}]
+        param_groups = [{"params": others, "lr": head_lr, "lr_scale": 1.0, "weight_decay": decay}]
         assigned = set()
         for depth, names in enumerate(reversed(groups)):  # depth 0 = top
             factor = self.layer_decay**depth if self.layer_decay else 1.0
@@ -90,11 +92,17 @@ class _TransferNet(NeuralNet):
             assigned.update(names)
             if ps:
                 # With L2-SP the backbone is pulled to w0, not to 0.
-                param_groups.append({"params": ps, "lr": backbone_lr * factor, "weight_decay": 0.0 if self.l2sp else decay})
+                param_groups.append({
+                    "params": ps, "lr": backbone_lr * factor, "lr_scale": self.backbone_lr_ratio * factor,
+                    "weight_decay": 0.0 if self.l2sp else decay,
+                })
         rest = [p for nm, p in params.items() if nm not in assigned]
         if rest:
             factor = self.layer_decay ** len(groups) if self.layer_decay else 1.0
-            param_groups.append({"params": rest, "lr": backbone_lr * factor, "weight_decay": 0.0 if self.l2sp else decay})
+            param_groups.append({
+                "params": rest, "lr": backbone_lr * factor, "lr_scale": self.backbone_lr_ratio * factor,
+                "weight_decay": 0.0 if self.l2sp else decay,
+            })
         self.optimizer_ = self.optimizer(param_groups, lr=head_lr)
         return self
 
@@ -118,7 +126,7 @@ class _WeightedCrossEntropy:
 
 # Parameters added after the first release, with the value that reproduces
 # how an estimator saved or pickled before them was trained.
-_LEGACY_DEFAULTS = {"freeze_bn_stats": False, "head_lr": None}
+_LEGACY_DEFAULTS = {"freeze_bn_stats": False, "head_lr": None, "head_init": "random"}
 
 
 def _with_legacy_params(cls, params):
@@ -174,17 +182,23 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     # -------------------------------------------------------- validation
     def _validate_common(self):
+        check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
         if self.head not in ("linear", "mlp"):
             raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}.")
         check_in_range_int(self.head_hidden, "head_hidden", 1)
         check_in_range_int(self.max_epochs, "max_epochs", 1)
         check_in_range_int(self.batch_size, "batch_size", 1)
         self._check_reals(
-            ("lr", 0.0, None), ("warmup", 0.0, 1.0), ("weight_decay", 0.0, None),
+            ("warmup", 0.0, 1.0), ("weight_decay", 0.0, None),
             ("validation_fraction", 0.0, 0.9), ("head_dropout", 0.0, 1.0),
         )
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}.")
+        lr = self.lr
+        if not (isinstance(lr, str) and lr == "auto") and (
+            isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not 0 < lr < float("inf")
+        ):
+            raise ValueError(
+                f"lr must be a number > 0 or 'auto' (a learning-rate range test on the training data), got {lr!r}."
+            )
         if self.grad_clip is not None and not (self.grad_clip > 0):
             raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip!r}.")
         if self.early_stopping is not None:
@@ -238,7 +252,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         # Everything random runs on a fork of torch's global generators, which
         # are the user's and are left as they were (sktransfer._seeding).
-        with isolated_torch_rng():
+        with isolated_torch_rng(self.device_):
             # Load before seeding: the first load of a backbone in a process
             # builds it with random init before reading its weights, which
             # would make the first fit differ from the later ones.
@@ -257,15 +271,21 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
                 checkpoint = ResumableCheckpoint(self.checkpoint_path_, fingerprint, seed, self.max_epochs)
                 state = checkpoint.read_state()
                 if state is not None:
-                    seed = state["seed"]  # a random_state=None fit resumes with the seed it drew
+                    # A random_state=None fit resumes with the seed it drew, and
+                    # keeps writing that one (not the one drawn now) in its checkpoints.
+                    checkpoint.seed = seed = state["seed"]
             # Seeds the (forked) torch generator: init, dropout, augmentation;
             # the DataLoader shuffles with its own generator, the validation
             # split gets the seed itself (numpy's global state is untouched).
-            torch.manual_seed(seed)
+            seed_torch(seed, self.device_)
             generator = data_generator(seed)
             module = self._build_module(shared, n_out)
+            self._init_head(module, Xd, y_enc, stratify, seed)
             self._train(module, shared, Xd, y_enc, stratify, seed, generator, checkpoint, state)
         return self
+
+    def _init_head(self, module, Xd, y_enc, stratify, seed):
+        """Hook: set the new head before training (FineTuned*: ``head_init="probe"``)."""
 
     def _checkpoint_fingerprint(self, shared, Xd, y_enc, n_out, seed):
         """Name of this fit's checkpoint: a hash of what the fit trains on and how.
@@ -333,7 +353,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             module=module,
             criterion=self._criterion(y_enc),
             optimizer=torch.optim.AdamW,
-            lr=self.lr,
+            lr=_lr_finder.START_LR if self.lr == "auto" else self.lr,  # "auto": set below
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
@@ -349,6 +369,14 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             **self._net_kwargs(),
         )
         net.initialize()
+        self.lr_, self.lr_finder_ = float(net.lr), None
+        if self.lr == "auto":
+            # skorch has no LR finder: an LR range test on skorch's own steps
+            # (sktransfer._lr_finder), from the initial state, which it leaves
+            # as it found it. It runs again on resume (same seed, same rate).
+            self.lr_finder_ = _lr_finder.lr_range_test(net, Xd, torch.as_tensor(y_enc), seed)
+            self.lr_ = net.lr = self.lr_finder_.lr
+            net.initialize_optimizer()  # the groups at their shares of lr_
         epochs = self.max_epochs
         if state is not None:
             checkpoint.restore(net, state)
@@ -370,7 +398,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     def _forward(self, X, features=False):
         check_is_fitted(self, "net_")
-        bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        with isolated_torch_rng():  # for its tokenizer; a first load in a process draws random numbers
+            bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
         Xd = self._encode_X(X, bb, fitting=False)
         module = self.net_.module_
         module.eval()
@@ -419,8 +448,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     def _write_config(self, path, extra=None):
         meta = {"class": type(self).__name__, "params": self._config(), "fitted": self._fitted_json(), **(extra or {})}
-        with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(meta, f, indent=2, default=str)
+        _persistence.write_config(path, meta)
 
     @classmethod
     def _read_config(cls, path):
@@ -468,10 +496,12 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         # class_weight="balanced" needs the training labels, which a save
         # does not keep, so it comes back unweighted.
         criterion = self._criterion(np.arange(self._n_out_fitted()))
+        # The rate it trained at; a save does not keep lr="auto"'s choice (1e-3 then).
+        lr = self.__dict__.get("lr_", self.lr)
         net = _TransferNet(
             module=module,
             criterion=criterion,
-            lr=self.lr,
+            lr=1e-3 if lr == "auto" else lr,
             device=self.device_,
             predict_nonlinearity=None,
             batch_size=self.batch_size,
@@ -513,8 +543,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         loads with an :class:`~sktransfer.UnverifiedSaveWarning`.
         """
         est, _ = cls._read_config(path)
-        shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
-        module = est._build_module(shared, est._n_out_fitted())
+        with isolated_torch_rng():  # the backbone's first load and the new head's init draw random numbers
+            shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+            module = est._build_module(shared, est._n_out_fitted())
         state = _persistence.load_tensors(path, "model.safetensors")
         _persistence.check_state_fits(module.state_dict(), state, path, "model.safetensors", est._describe_saved())
         module.load_state_dict(state, strict=True)

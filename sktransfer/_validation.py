@@ -17,24 +17,38 @@ import numpy as np
 from sklearn.utils.multiclass import type_of_target
 
 
+try:
+    import pandas as _pd
+except ImportError:  # pragma: no cover - pandas is a dependency
+    _pd = None
+_PANDAS_MISSING = () if _pd is None else (_pd.NA, _pd.NaT)
+
+
 def _is_missing(v):
     if v is None:
         return True
     if isinstance(v, (float, np.floating)) and np.isnan(v):
         return True
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        return False
-    return v is pd.NA or v is pd.NaT
+    return any(v is m for m in _PANDAS_MISSING)
 
 
 def _kind(v):
-    if isinstance(v, (str, np.str_, bytes, np.bytes_)):
+    # bytes and bools are kinds of their own: np.asarray(["a", b"b"]) makes
+    # b"b" the string "b", and np.asarray([True, 2]) makes True the number 1.
+    if isinstance(v, (bytes, np.bytes_)):
+        return "bytes"
+    if isinstance(v, (str, np.str_)):
         return "string"
-    if isinstance(v, (numbers.Number, np.number, np.bool_)):
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (numbers.Number, np.number)):
         return "number"
     return type(v).__name__
+
+
+def _show(v):
+    """A label as the user would write it: ``1.0``, not ``np.float64(1.0)``."""
+    return repr(v.item() if isinstance(v, np.generic) else v)
 
 
 def check_labels(y, *, name="y", n_rows=None, min_classes=2, task="a classifier"):
@@ -88,7 +102,7 @@ def check_labels(y, *, name="y", n_rows=None, min_classes=2, task="a classifier"
             first.setdefault(_kind(v), i)
         if len(first) > 1:
             kinds = sorted(first, key=first.get)
-            rows = ", ".join(f"row {first[k]} is a {k} ({raw[first[k]]!r})" for k in kinds[:3])
+            rows = ", ".join(f"row {first[k]} is a {k} ({_show(raw[first[k]])})" for k in kinds[:3])
             raise ValueError(
                 f"{name} mixes label types: {rows}. Use one type for every label "
                 f"(e.g. all strings: [str(v) for v in {name}])."
@@ -96,16 +110,16 @@ def check_labels(y, *, name="y", n_rows=None, min_classes=2, task="a classifier"
     # Consistent types: numpy's own dtype now loses nothing.
     out = np.asarray(raw.tolist()) if raw.dtype.kind == "O" else np.asarray(raw)
     if out.ndim != 1:
-        raise ValueError(f"{name} must hold one scalar label per input; row 0 is {raw[0]!r}.")
+        raise ValueError(f"{name} must hold one scalar label per input; row 0 is {_show(raw[0])}.")
     if out.dtype.kind == "f" and type_of_target(out) == "continuous":
         raise ValueError(
-            f"{name} is continuous (e.g. {out[0]!r}); {task} needs class labels. "
+            f"{name} is continuous (e.g. {_show(out[0])}); {task} needs class labels. "
             "For continuous targets use a regressor (e.g. FineTunedRegressor)."
         )
     if min_classes:
         classes = np.unique(out)
         if len(classes) < min_classes:
-            what = f"a single class ({classes.tolist()[0]!r})" if len(classes) else "no labels"
+            what = f"a single class ({_show(classes[0])})" if len(classes) else "no labels"
             raise ValueError(f"{name} has {what}; {task} needs at least {min_classes}.")
     return out
 
@@ -115,3 +129,41 @@ def encode_labels(y, **kwargs):
     y = check_labels(y, **kwargs)
     classes, codes = np.unique(y, return_inverse=True)
     return y, classes, codes.astype(np.int64)
+
+
+def check_model_params(est=None, *, params=None, saved=False):
+    """The parameters that pick and feed the backbone, checked before it loads.
+
+    ``fit`` (through each estimator's ``_check_params``) and ``load`` (on a
+    saved config, ``saved=True``) check them alike, so that
+    ``max_length="evil"`` or ``device="evil"`` is refused up front, naming
+    the parameter, not deep inside the tokenizer or torch. ``device`` must
+    parse, not be present (a model saved on a GPU may be loaded where there
+    is none: resolving it then says so). A save always names its backbone;
+    a fit may be given a module.
+    """
+    import torch
+
+    if params is None:
+        params = est.get_params(deep=False)
+    backbone = params.get("backbone")
+    if saved or isinstance(backbone, (str, bytes)) or backbone is None:
+        if not isinstance(backbone, str) or not backbone.strip():
+            raise ValueError(f"backbone must be a model name or path, got {backbone!r}.")
+    if "pooling" in params and not (isinstance(params["pooling"], str) and params["pooling"] in ("mean", "cls")):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {params['pooling']!r}.")
+    device = params.get("device")
+    if device is not None and device != "auto":
+        try:
+            if not isinstance(device, (str, torch.device)):
+                raise TypeError
+            torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(
+                f"device must be 'auto', None or a torch device name such as 'cpu' or 'cuda:0', got {device!r}."
+            ) from None
+    max_length = params.get("max_length")
+    if max_length is not None and (
+        isinstance(max_length, (bool, np.bool_)) or not isinstance(max_length, numbers.Integral) or max_length < 1
+    ):
+        raise ValueError(f"max_length must be None or a positive integer, got {max_length!r}.")

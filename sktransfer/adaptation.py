@@ -534,6 +534,12 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         statistics by default: on mixed source and target batches that is
         part of the adaptation (as in AdaBN), and the domain-adaptation
         benchmark was measured so.
+    lr : float or "auto", default=1e-3
+        Learning rate of the heads (class and domain). ``"auto"`` chooses
+        it with a learning-rate range test on all training rows, source
+        and target, on the DANN loss (the gradient reversal off, as at the
+        start of the ``"ganin"`` schedule); see
+        :class:`~sktransfer.FineTunedClassifier`.
     **others
         Every other parameter is FineTunedClassifier's.
 
@@ -544,6 +550,10 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     history_ : skorch.History
     n_target_ : int
         Unlabelled target rows used in training.
+    lr_ : float
+        The learning rate trained at: ``lr``, or the one ``lr="auto"`` chose.
+    lr_finder_ : LRFinderResult or None
+        The range test of ``lr="auto"`` (None with a numeric ``lr``).
 
     See Also
     --------

@@ -17,6 +17,51 @@ import torch
 from skorch.callbacks import Callback
 
 
+class CheckpointError(ValueError):
+    """A ``checkpoint_dir`` run can't be resumed: a file is missing, damaged, changed or of another fit.
+
+    The message names the file and the run's directory; deleting that
+    directory trains the fit from the start.
+    """
+
+
+def _cuda_index(device):
+    from ._seeding import _cuda_index as index
+
+    return index(device)
+
+
+def _last_epoch_complete(net):
+    """Whether the last epoch of ``net.history`` ran to its end (losses recorded)."""
+    if not len(net.history):
+        return False
+    row = net.history[-1]
+    if "train_loss" not in row:
+        return False
+    return "valid_loss" in row or not net.train_split
+
+
+def _trained_keys(net):
+    """Names of the module's tensors a checkpoint must keep: every buffer, and the parameters that trained.
+
+    A parameter trained if it trains now or the optimizer holds state for
+    it (it had a gradient at some step). The others are the backbone's
+    pretrained weights, unchanged, and covered by the backbone's
+    fingerprint in the run's name: a resumed fit rebuilds them as they were.
+    """
+    optimizer = getattr(net, "optimizer_", None)
+    stepped = {id(p) for p in optimizer.state} if optimizer is not None else set()
+    keep = set()
+    for name, v in net.module_.state_dict(keep_vars=True).items():
+        if not isinstance(v, torch.nn.Parameter) or v.requires_grad or id(v) in stepped:
+            keep.add(name)
+    return keep
+
+
+def _subset(state, keys):
+    return {k: v for k, v in state.items() if k in keys}
+
+
 def _n_train_batches_done(net):
     done = 0
     for epoch in net.history:
@@ -289,8 +334,9 @@ class ResumableCheckpoint(Callback):
       included, which its ``on_train_begin`` would otherwise reset;
 
     then ``checkpoint.json``, last and atomically: the epoch, the seed, the
-    fingerprint, and the SHA-256 of each file. When training ends normally
-    (all epochs, or early stopping) the final model (after early stopping's
+    fingerprint, and the SHA-256 of each file. When training ends after a
+    complete epoch (all epochs, or stopped by any callback: early stopping,
+    built-in or the user's) the final model (after early stopping's
     best weights and WiSE-FT) is written and the run is marked finished: a
     later fit with the same fingerprint loads it and trains nothing.
 
@@ -342,7 +388,7 @@ class ResumableCheckpoint(Callback):
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint state {path!r} is unreadable ({exc}). Delete the directory "
                 f"{self.dirname!r} to train this fit from the start."
             ) from exc
@@ -354,12 +400,12 @@ class ResumableCheckpoint(Callback):
             and isinstance(state.get("files"), dict)
         )
         if not ok:
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint state {path!r} is not a checkpoint of this version of sktransfer. "
                 f"Delete the directory {self.dirname!r} to train this fit from the start."
             )
         if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint state {path!r} was made for another fit (fingerprint "
                 f"{state.get('fingerprint')!r}, this fit is {self.fingerprint!r}): refusing to resume from it."
             )
@@ -369,14 +415,23 @@ class ResumableCheckpoint(Callback):
         """Path of the file ``role`` of ``state``, checked against its SHA-256."""
         from ._utils import sha256_file
 
-        name, digest = state["files"][role]
-        path = os.path.join(self.dirname, os.path.basename(name))
+        try:
+            name, digest = state["files"][role]
+            path = os.path.join(self.dirname, os.path.basename(str(name)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{os.path.join(self.dirname, self.STATE)!r} lists no valid {role!r} file ({exc!r}). "
+                f"Delete the directory {self.dirname!r} to train this fit from the start."
+            ) from exc
         try:
             actual = sha256_file(path)
         except OSError as exc:
-            raise ValueError(f"The checkpoint file {path!r} is missing or unreadable ({exc}).") from exc
+            raise CheckpointError(
+                f"The checkpoint file {path!r} is missing or unreadable ({exc}). "
+                f"Delete the directory {self.dirname!r} to train this fit from the start."
+            ) from exc
         if actual != digest:
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint file {path!r} does not match {os.path.join(self.dirname, self.STATE)!r} "
                 f"(damaged or changed). Delete the directory {self.dirname!r} to train this fit from the start."
             )
@@ -387,29 +442,65 @@ class ResumableCheckpoint(Callback):
 
         An unfinished run also gets its optimizer state now, and its random
         state and early stopping's state at the next ``on_train_begin``
-        (after EarlyStopping's own, which resets it).
+        (after EarlyStopping's own, which resets it). Every failure is a
+        :class:`CheckpointError` naming the file.
         """
-        try:
-            if state.get("finished"):
-                net.load_params(f_params=self._file(state, "final_params"), f_history=self._file(state, "history"))
-                return
-            net.load_params(
-                f_params=self._file(state, "params"),
-                f_optimizer=self._file(state, "optimizer"),
-                f_history=self._file(state, "history"),
-            )
-            rng = torch.load(self._file(state, "rng"), map_location="cpu", weights_only=True)
-            best = None
-            if "best" in state["files"]:
-                best = torch.load(self._file(state, "best"), map_location=net.device, weights_only=True)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            if isinstance(exc, ValueError) and "checkpoint" in str(exc):
-                raise
-            raise ValueError(
-                f"The checkpoint in {self.dirname!r} could not be loaded ({type(exc).__name__}: {exc}). "
-                "Delete the directory to train this fit from the start."
-            ) from exc
+        self.state_ = state
+        if state.get("finished"):
+            self._load_params(net, "final_params")
+            self._load(net, "history", f_history="history")
+            return
+        self._load_params(net, "params")
+        self._load(net, "optimizer", "history", f_optimizer="optimizer", f_history="history")
+        rng = self._torch_load("rng", "cpu")
+        best = None
+        if "best" in state["files"]:
+            # The best epoch's trained tensors over the rest, which never train (a full state for EarlyStopping).
+            best = {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+            best.update(self._torch_load("best", net.device))
+            self.best_saved_ = ((state.get("early_stopping") or {}).get("best_epoch"), tuple(state["files"]["best"]))
         self.pending_ = (rng, state.get("early_stopping"), best)
+
+    def _load_params(self, net, role):
+        """Load the tensors a checkpoint keeps (trained ones and buffers); the others stay as built."""
+        tensors = self._torch_load(role, net.device)
+        path = self._file(self.state_, role)
+        try:
+            result = net.module_.load_state_dict(tensors, strict=False)
+        except Exception as exc:  # shapes that don't fit
+            raise CheckpointError(
+                f"The checkpoint file {path!r} does not fit the model ({type(exc).__name__}: {exc}). "
+                f"Delete the directory {self.dirname!r} to train this fit from the start."
+            ) from exc
+        params = {name for name, _ in net.module_.named_parameters()}
+        lost = [k for k in result.missing_keys if k not in params]
+        if result.unexpected_keys or lost:
+            raise CheckpointError(
+                f"The checkpoint file {path!r} does not fit the model (not in the model: "
+                f"{result.unexpected_keys[:3]}; missing buffers: {lost[:3]}). "
+                f"Delete the directory {self.dirname!r} to train this fit from the start."
+            )
+
+    def _load(self, net, *roles, **kwargs):
+        state = self.state_
+        paths = {role: self._file(state, role) for role in roles}
+        try:
+            net.load_params(**{k: paths[role] for k, role in kwargs.items()})
+        except Exception as exc:  # torch/pickle/json/shape errors: which file is unknown, name them all
+            raise CheckpointError(
+                f"The checkpoint files {sorted(paths.values())} could not be loaded ({type(exc).__name__}: {exc}). "
+                f"Delete the directory {self.dirname!r} to train this fit from the start."
+            ) from exc
+
+    def _torch_load(self, role, map_location):
+        path = self._file(self.state_, role)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # OSError, pickle.UnpicklingError, RuntimeError, ...
+            raise CheckpointError(
+                f"The checkpoint file {path!r} could not be loaded ({type(exc).__name__}: {exc}). "
+                f"Delete the directory {self.dirname!r} to train this fit from the start."
+            ) from exc
 
     def on_train_begin(self, net, **kwargs):
         if self.pending_ is None:
@@ -417,9 +508,9 @@ class ResumableCheckpoint(Callback):
         rng, es_state, best = self.pending_
         self.pending_ = None
         torch.set_rng_state(rng["torch"])
-        cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
-        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+        index = _cuda_index(net.device)
+        if index is not None and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], index)
         if self.generator is not None and "data" in rng:
             self.generator.set_state(rng["data"])
         es = self.early_stopping
@@ -434,12 +525,15 @@ class ResumableCheckpoint(Callback):
         self._save(net, finished=False)
 
     def on_train_end(self, net, **kwargs):
-        es = self.early_stopping
-        stopped = es is not None and getattr(es, "misses_", 0) >= es.patience
-        if len(net.history) >= self.max_epochs or stopped:
+        # skorch calls this when the epochs are done and when training was
+        # stopped by a KeyboardInterrupt, which is how skorch's EarlyStopping
+        # (built-in or the user's) stops and how Ctrl-C arrives; an exception
+        # never gets here. The run is finished when its last epoch completed
+        # (stopped after an epoch by any callback, or all epochs done); a
+        # Ctrl-C mid-epoch leaves an incomplete history row, and the last
+        # complete epoch's checkpoint stays, to resume from.
+        if _last_epoch_complete(net):
             self._save(net, finished=True)
-        # else: interrupted (Ctrl-C, which skorch turns into the end of
-        # training): the last epoch's checkpoint stays, to resume from.
 
     def _save(self, net, finished):
         from ._utils import atomic_write_bytes, sha256_file
@@ -454,18 +548,22 @@ class ResumableCheckpoint(Callback):
                 net.save_params(**{k: path for k in save_kwargs})
             files[role] = [os.path.basename(path), sha256_file(path)]
 
+        keep_keys = _trained_keys(net)
         es = self.early_stopping
         es_state = None
         if finished:
-            put("final_params", "params.pt", f_params=True)
+            torch.save(_subset(net.module_.state_dict(), keep_keys), os.path.join(self.dirname, f"{tag}-params.pt"))
+            put("final_params", "params.pt")
             put("history", "history.json", f_history=True)
         else:
-            put("params", "params.pt", f_params=True)
+            torch.save(_subset(net.module_.state_dict(), keep_keys), os.path.join(self.dirname, f"{tag}-params.pt"))
+            put("params", "params.pt")
             put("optimizer", "optimizer.pt", f_optimizer=True)
             put("history", "history.json", f_history=True)
             rng = {"torch": torch.get_rng_state()}
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                rng.update({f"cuda{i:03d}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+            index = _cuda_index(net.device)  # the fit's device only: a CPU fit never touches CUDA
+            if index is not None:
+                rng["cuda"] = torch.cuda.get_rng_state(index)
             if self.generator is not None:
                 rng["data"] = self.generator.get_state()
             torch.save(rng, os.path.join(self.dirname, f"{tag}-rng.pt"))
@@ -477,8 +575,15 @@ class ResumableCheckpoint(Callback):
                     "best_epoch": int(es.best_epoch_),
                 }
                 if getattr(es, "best_model_weights_", None) is not None:
-                    torch.save(es.best_model_weights_, os.path.join(self.dirname, f"{tag}-best.pt"))
-                    put("best", "best.pt")
+                    saved = getattr(self, "best_saved_", None)
+                    if saved is not None and saved[0] == es_state["best_epoch"] and os.path.exists(
+                        os.path.join(self.dirname, saved[1][0])
+                    ):
+                        files["best"] = list(saved[1])  # the best epoch did not change: its file stays
+                    else:
+                        torch.save(_subset(es.best_model_weights_, keep_keys), os.path.join(self.dirname, f"{tag}-best.pt"))
+                        put("best", "best.pt")
+                        self.best_saved_ = (es_state["best_epoch"], tuple(files["best"]))
         state = {
             "format": 1,
             "fingerprint": self.fingerprint,

@@ -73,3 +73,52 @@ def test_hub_rejection_of_a_misspelt_name_gets_close_matches(monkeypatch):
     with pytest.raises(OSError, match="not a valid model identifier") as exc:
         load_backbone("sentence-transformers/zzzz-qqqq-nothing-like-it")
     assert not isinstance(exc.value, BackboneNotFoundError)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError(13, "Permission denied", "/hf-cache/models--x"), OSError(28, "No space left on device")],
+    ids=["permission", "disk-full"],
+)
+def test_other_os_errors_are_not_turned_into_a_name_lookup(error, monkeypatch):
+    # A misspelt-looking name, but the load failed for another reason: that
+    # reason, unchanged, not "did you mean".
+    from sktransfer.backbones import _loading
+
+    def fails(model_id, name, local_dir=None):
+        raise error
+
+    monkeypatch.setattr(_loading, "load_sentence_transformer", fails)
+    with pytest.raises(OSError) as exc:
+        load_backbone("sentence-transformers/all-MiniLM-L6-v3")
+    assert exc.value is error and not isinstance(exc.value, BackboneNotFoundError)
+
+
+def test_the_hubs_repository_not_found_gets_close_matches(monkeypatch):
+    # The other side of the test above: the hub's not-found, even wrapped, still gets them.
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from sktransfer.backbones import _loading
+
+    def hub_says_no(model_id, name, local_dir=None):
+        not_found = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # no HTTP response to build it from
+        Exception.__init__(not_found, "404 Client Error: Repository Not Found")
+        try:
+            raise not_found
+        except RepositoryNotFoundError as exc:
+            raise OSError("could not load the model") from exc
+
+    monkeypatch.setattr(_loading, "load_sentence_transformer", hub_says_no)
+    with pytest.raises(BackboneNotFoundError, match="Did you mean") as exc:
+        load_backbone("sentence-transformers/all-MiniLM-L6-v3")
+    assert _suggested(exc)[0] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_a_suggestion_lists_the_hub_cache_once(monkeypatch):
+    from sktransfer.backbones import _offline
+
+    calls = []
+    real = _offline._hub_cache_names
+    monkeypatch.setattr(_offline, "_hub_cache_names", lambda: calls.append(1) or real())
+    assert "all-MiniLM-L6-v2" in _offline.suggestion("sentence-transformers/all-MiniLM-L6-v3", "text")
+    assert len(calls) == 1

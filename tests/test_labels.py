@@ -85,3 +85,53 @@ def test_integer_labels_come_back_as_integers(one_thread):
     clf = FineTunedClassifier(TEXT, strategy="linear_probe", lr=1e-2, max_epochs=1, batch_size=4, random_state=0)
     pred = clf.fit(TEXTS, y).predict(TEXTS[:2])
     assert pred.dtype.kind == "i" and set(pred.tolist()) <= {0, 1}
+
+
+# ------------------------------------------------------------ review fixes
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (["a", b"b", "a", b"b"], r"row 0 is a string \('a'\), row 1 is a bytes \(b'b'\)"),
+        ([True, 2, True, 2], r"row 0 is a bool \(True\), row 1 is a number \(2\)"),
+        (np.array([True, 2, 1.5, "x"], dtype=object), r"row 0 is a bool \(True\), row 1 is a number \(2\)"),
+    ],
+    ids=["str-bytes", "bool-int", "bool-number-string"],
+)
+def test_bytes_and_bools_are_not_silently_converted(y, message):
+    # np.asarray(["a", b"b"]) is ['a', 'b']; np.asarray([True, 2]) is [1, 2].
+    with pytest.raises(ValueError, match=message):
+        check_labels(y)
+
+
+def test_messages_show_numpy_scalars_as_plain_values():
+    with pytest.raises(ValueError) as err:
+        check_labels(np.array([np.float64(1.0), "a"], dtype=object))
+    assert "np.float64" not in str(err.value) and "(1.0)" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        check_labels(np.array([3, 3]))
+    assert "np.int64" not in str(err.value) and "(3)" in str(err.value)
+
+
+def test_all_bool_and_all_bytes_labels_keep_their_type():
+    assert check_labels([True, False, True]).dtype.kind == "b"
+    assert check_labels([b"x", b"y"]).tolist() == [b"x", b"y"]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"max_length": "evil"}, "max_length must be"),
+        ({"device": "evil"}, "device must be"),
+        ({"pooling": "max"}, "pooling must be"),
+    ],
+)
+@pytest.mark.parametrize(
+    "make",
+    [lambda p: FineTunedClassifier("sentence-transformers/no-such-model-anywhere", **p),
+     lambda p: FewShotClassifier("sentence-transformers/no-such-model-anywhere", **p)],
+    ids=["finetuned", "fewshot"],
+)
+def test_fit_refuses_bad_backbone_parameters_before_loading_it(make, params, message):
+    # A backbone that does not exist: an error about it would mean it was loaded first.
+    with pytest.raises(ValueError, match=message):
+        make(params).fit(TEXTS, ["a", "b"] * 4)

@@ -162,7 +162,7 @@ def test_truncated_or_non_json_config_names_the_file(name, saves, tmp_path):
     cfg.write_text(cfg.read_text()[:40])
     with pytest.raises(ValueError, match=r"config\.json.*SHA-256"):
         _load(name, path)
-    os.remove(path / "manifest.json")  # an old save: nothing to check digests against
+    os.remove(path / "manifest.json")  # a lost manifest, or an old save: nothing to check digests against
     with pytest.warns(UserWarning, match="no manifest.json"), pytest.raises(ValueError, match=r"config\.json' is not valid JSON"):
         _load(name, path)
     cfg.write_bytes(b"\xff\xfe not json")
@@ -192,9 +192,15 @@ def test_a_directory_that_does_not_exist(tmp_path):
         FineTunedClassifier.load(str(tmp_path / "nowhere"))
 
 
+def _as_old_save(path):
+    """What a save from before manifests looks like: no manifest.json, no marker in config.json."""
+    os.remove(path / "manifest.json")
+    _edit_config(path, lambda cfg: cfg.pop("manifest"), resign=False)
+
+
 def test_a_damaged_weights_file_of_an_old_save_names_the_file(saves, tmp_path):
     path = _copy(saves, "ft", tmp_path)
-    os.remove(path / "manifest.json")
+    _as_old_save(path)
     (path / "model.safetensors").write_bytes(b"\x00" * 12)
     with pytest.warns(UserWarning, match="no manifest.json"), pytest.raises(ValueError, match=r"model\.safetensors' is not a readable safetensors"):
         FineTunedClassifier.load(str(path))
@@ -205,13 +211,41 @@ def test_a_save_without_manifest_loads_with_a_warning(name, fitted, saves, data,
     from sktransfer._persistence import UnverifiedSaveWarning
 
     path = _copy(saves, name, tmp_path)
-    os.remove(path / "manifest.json")
+    _as_old_save(path)
     with pytest.warns(UnverifiedSaveWarning, match="can't be checked"):
         back = _load(name, path)
     X, _ = data
     np.testing.assert_allclose(_outputs(back, X[20:22]), _outputs(fitted[name], X[20:22]), atol=1e-5)
     back.save(str(tmp_path / "again"))  # saving again adds the manifest
     assert os.path.exists(tmp_path / "again" / "manifest.json")
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTS))
+def test_a_deleted_manifest_is_refused_not_a_warning(name, saves, tmp_path):
+    from sktransfer import SaveIntegrityError
+
+    path = _copy(saves, name, tmp_path)
+    os.remove(path / "manifest.json")
+    # An edit after the manifest went can't pass for an old save either.
+    _edit_config(path, lambda cfg: cfg["params"].update(batch_size=3), resign=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SaveIntegrityError, match=r"manifest\.json' is missing"):
+            _load(name, path)
+
+
+def test_saves_are_written_atomically(saves, tmp_path, monkeypatch):
+    """config.json and manifest.json go through one atomic writer (no partial file when killed mid-write)."""
+    from sktransfer import _persistence
+
+    written = []
+    real = _persistence.atomic_write_bytes
+    monkeypatch.setattr(_persistence, "atomic_write_bytes", lambda p, data: written.append(os.path.basename(p)) or real(p, data))
+    for name in ("ft", "fewshot"):
+        est = CLASSES[name].load(saves[name])
+        written.clear()
+        est.save(str(tmp_path / name))
+        assert written == ["config.json", "manifest.json"]
 
 
 # ------------------------------------------------- consistent but wrong saves
@@ -267,19 +301,23 @@ def test_lora_refuses_another_base_and_names_both(saves):
         LoRAClassifier.load(saves["lora"], backbone=IMAGE)
 
 
-@pytest.mark.parametrize("name", sorted(WEIGHTS))
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        ({"lr": "evil"}, r"config\.json' holds an invalid parameter: lr must be"),
-        ({"evil": 1}, r"unknown parameters \['evil'\]"),
-        ({"device": "evil"}, r"config\.json' holds an invalid parameter: device must be"),
-        ({"max_length": "evil"}, r"config\.json' holds an invalid parameter: max_length must be"),
-        ({"backbone": []}, r"config\.json' holds an invalid parameter: backbone must be"),
-        ({"pooling": 0}, r"config\.json' holds an invalid parameter: pooling must be"),
-    ],
-)
-def test_an_invalid_parameter_in_the_config_is_refused(name, params, match, saves, tmp_path):
+_INVALID = {
+    "lr": ({"lr": "evil"}, r"config\.json' holds an invalid parameter: lr must be"),
+    "unknown": ({"evil": 1}, r"unknown parameters \['evil'\]"),
+    "device": ({"device": "evil"}, r"config\.json' holds an invalid parameter: device must be"),
+    "max_length": ({"max_length": "evil"}, r"config\.json' holds an invalid parameter: max_length must be"),
+    "backbone": ({"backbone": []}, r"config\.json' holds an invalid parameter: backbone must be"),
+    "pooling": ({"pooling": 0}, r"config\.json' holds an invalid parameter: pooling must be"),
+}
+# Every case on one estimator, and one case on each of the others (they share the checks).
+_INVALID_CASES = [("ft", case) for case in _INVALID] + [
+    ("reg", "device"), ("dann", "max_length"), ("lora", "pooling"), ("fewshot", "lr"),
+]
+
+
+@pytest.mark.parametrize("name, case", _INVALID_CASES, ids=[f"{n}-{c}" for n, c in _INVALID_CASES])
+def test_an_invalid_parameter_in_the_config_is_refused(name, case, saves, tmp_path):
+    params, match = _INVALID[case]
     path = _copy(saves, name, tmp_path)
     _edit_config(path, lambda cfg: cfg["params"].update(params))
     with pytest.raises(ValueError, match=match):
@@ -341,7 +379,7 @@ _UNFITTED = {
 def test_the_not_fitted_test_covers_every_exported_estimator():
     names = {cls.__name__ for cls, _ in _public_estimators()}
     assert names == {
-        "BackboneSelector", "DANNClassifier", "EmbeddingDAClassifier", "FewShotClassifier", "FineTunedClassifier",
+        "AutoTransferClassifier", "BackboneSelector", "DANNClassifier", "EmbeddingDAClassifier", "FewShotClassifier", "FineTunedClassifier",
         "FineTunedRegressor", "LoRAClassifier", "PretrainedFeatureExtractor", "ZeroShotClassifier",
     }
 
@@ -353,7 +391,7 @@ def test_every_public_method_before_fit_raises_not_fitted(cls, methods, tmp_path
     by_name = {
         "predict": (X,), "predict_proba": (X,), "decision_function": (X,), "transform": (X,),
         "score": (X, [0, 1]), "save": (str(tmp_path / "m"),), "merge": (), "get_feature_names_out": (),
-        "plot_ranking": (),
+        "plot_ranking": (), "plot_leaderboard": (),
     }
     unknown = sorted(set(methods) - set(by_name))
     assert not unknown, f"{cls.__name__} has public methods this test does not call yet: {unknown}"
@@ -397,3 +435,35 @@ def test_full_model_pickles_hold_the_weights_once(name, fitted, data):
     np.testing.assert_array_equal(_outputs(again, X[20:24]), _outputs(est, X[20:24]))
     if name == "ft":
         assert again.net_.module is again.net_.module_
+
+
+# ------------------------------------------- the user's random generators
+def _torch_state_kept(action):
+    import torch
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    action()
+    return torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("name", ["ft", "lora", "fewshot"])
+def test_load_leaves_the_users_torch_generator_alone(name, saves, data):
+    # Rebuilding draws random numbers (a new head's init, LoRA's adapters,
+    # a backbone's first load in a process): all of them on a fork.
+    X, _ = data
+    assert _torch_state_kept(lambda: _load(name, saves[name]).predict(X[:2]))
+
+
+def test_unpickling_a_lora_leaves_the_users_torch_generator_alone(fitted, data):
+    X, _ = data
+    blob = pickle.dumps(fitted["lora"])
+    assert _torch_state_kept(lambda: pickle.loads(blob).predict(X[:2]))
+
+
+def test_a_fresh_backbone_load_in_load_is_isolated(saves, data, monkeypatch):
+    """A backbone not yet in the process's memo (a fresh load, as in a new process) is loaded on a fork too."""
+    from sktransfer.backbones import _loading
+
+    monkeypatch.setattr(_loading, "_memo", {})
+    assert _torch_state_kept(lambda: FineTunedClassifier.load(saves["ft"]))

@@ -25,6 +25,7 @@ from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sktransfer import (
+    AutoTransferClassifier,
     FewShotClassifier,
     FineTunedClassifier,
     FineTunedRegressor,
@@ -42,6 +43,14 @@ ESTIMATORS = [
     LoRAClassifier(TEXT, max_epochs=1),
     FewShotClassifier(TEXT),
     ZeroShotClassifier(TEXT),
+    # AutoTransferClassifier: same honest tags, so the same skips, for the
+    # same reason (input is text/images, not numeric 2-D); sklearn yields
+    # check_estimator_cloneable only, and the data-free checks below run in
+    # full. Its data-driven contract is re-stated on real text in
+    # tests/test_auto.py: fit returns self and leaves the params alone,
+    # NotFittedError, clone, pickling, GridSearchCV around it, predict /
+    # predict_proba / score equal to best_estimator_'s.
+    AutoTransferClassifier(TEXT),
 ]
 
 

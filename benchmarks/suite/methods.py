@@ -120,20 +120,40 @@ def _fewshot(task, seed=None, **params):
     return FewShotClassifier(task.backbone, max_length=MAX_LENGTH, random_state=seed, **params)
 
 
+def _auto(task, seed=None, **params):
+    from sktransfer import AutoTransferClassifier
+
+    # Its own temporary cache (the default): the suite's shared cache would
+    # make its probe candidates look cheaper than a user's first fit is.
+    params.setdefault("budget_s", 600)
+    return AutoTransferClassifier(task.backbone, max_length=MAX_LENGTH, random_state=seed, **params)
+
+
 # method -> (builder, {recipe: params}, modalities, uses labeled rows)
 METHODS = {
     "baseline": (_baseline, {"default": {}}, ("text", "image"), True),
     "probe": (_probe, {"default": {}, "C0.1": {"C": 0.1}, "C10": {"C": 10.0}}, ("text", "image"), True),
     "zeroshot": (_zeroshot, {"default": {}}, ("text",), False),
     "fewshot": (_fewshot, {"default": {}, "pairs20n": {"n_pairs": lambda n: 20 * n}}, ("text", "image"), True),
-    "finetune_linear_probe": (_finetune("linear_probe"), {"default": {}}, ("text", "image"), True),
-    "finetune_partial": (_finetune("partial"), {"default": {}, "ep10": {"max_epochs": 10}}, ("text", "image"), True),
-    "finetune_full": (_finetune("full"), {"default": {}, "ep10": {"max_epochs": 10}}, ("text", "image"), True),
-    "lora": (_lora, {"default": {}, "ep10": {"max_epochs": 10}}, ("text",), True),
+    "finetune_linear_probe": (_finetune("linear_probe"), {"default": {}, "lpft": {"head_init": "probe"}}, ("text", "image"), True),
+    "finetune_partial": (
+        _finetune("partial"),
+        {"default": {}, "lpft": {"head_init": "probe"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}},
+        ("text", "image"),
+        True,
+    ),
+    "finetune_full": (
+        _finetune("full"),
+        {"default": {}, "lpft": {"head_init": "probe"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}},
+        ("text", "image"),
+        True,
+    ),
+    "lora": (_lora, {"default": {}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}}, ("text",), True),
+    "auto": (_auto, {"default": {}}, ("text", "image"), True),
 }
 
 # Run order: cheapest first, so an interrupted run still covers every task.
-ORDER = ["baseline", "probe", "zeroshot", "finetune_linear_probe", "fewshot", "lora", "finetune_partial", "finetune_full"]
+ORDER = ["baseline", "probe", "zeroshot", "finetune_linear_probe", "fewshot", "lora", "finetune_partial", "finetune_full", "auto"]
 
 
 def build(method, recipe, task, n_train, seed, split):

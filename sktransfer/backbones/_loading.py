@@ -117,11 +117,27 @@ def _build(spec, pooling):
     except BackboneNotFoundError:
         raise
     except OSError as exc:
-        # The hub's own "not a valid model identifier": add close matches.
-        hint = suggestion(canonical, "text") if local is None else ""
+        # Only the hub's "no such model" gets close matches; a permission
+        # error, a full disk or a corrupt cache is not a misspelt name.
+        hint = suggestion(canonical, "text") if local is None and _hub_not_found(exc) else ""
         if not hint:
             raise
         raise BackboneNotFoundError(f"Could not load backbone {spec!r}: {exc}{hint}") from exc
+
+
+def _hub_not_found(exc):
+    """Whether ``exc`` (or what caused it) is the hub saying the model does not exist."""
+    try:
+        from huggingface_hub.errors import RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        from huggingface_hub.utils import RepositoryNotFoundError
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RepositoryNotFoundError) or "not a valid model identifier" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def load_backbone(spec, *, device="cpu", pooling="mean", shared=True):

@@ -124,25 +124,31 @@ def _family(name):
     return head if head in ("timm", "torchvision", "open_clip") else "text"
 
 
-def available_offline(name):
-    """Whether ``name`` loads without the network (installed weights or the hub cache)."""
-    return known_local_path(name) is not None or name in _hub_cache_names()
+def available_offline(name, cached=None):
+    """Whether ``name`` loads without the network (installed weights or the hub cache).
+
+    ``cached``: the hub cache's names, when the caller already listed them
+    (:func:`_hub_cache_names` reads a directory: once per question, not per name).
+    """
+    cached = _hub_cache_names() if cached is None else cached
+    return known_local_path(name) is not None or name in cached
 
 
-def known_names(family="text"):
+def known_names(family="text", cached=None):
     """Names of ``family`` this machine knows without the network.
 
     The installed weight packages (:data:`KNOWN_WEIGHTS`), the local Hugging
     Face cache, and for text the popular sentence-transformers models.
     """
+    cached = _hub_cache_names() if cached is None else cached
     names = [n for n in KNOWN_WEIGHTS if _family(n) == family]
-    names += [n for n in _hub_cache_names() if _family(n) == family]
+    names += [n for n in cached if _family(n) == family]
     if family == "text":
         names += POPULAR_SENTENCE_TRANSFORMERS
     return list(dict.fromkeys(names))
 
 
-def close_names(name, candidates, n=3, cutoff=0.75):
+def close_names(name, candidates, n=3, cutoff=0.75, cached=None):
     """Up to ``n`` candidates close to ``name``, best first (case-insensitive, never ``name`` itself).
 
     Compared on the model's own name (after the last ``/``), so a shared
@@ -153,6 +159,7 @@ def close_names(name, candidates, n=3, cutoff=0.75):
     def tail(s):
         return s.rsplit("/", 1)[-1].lower()
 
+    cached = set(_hub_cache_names() if cached is None else cached)
     org = name.rsplit("/", 1)[0].lower() if "/" in name else ""
     want = tail(name)
     scored = []
@@ -162,7 +169,7 @@ def close_names(name, candidates, n=3, cutoff=0.75):
         ratio = difflib.SequenceMatcher(None, want, tail(cand)).ratio()
         if ratio >= cutoff:
             same_org = "/" in cand and cand.rsplit("/", 1)[0].lower() == org
-            scored.append((-round(ratio, 9), not available_offline(cand), not same_org, cand))
+            scored.append((-round(ratio, 9), not available_offline(cand, cached), not same_org, cand))
     return [cand for *_, cand in sorted(scored)[:n]]
 
 
@@ -176,16 +183,17 @@ def suggestion(name, family=None):
     family = family or _family(name)
     if family == "open_clip":
         return ""  # open_clip checks its own names, with close matches
-    known = known_names(family)
+    cached = set(_hub_cache_names())  # listed once for the whole suggestion
+    known = known_names(family, cached)
     if name.lower() in {k.lower() for k in known} or family in ("timm", "torchvision"):
         # timm and torchvision names reaching here are real architectures
         # (unknown ones are rejected with close matches before any loading).
-        close = [c for c in close_names(name, known) if available_offline(c)]
+        close = [c for c in close_names(name, known, cached=cached) if available_offline(c, cached)]
         return f" Close matches available offline: {', '.join(close)}." if close else ""
-    close = close_names(name, known)
+    close = close_names(name, known, cached=cached)
     if not close:
         return ""
-    marked = [f"{c} (available offline)" if available_offline(c) else c for c in close]
+    marked = [f"{c} (available offline)" if available_offline(c, cached) else c for c in close]
     return f" Did you mean: {', '.join(marked)}?"
 
 

@@ -1,0 +1,207 @@
+"""AutoTransferClassifier: strategy search by successive halving, on a real backbone.
+
+Short BBC texts (200 characters, max_length=64) and all-MiniLM-L6-v2; the
+trained candidates are shrunk (16 pairs, one epoch) so the module runs in
+well under a minute and a half on a shared 2-core CPU.
+"""
+
+import copy
+import doctest
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+
+from sktransfer import AutoTransferClassifier, embedding_stats, reset_embedding_stats
+from sktransfer import _auto
+from conftest import TEXT
+
+FAST = [
+    {"strategy": "probe", "C": 0.1},
+    {"strategy": "probe", "C": 10.0},
+    {"strategy": "few_shot", "n_pairs": 16},
+    {"strategy": "full", "max_epochs": 1, "batch_size": 32},
+]
+COLUMNS = ["rank", "strategy", "backbone", "params", "iter", "n_resources", "mean_score", "std_score",
+           "fit_seconds", "total_seconds", "status"]
+
+
+@pytest.fixture(scope="module")
+def texts(bbc, one_thread):
+    """16 articles per topic (80), the first 200 characters of each."""
+    rng = np.random.RandomState(0)
+    idx = np.concatenate([rng.choice(np.flatnonzero(bbc.target == k), 16, replace=False) for k in range(5)])
+    return [bbc.data[i][:200] for i in idx], np.asarray(bbc.target_names)[bbc.target[idx]]
+
+
+@pytest.fixture(scope="module")
+def small(texts):
+    """8 per topic (40)."""
+    X, y = texts
+    keep = np.concatenate([np.flatnonzero(y == c)[:8] for c in np.unique(y)])
+    return [X[i] for i in keep], y[keep]
+
+
+@pytest.fixture(scope="module")
+def auto(texts):
+    # cv=2, factor=2: 40 training rows per fold, two rounds (20 then 40 rows).
+    X, y = texts
+    return AutoTransferClassifier(TEXT, candidates=FAST, cv=2, factor=2, max_length=64, random_state=0).fit(X, y)
+
+
+def test_picks_the_best_of_the_last_round(auto, texts):
+    res = auto.cv_results_
+    assert auto.n_resources_ == [20, 40] and auto.n_candidates_ == [4, 2]
+    last = np.flatnonzero(res["iter"] == res["iter"].max())
+    scores = np.asarray(res["mean_test_score"])
+    assert auto.best_index_ in last
+    assert auto.best_score_ == pytest.approx(np.nanmax(scores[last]))
+    p = res["params"][auto.best_index_]
+    assert auto.best_strategy_ == p["strategy"] and auto.best_params_ == {"strategy": p["strategy"], **p["settings"]}
+    # Every candidate was scored in the first round, cheapest (the probes) first.
+    first = np.flatnonzero(res["iter"] == 0)
+    assert [res["params"][i]["strategy"] for i in first][:2] == ["probe", "probe"]
+    assert np.isfinite(scores[first]).all()
+    X, y = texts[0][::4], texts[1][::4]
+    pred = auto.predict(X)
+    np.testing.assert_array_equal(pred, auto.best_estimator_.predict(X))
+    np.testing.assert_allclose(auto.predict_proba(X[:5]), auto.best_estimator_.predict_proba(X[:5]))
+    np.testing.assert_array_equal(auto.classes_, np.unique(texts[1]))
+    assert auto.score(X, y) == pytest.approx(np.mean(pred == y))
+
+
+def test_leaderboard(auto):
+    board = auto.leaderboard_
+    assert list(board.columns) == COLUMNS
+    assert len(board) == len(FAST) and board["rank"].tolist() == [1, 2, 3, 4]
+    top = board.iloc[0]
+    assert top["strategy"] == auto.best_strategy_ and top["mean_score"] == pytest.approx(auto.best_score_)
+    # Halving's order: the last round's candidates first, each group by score.
+    key = list(zip(-board["iter"], -board["mean_score"], board["fit_seconds"]))
+    assert key == sorted(key)
+    assert (board["status"] == "ok").all() and (board["total_seconds"] > 0).all()
+    assert set(board["strategy"]) == {"probe", "few_shot", "full"}
+
+
+def test_plot_leaderboard(auto):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = auto.plot_leaderboard()
+    assert len(ax.patches) == len(FAST)
+    _, ax2 = plt.subplots()
+    assert auto.plot_leaderboard(ax=ax2) is ax2
+    plt.close("all")
+
+
+def test_clone_and_pickle(auto, texts):
+    X, _ = texts
+    fresh = clone(auto)
+    assert fresh.get_params() == auto.get_params() and not hasattr(fresh, "best_estimator_")
+    back = pickle.loads(pickle.dumps(auto))
+    np.testing.assert_array_equal(back.predict(X[:10]), auto.predict(X[:10]))
+    assert back.leaderboard_.equals(auto.leaderboard_)
+
+
+def test_not_fitted():
+    est = AutoTransferClassifier(TEXT)
+    for method in (est.predict, est.predict_proba):
+        with pytest.raises(NotFittedError):
+            method(["a text"])
+    with pytest.raises(NotFittedError):
+        est.plot_leaderboard()
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"budget_s": -1}, "budget_s"),
+        ({"budget_s": 0}, "budget_s"),
+        ({"budget_s": float("nan")}, "budget_s"),
+        ({"cv": 1}, "cv must be at least 2"),
+        ({"cv": "five"}, "cv must be"),
+        ({"backbone": []}, "backbone is an empty list"),
+        ({"backbone": [TEXT, TEXT]}, "backbone lists"),
+        ({"factor": 1}, "factor"),
+        ({"n_backbones": 0}, "n_backbones"),
+        ({"candidates": []}, "candidates is an empty list"),
+        ({"candidates": [{"strategy": "magic"}]}, r"candidates\[0\] has strategy='magic'"),
+        ({"candidates": [{"strategy": "probe", "n_pairs": 4}]}, r"candidates\[0\].*n_pairs"),
+        ({"candidates": [{"strategy": "full", "backbone": "x"}]}, "set by AutoTransferClassifier"),
+    ],
+)
+def test_bad_params_name_the_parameter(params, match):
+    # Checked at fit, before any model is loaded.
+    with pytest.raises(ValueError, match=match):
+        AutoTransferClassifier(**{"backbone": TEXT, **params}).fit(["a", "b", "c", "d"], [0, 1, 0, 1])
+
+
+def test_tiny_budget_keeps_the_probe_only(small, cache_dir):
+    X, y = small
+    est = AutoTransferClassifier(TEXT, candidates=[FAST[0], FAST[2], FAST[3]], budget_s=1e-3, cv=2,
+                                 max_length=64, cache=cache_dir, random_state=0).fit(X, y)
+    board = est.leaderboard_.set_index("strategy")
+    assert est.best_strategy_ == "probe" and est.budget_exhausted_
+    assert board.loc["probe", "status"] == "ok"
+    assert board.loc[["few_shot", "full"], "status"].tolist() == ["over budget"] * 2
+    assert np.isnan(board.loc[["few_shot", "full"], "mean_score"]).all()
+    assert est.predict(X[:3]).shape == (3,)
+
+
+def test_budget_drops_what_does_not_fit(small, monkeypatch):
+    # Measured costs decide: with 40 s left and a candidate timed at 20 s a
+    # fold, its remaining fold and its refit (40 s on twice the rows) don't fit.
+    log = _auto._SearchLog(deadline=_auto.time.monotonic() + 40, n_splits=2, n_total=40)
+    log.record("probe | m | C=1", "probe", {}, 20, 20, 0.02)  # 1 ms per input
+    assert log.seconds_per_forward() == pytest.approx(1e-3)
+    # Never timed: the prior in forward passes times the measured seconds per forward.
+    assert log.check("few_shot | m | defaults", "few_shot", {}, 20, 20) is None
+    log.record("full | m | defaults", "full", {}, 20, 20, 20.0)
+    assert log.check("full | m | defaults", "full", {}, 20, 20) == "over budget"
+    # The trained candidate's measured rate now calibrates the prior of the others.
+    assert log.seconds_per_forward() == pytest.approx(20.0 / _auto._prior_forwards("full", {}, 20))
+    assert log.check("probe | m | C=1", "probe", {}, 20, 20) is None  # the probe always runs
+
+
+def test_one_cache_for_the_search(small, cache_dir):
+    # Two probes × 2 folds, the test folds and the refit: each text embedded once.
+    X, y = small
+    est = AutoTransferClassifier(TEXT, candidates=FAST[:2], cv=2, max_length=64, cache=cache_dir)
+    before = copy.deepcopy(est.get_params())
+    reset_embedding_stats()
+    assert est.fit(X, y) is est
+    assert embedding_stats()["computed"] == len(set(X))
+    assert est.get_params() == before  # fit leaves the parameters alone
+
+
+def test_backbone_list_is_ranked_first(small, cache_dir):
+    X, y = small
+    est = AutoTransferClassifier(["no-such/model-xyz", TEXT], candidates=FAST[:1], cv=2, max_length=64,
+                                 cache=cache_dir, random_state=0).fit(X, y)
+    assert est.backbones_ == [TEXT] and est.best_backbone_ == TEXT
+    ranking = est.backbone_ranking_.set_index("candidate")
+    assert ranking.loc["no-such/model-xyz", "error"] is not None
+
+
+def test_grid_search_around_it(small, cache_dir):
+    X, y = small
+    inner = AutoTransferClassifier(TEXT, candidates=FAST[:1], cv=2, max_length=64, cache=cache_dir, random_state=0)
+    gs = GridSearchCV(inner, {"candidates": [FAST[:1], FAST[1:2]]}, cv=2).fit(X, y)
+    assert gs.best_estimator_.best_strategy_ == "probe"
+    assert gs.predict(X[:4]).shape == (4,)
+
+
+def test_docstring_example_runs():
+    results = doctest.testmod(_auto, optionflags=doctest.ELLIPSIS)
+    assert results.failed == 0 and results.attempted > 0
+
+
+def test_sklearn_tags():
+    tags = AutoTransferClassifier(TEXT).__sklearn_tags__()
+    assert tags.estimator_type == "classifier" and tags.input_tags.string and not tags.input_tags.two_d_array
+    assert tags.non_deterministic and not AutoTransferClassifier(TEXT, random_state=0).__sklearn_tags__().non_deterministic

@@ -1,0 +1,80 @@
+"""head_init="probe" (LP-FT): fine-tuning starts where the frozen probe ends."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+
+import sktransfer._head_init as head_init_module
+from sktransfer import FineTunedClassifier, FineTunedRegressor, PretrainedFeatureExtractor
+
+from conftest import TEXT
+
+
+@pytest.fixture(scope="module")
+def small(bbc):
+    y = np.asarray(bbc.target_names)[bbc.target]
+    rows = np.concatenate([np.flatnonzero(y == c)[:6] for c in np.unique(y)[:3]])
+    return [bbc.data[i][:200] for i in rows], y[rows]
+
+
+def _probe_features(X):
+    return PretrainedFeatureExtractor(TEXT, max_length=32).fit(X).transform(X)
+
+
+def test_probe_head_equals_the_sklearn_probe_before_training(small):
+    X, y = small
+    # lr so small that training changes nothing: what remains is the initial head.
+    clf = FineTunedClassifier(TEXT, strategy="linear_probe", head_init="probe", lr=1e-12, max_epochs=1,
+                              max_length=32, random_state=0).fit(X, y)
+    Z = _probe_features(X)
+    probe = LogisticRegression(max_iter=2000).fit(Z, y)
+    np.testing.assert_allclose(clf.predict_proba(X), probe.predict_proba(Z), atol=1e-5)
+    # the random head it replaces is far from the probe
+    rnd = FineTunedClassifier(TEXT, strategy="linear_probe", lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    assert np.abs(rnd.predict_proba(X) - probe.predict_proba(Z)).max() > 0.05
+
+
+def test_binary_probe_head(small):
+    X, y = small
+    keep = np.isin(y, np.unique(y)[:2])
+    X2, y2 = [x for x, k in zip(X, keep) if k], y[keep]
+    clf = FineTunedClassifier(TEXT, strategy="linear_probe", head_init="probe", lr=1e-12, max_epochs=1,
+                              max_length=32, random_state=0).fit(X2, y2)
+    Z = _probe_features(X2)
+    np.testing.assert_allclose(clf.predict_proba(X2), LogisticRegression(max_iter=2000).fit(Z, y2).predict_proba(Z), atol=1e-5)
+
+
+def test_regressor_probe_head_equals_ridge(small):
+    X, _ = small
+    target = np.array([len(t.split()) for t in X], dtype=float)
+    reg = FineTunedRegressor(TEXT, strategy="linear_probe", head_init="probe", lr=1e-12, max_epochs=1,
+                             max_length=32, random_state=0).fit(X, target)
+    Z = _probe_features(X)
+    mean, std = target.mean(), target.std()
+    expected = Ridge(alpha=1.0).fit(Z, (target - mean) / std).predict(Z) * std + mean
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_probe_sees_the_training_rows_only(small, monkeypatch):
+    X, y = small
+    seen = []
+    original = head_init_module.init_head_from_probe
+
+    def spy(module, Xd, y_enc, **kwargs):
+        seen.append(len(y_enc))
+        return original(module, Xd, y_enc, **kwargs)
+
+    monkeypatch.setattr(head_init_module, "init_head_from_probe", spy)
+    FineTunedClassifier(TEXT, strategy="linear_probe", head_init="probe", validation_fraction=0.25, max_epochs=1,
+                        max_length=32, random_state=0).fit(X, y)
+    assert seen == [len(y) - int(np.ceil(0.25 * len(y)))]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"head_init": "lp"}, "head_init must be 'random' or 'probe'"),
+    ({"head_init": "probe", "head": "mlp"}, "head='mlp' is not linear"),
+])
+def test_bad_head_init_is_refused(small, params, message):
+    X, y = small
+    with pytest.raises(ValueError, match=message):
+        FineTunedClassifier(TEXT, max_epochs=1, **params).fit(X, y)
