@@ -40,7 +40,14 @@ from ._validation import encode_labels
 from ._training import _ClassifierOutputs
 from .callbacks import _n_train_batches_done
 
-__all__ = ["ADAPTERS", "DANNClassifier", "EmbeddingDAClassifier", "GradientReversalSchedule"]
+__all__ = [
+    "ADAPTERS",
+    "DANNClassifier",
+    "EmbeddingDAClassifier",
+    "GradientReversalSchedule",
+    "UNSUPERVISED_SCORERS",
+    "unsupervised_scorer",
+]
 
 # Adapter names → skada classes (all "…Adapter": they transform the
 # embeddings or weight the source rows; the head stays ours).
@@ -106,7 +113,9 @@ def _split_domains(X, y, X_target, sample_domain):
         if X_target is None:
             raise ValueError(
                 "Unsupervised domain adaptation needs unlabeled target rows: pass X_target=... "
-                "(or sample_domain with negative ids for the target rows of X)."
+                "(or sample_domain with negative ids for the target rows of X). Inside GridSearchCV, "
+                "pass sample_domain to the search's fit with metadata routing enabled "
+                "(sklearn.set_config(enable_metadata_routing=True)) so that it reaches this fit."
             )
         n_t = _n_rows(X_target)
         if n_t == 0:
@@ -149,6 +158,49 @@ def _split_domains(X, y, X_target, sample_domain):
 def _check_source_labels(y):
     _, classes, y_enc = encode_labels(y, name="the source labels")
     return classes, y_enc
+
+
+def _predict_domains(sample_domain, n, allow_source):
+    """Domain ids of rows to predict (skada's convention), or None (all target).
+
+    skada's scorers call ``predict_proba(X, sample_domain=...)`` on target
+    rows, and ``score``/``predict_proba(..., allow_source=True)`` on source
+    rows (importance-weighted, DEV). As in skada, source rows (positive ids)
+    are refused unless ``allow_source=True``.
+    """
+    if sample_domain is None:
+        return None
+    sd = np.asarray(sample_domain)
+    if sd.ndim == 0:
+        sd = np.full(n, sd)
+    if sd.ndim != 1 or len(sd) != n or sd.dtype.kind not in "iu" or (sd == 0).any():
+        raise ValueError(f"sample_domain must hold one non-zero int domain id per row of X ({n}), got {sample_domain!r:.80}.")
+    if not allow_source and (sd > 0).any():
+        raise ValueError(
+            f"sample_domain marks {int((sd > 0).sum())} of the rows to predict as source rows (positive ids); "
+            "pass allow_source=True to predict them (skada's convention), or negative ids for target rows."
+        )
+    return sd.astype(np.int64)
+
+
+# Under metadata routing (needed to pass ``sample_domain`` through GridSearchCV
+# to the splitter, the estimator and the scorer), the DA estimators request
+# sample_domain in fit, as skada's own estimators do. Prediction methods
+# accept it when called directly (skada's scorers do) without requesting it,
+# and score requests sample_weight (skada's ImportanceWeightedScorer passes
+# its weights there, and checks that score consumes them).
+_DA_METADATA_REQUESTS = {
+    "__metadata_request__fit": {"sample_domain": True},
+    "__metadata_request__predict": {"sample_domain": False, "allow_source": False},
+    "__metadata_request__predict_proba": {"sample_domain": False, "allow_source": False},
+    "__metadata_request__score": {"sample_domain": False, "allow_source": False, "sample_weight": True},
+}
+
+
+def _accuracy(clf, X, y, sample_weight, sample_domain, allow_source):
+    from sklearn.metrics import accuracy_score
+
+    return accuracy_score(y, clf.predict(X, sample_domain=sample_domain, allow_source=allow_source), sample_weight=sample_weight)
 
 
 # ----------------------------------------------- shallow: skada on embeddings
@@ -224,6 +276,11 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     >>> bool(clf.score(Xt, y) > 0.8)
     True
     """
+
+    __metadata_request__fit = _DA_METADATA_REQUESTS["__metadata_request__fit"]
+    __metadata_request__predict = _DA_METADATA_REQUESTS["__metadata_request__predict"]
+    __metadata_request__predict_proba = _DA_METADATA_REQUESTS["__metadata_request__predict_proba"]
+    __metadata_request__score = _DA_METADATA_REQUESTS["__metadata_request__score"]
 
     def __init__(self, extractor=None, adapter="coral", estimator=None, *, adapter_params=None, scale=True):
         self.extractor = extractor
@@ -335,20 +392,45 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_source_, self.n_target_ = n_s, n_t
         return self
 
-    def _route(self, method, X):
+    def _route(self, method, X, sample_domain=None, allow_source=False):
         check_is_fitted(self, "pipeline_")
         Z = self._embed(X, "X")
+        sd = _predict_domains(sample_domain, len(Z), allow_source)
+        params = {}
+        if sd is None:
+            sd = np.full(len(Z), self.target_domain_)
+        else:
+            sd = np.where(sd < 0, self.target_domain_, sd)  # one target domain: the fitted one
+            if allow_source:
+                params["allow_source"] = True
         with _routing():
-            return getattr(self.pipeline_, method)(Z, sample_domain=np.full(len(Z), self.target_domain_))
+            return getattr(self.pipeline_, method)(Z, sample_domain=sd, **params)
 
-    def predict(self, X):
-        """Predict labels of target-domain rows."""
+    def predict(self, X, *, sample_domain=None, allow_source=False):
+        """Predict labels of target-domain rows.
+
+        ``sample_domain`` and ``allow_source`` follow skada (its scorers pass
+        them): by default every row is a target row; source rows (positive
+        ids, with ``allow_source=True``) go through the adapter's source
+        side (e.g. CORAL's re-colouring).
+        """
         check_is_fitted(self, "pipeline_")
-        return self.classes_[np.asarray(self._route("predict", X), dtype=np.int64)]
+        return self.classes_[np.asarray(self._route("predict", X, sample_domain, allow_source), dtype=np.int64)]
 
-    def predict_proba(self, X):
-        """Class probabilities of target-domain rows, columns in ``classes_`` order."""
-        return self._route("predict_proba", X)
+    def predict_proba(self, X, *, sample_domain=None, allow_source=False):
+        """Class probabilities of target-domain rows, columns in ``classes_`` order.
+
+        ``sample_domain`` and ``allow_source``: as in :meth:`predict`.
+        """
+        return self._route("predict_proba", X, sample_domain, allow_source)
+
+    def score(self, X, y, sample_weight=None, *, sample_domain=None, allow_source=False):
+        """Accuracy on ``(X, y)``, rows taken as target rows unless ``sample_domain`` says otherwise.
+
+        ``sample_weight`` is requested under metadata routing, for skada's
+        :class:`~skada.metrics.ImportanceWeightedScorer`.
+        """
+        return _accuracy(self, X, y, sample_weight, sample_domain, allow_source)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -578,6 +660,11 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     (2,)
     """
 
+    __metadata_request__fit = _DA_METADATA_REQUESTS["__metadata_request__fit"]
+    __metadata_request__predict = _DA_METADATA_REQUESTS["__metadata_request__predict"]
+    __metadata_request__predict_proba = _DA_METADATA_REQUESTS["__metadata_request__predict_proba"]
+    __metadata_request__score = _DA_METADATA_REQUESTS["__metadata_request__score"]
+
     def __init__(
         self,
         backbone="sentence-transformers/all-MiniLM-L6-v2",
@@ -691,6 +778,23 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         weight = getattr(base, "weight", None)
         return _DANNLossFactory(len(self.classes_), weight)
 
+    # ----------------------------------------------------- skada's calls
+    # The adapted network treats every row alike: sample_domain is checked
+    # (skada's convention, as in EmbeddingDAClassifier) and otherwise unused.
+    def predict(self, X, *, sample_domain=None, allow_source=False):
+        """Predict labels; ``sample_domain``/``allow_source`` as in skada (checked, not needed)."""
+        _predict_domains(sample_domain, _n_rows(X), allow_source)
+        return super().predict(X)
+
+    def predict_proba(self, X, *, sample_domain=None, allow_source=False):
+        """Class probabilities; ``sample_domain``/``allow_source`` as in skada (checked, not needed)."""
+        _predict_domains(sample_domain, _n_rows(X), allow_source)
+        return super().predict_proba(X)
+
+    def score(self, X, y, sample_weight=None, *, sample_domain=None, allow_source=False):
+        """Accuracy; ``sample_weight`` is requested under metadata routing (importance-weighted scoring)."""
+        return _accuracy(self, X, y, sample_weight, sample_domain, allow_source)
+
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, *, X_target=None, sample_domain=None):
         """Fine-tune on labelled source rows and unlabelled target rows.
@@ -726,3 +830,125 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
             return self._fit(X_all, y_all, len(classes), True)
         finally:
             del self._n_train_rows
+
+
+# ------------------------------------- model selection without target labels
+# Names → skada.metrics classes. Each scores a fitted DA estimator on a
+# validation fold of source rows (labelled) and target rows (labels masked):
+# no target label is read.
+UNSUPERVISED_SCORERS = {
+    "importance_weighted": "ImportanceWeightedScorer",
+    "prediction_entropy": "PredictionEntropyScorer",
+    "dev": "DeepEmbeddedValidation",
+    "snd": "SoftNeighborhoodDensity",
+    "circular": "CircularValidation",
+}
+
+
+def _dev_scorer_class(skada):
+    class _DeepEmbeddedValidation(skada.metrics.DeepEmbeddedValidation):
+        """skada's DEV, also for :class:`EmbeddingDAClassifier`.
+
+        skada's DEV reads features from a skada pipeline (or a skada deep
+        model); an EmbeddingDAClassifier holds its fitted skada pipeline in
+        ``pipeline_``: DEV is computed on it, with the inputs embedded and the
+        source labels encoded as it was fitted (DEV indexes classes by label).
+        """
+
+        def _score(self, method_caller, estimator, X, y, sample_domain=None, **kwargs):
+            if isinstance(estimator, EmbeddingDAClassifier):
+                check_is_fitted(estimator, "pipeline_")
+                Z = estimator._embed(X, "X")
+                sd = np.asarray(sample_domain) if sample_domain is not None else None
+                y = np.asarray(y)
+                if sd is None or len(sd) != len(Z):
+                    raise ValueError("DeepEmbeddedValidation needs sample_domain, one id per row of X.")
+                src = sd > 0
+                y_enc = np.full(len(Z), _MASKED, dtype=np.int64)
+                pos = np.searchsorted(estimator.classes_, y[src])
+                pos = np.clip(pos, 0, len(estimator.classes_) - 1)
+                if not np.array_equal(estimator.classes_[pos], y[src]):
+                    raise ValueError("The source labels of the scored fold hold a class unseen in fit.")
+                y_enc[src] = pos
+                sd = np.where(sd < 0, estimator.target_domain_, sd)
+                with _routing():
+                    return super()._score(method_caller, estimator.pipeline_, Z, y_enc, sd, **kwargs)
+            with _routing():
+                return super()._score(method_caller, estimator, X, y, sample_domain, **kwargs)
+
+    return _DeepEmbeddedValidation
+
+
+def unsupervised_scorer(name, **kwargs):
+    """A skada scorer that ranks domain-adaptation settings without target labels.
+
+    A convenience over :mod:`skada.metrics`: builds the scorer (skada's
+    scorers request ``sample_domain``, which needs metadata routing on at
+    construction; this builds them inside a
+    ``config_context(enable_metadata_routing=True)`` and leaves the global
+    setting alone). Use it as ``scoring=`` of a search, with a skada splitter
+    and ``sample_domain`` passed to the search's ``fit`` under metadata
+    routing. Each scorer reads source labels and unlabelled target rows
+    only.
+
+    Parameters
+    ----------
+    name : {"importance_weighted", "prediction_entropy", "dev", "snd", "circular"}
+        ``"importance_weighted"``: source accuracy weighted by the target /
+        source density ratio (Sugiyama et al., 2007; skada's
+        ``ImportanceWeightedScorer``, kernel density by default).
+        ``"prediction_entropy"``: minus the mean entropy of the target
+        predictions (Morerio et al., 2018). ``"dev"``: deep embedded
+        validation (You et al., 2019), an importance-weighted source loss in
+        the adapted feature space, with a control variate.
+        ``"snd"``: soft neighbourhood density of the target predictions
+        (Saito et al., 2021). ``"circular"``: refit on the target rows with
+        the predicted labels, score back on the source (Bruzzone &
+        Marconcini, 2010); costs one extra fit per fold.
+    **kwargs
+        Passed to the skada scorer (e.g. ``weight_estimator=`` for
+        ``"importance_weighted"``, ``random_state=`` for ``"dev"``, ``T=``
+        for ``"snd"``).
+
+    Returns
+    -------
+    scorer : skada scorer
+        Greater is better (loss-like scores are negated by skada).
+
+    Notes
+    -----
+    skada's scorers check their input with ``check_array``: ``X`` must be
+    numeric (embeddings, images as arrays), not raw text. For text, embed
+    once with :class:`~sktransfer.PretrainedFeatureExtractor` and search
+    over ``EmbeddingDAClassifier(extractor=None)`` on the embeddings (every
+    candidate then shares them). ``"dev"`` needs features: for
+    :class:`EmbeddingDAClassifier` it uses the fitted skada pipeline; for
+    :class:`DANNClassifier` skada's DEV does not apply (it looks for a skada
+    deep model's ``layer_name``).
+
+    Examples
+    --------
+    >>> import numpy as np, sklearn
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sktransfer.adaptation import EmbeddingDAClassifier, unsupervised_scorer
+    >>> from skada.model_selection import SourceTargetShuffleSplit
+    >>> rng = np.random.RandomState(0)
+    >>> y = rng.randint(0, 2, 200)
+    >>> X = np.vstack([rng.randn(100, 4) + 2 * y[:100, None], 3 * (rng.randn(100, 4) + 2 * y[100:, None]) + 4])
+    >>> sd = np.r_[np.ones(100, int), np.full(100, -2)]
+    >>> y_masked = np.where(sd > 0, y, -1)             # no target label is given
+    >>> with sklearn.config_context(enable_metadata_routing=True):
+    ...     search = GridSearchCV(EmbeddingDAClassifier(), {"adapter": [None, "coral"]},
+    ...                           scoring=unsupervised_scorer("prediction_entropy"),
+    ...                           cv=SourceTargetShuffleSplit(n_splits=2, random_state=0))
+    ...     _ = search.fit(X, y_masked, sample_domain=sd)
+    >>> search.best_params_["adapter"] in (None, "coral")
+    True
+    """
+    if name not in UNSUPERVISED_SCORERS:
+        raise ValueError(f"Unknown scorer {name!r}; use one of {sorted(UNSUPERVISED_SCORERS)}.")
+    skada = _import_skada()
+    with _routing():
+        if name == "dev":
+            return _dev_scorer_class(skada)(**kwargs)
+        return getattr(skada.metrics, UNSUPERVISED_SCORERS[name])(**kwargs)

@@ -138,19 +138,24 @@ METHODS = {
     "finetune_linear_probe": (_finetune("linear_probe"), {"default": {}, "lpft": {"head_init": "probe"}}, ("text", "image"), True),
     "finetune_partial": (
         _finetune("partial"),
-        {"default": {}, "lpft": {"head_init": "probe"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}},
+        {"default": {}, "lpft": {"head_init": "probe"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10},
+         "img128": {"image_size": 128}},
         ("text", "image"),
         True,
     ),
     "finetune_full": (
         _finetune("full"),
-        {"default": {}, "lpft": {"head_init": "probe"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}},
+        {"default": {}, "lpft": {"head_init": "probe"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10},
+         "img128": {"image_size": 128}},
         ("text", "image"),
         True,
     ),
     "lora": (_lora, {"default": {}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}}, ("text",), True),
     "auto": (_auto, {"default": {}}, ("text", "image"), True),
 }
+
+# Recipes that only make sense for one modality (image_size is ignored for text).
+RECIPE_MODALITY = {"img128": "image"}
 
 # Run order: cheapest first, so an interrupted run still covers every task.
 ORDER = ["baseline", "probe", "zeroshot", "finetune_linear_probe", "fewshot", "lora", "finetune_partial", "finetune_full", "auto"]

@@ -65,6 +65,8 @@ def plan(task_names, method_names, ns, seeds, recipes=None):
                 for task in task_names:
                     if T.TASKS[task].modality not in modalities:
                         continue
+                    if M.RECIPE_MODALITY.get(recipe, T.TASKS[task].modality) != T.TASKS[task].modality:
+                        continue
                     for seed in (seeds if uses_rows else (0,)):
                         out.append((method, recipe, task, n, seed))
     return out
