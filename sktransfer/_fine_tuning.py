@@ -114,7 +114,7 @@ class _FineTunedBase(_SkorchTransferBase):
         cw = getattr(self, "class_weight", None)
         if isinstance(cw, dict):
             cw = {code: cw.get(label, 1.0) for code, label in enumerate(self.classes_)}
-        init_head_from_probe(
+        applied = init_head_from_probe(
             module,
             {k: v[rows] for k, v in Xd.items()},
             y_enc[rows],
@@ -123,6 +123,15 @@ class _FineTunedBase(_SkorchTransferBase):
             batch_size=max(self.batch_size, 32),
             device=self.device_,
         )
+        if not applied:
+            import warnings
+
+            warnings.warn(
+                "head_init='probe' could not set the head (a class is missing from the training rows, "
+                "e.g. after the validation split): training starts from a random head.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _method_callbacks(self, module, shared):
         groups = module.block_groups

@@ -78,3 +78,12 @@ def test_bad_head_init_is_refused(small, params, message):
     X, y = small
     with pytest.raises(ValueError, match=message):
         FineTunedClassifier(TEXT, max_epochs=1, **params).fit(X, y)
+
+
+def test_a_head_the_probe_cannot_set_is_not_silent(small, monkeypatch):
+    # init_head_from_probe declines (e.g. a class missing from the training rows after the validation split)
+    monkeypatch.setattr(head_init_module, "init_head_from_probe", lambda *a, **k: False)
+    X, y = small
+    with pytest.warns(UserWarning, match="training starts from a random head"):
+        FineTunedClassifier(TEXT, strategy="linear_probe", head_init="probe", max_epochs=1, max_length=32,
+                            random_state=0).fit(X, y)

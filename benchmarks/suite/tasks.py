@@ -9,7 +9,9 @@ class (all of a class when it has fewer), seeded by ``seed``. Every method
 sees the same rows for the same ``(task, n, seed)``: differences between
 methods are paired.
 
-Texts are cut to ``MAX_CHARS`` characters (a long article keeps its title and
+Inputs are de-duplicated first (texts after the cut, case and spaces
+ignored; images by pixels): a copy on each side of the split would put a test
+row in training. Texts are cut to ``MAX_CHARS`` characters (a long article keeps its title and
 first paragraphs; the backbone reads at most 128 tokens anyway): what costs
 time on a CPU is the transformer's length, and every method gets the same cut.
 """
@@ -133,6 +135,28 @@ class Split:
 _SPLITS = {}
 
 
+def _content_key(x):
+    """Bytes that identify an input as the model would see it (a text after the cut, an image's pixels)."""
+    import hashlib
+
+    if isinstance(x, str):
+        return hashlib.sha256(" ".join(x.lower().split()).encode()).hexdigest()
+    a = np.asarray(x)
+    return hashlib.sha256(f"{a.dtype}{a.shape}".encode() + np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _drop_duplicates(X, y):
+    """One copy of each input: a copy on both sides of the split would be a test row seen in training.
+    An input that appears with different labels is dropped altogether."""
+    first, labels = {}, {}
+    for i, x in enumerate(X):
+        k = _content_key(x)
+        first.setdefault(k, i)
+        labels.setdefault(k, set()).add(y[i].item() if hasattr(y[i], "item") else y[i])
+    keep = sorted(i for k, i in first.items() if len(labels[k]) == 1)
+    return [X[i] for i in keep], y[keep]
+
+
 def load_split(name):
     """The task's data with its fixed test split (memoised per process)."""
     if name in _SPLITS:
@@ -143,6 +167,7 @@ def load_split(name):
     else:
         X = list(X)
     y = np.asarray(y)
+    X, y = _drop_duplicates(X, y)
     classes = np.unique(y)
     rng = np.random.RandomState(0)
     test, pool = [], []
@@ -172,6 +197,6 @@ def available():
         try:
             load_split(name)
             ok.append(name)
-        except Exception as exc:  # noqa: BLE001 - a missing optional package
+        except (ImportError, FileNotFoundError, OSError) as exc:  # a data package not installed here
             missing[name] = f"{type(exc).__name__}: {exc}"
     return ok, missing
