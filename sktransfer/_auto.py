@@ -195,6 +195,9 @@ def _accuracy_or_nan(estimator, X, y):
 def _stratified_subset(y, m, random_state):
     """Indices of ``m`` rows of ``y``, classes in proportion, at least 2 of each (where there are 2).
 
+    Never more than ``m`` rows, unless the floors of 2 per class alone are
+    more (``m < 2 × n_classes``): then the floors.
+
     Halving's own ``n_samples`` resource draws rows uniformly: at the first
     round's sizes a class often ends up with a single example, which
     contrastive few-shot tuning cannot use (one pair needs two).
@@ -205,7 +208,17 @@ def _stratified_subset(y, m, random_state):
     y = np.asarray(y)
     n = len(y)
     classes, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
-    quota = np.maximum(np.minimum(2, counts), np.floor(m * counts / n).astype(int))
+    floor = np.minimum(2, counts)
+    quota = np.maximum(floor, np.floor(m * counts / n).astype(int))
+    # The floors can push the total over m: take the excess back from the
+    # largest classes, never below their floor. If the floors alone are over
+    # m, the floors are used (more than m rows; the caller records the rows
+    # really used, see _Candidate.n_rows_).
+    excess = quota.sum() - m
+    while excess > 0 and (quota > floor).any():
+        k = int(np.argmax(np.where(quota > floor, quota, -1)))
+        quota[k] -= 1
+        excess -= 1
     spare = m - quota.sum()
     if spare > 0:  # the rounding remainder, to classes drawn in proportion to what they have left
         left = counts - quota
@@ -225,9 +238,13 @@ class _SearchLog:
     :func:`_prior_forwards` times the measured seconds per forward pass
     (see :meth:`seconds_per_forward`).
     A trained candidate is not started when its remaining folds of this
-    round plus its refit on all the data are expected to end after the
-    deadline. The probe is never skipped: it is the cheapest candidate and
-    the one that always leaves a fitted model.
+    round plus the refit reserve are expected to end after the deadline.
+    The reserve is one shared refit: the largest expected refit on all the
+    data among the live candidates (those fitted in the latest round that
+    has fits, and the candidate being checked), since only one of them is
+    refit; so a later candidate cannot spend the time an earlier one's
+    refit needs. The probe is never skipped: it is the cheapest candidate
+    and the one that always leaves a fitted model.
     """
 
     def __init__(self, deadline, n_splits, n_total, verbose=0):
@@ -239,6 +256,8 @@ class _SearchLog:
         self.status = {}  # (key, resource) -> "over budget" / "failed: ..."
         self.seconds_per_input = None  # the probe's: ~ one forward pass
         self.trained = []  # (strategy, settings, n, seconds) of trained candidates' fits
+        self.meta = {}  # key -> (strategy, settings)
+        self.rows_used = {}  # resource (max_samples) -> the most rows a fit really used
 
     def estimate(self, key, strategy, settings, n):
         """Expected seconds of one fit of ``key`` on ``n`` inputs (None: unknown)."""
@@ -258,6 +277,22 @@ class _SearchLog:
             return float(np.median(rates))
         return self.seconds_per_input
 
+    def refit_reserve(self, key=None, strategy=None, settings=None):
+        """Expected seconds of the largest refit on all the data among the live candidates.
+
+        Live: fitted in the latest round (largest resource) that has fits,
+        plus ``key`` (the candidate about to start), whatever it has done.
+        """
+        if not self.fits:
+            live = {}
+        else:
+            latest = max(r for done in self.fits.values() for r, _, _ in done)
+            live = {k: self.meta[k] for k, done in self.fits.items() if any(r == latest for r, _, _ in done)}
+        if key is not None:
+            live[key] = (strategy, settings)
+        costs = [self.estimate(k, s, st, self.n_total) for k, (s, st) in live.items()]
+        return max([c for c in costs if c is not None], default=0.0)
+
     def check(self, key, strategy, settings, resource, n):
         """None to go ahead, else why the candidate is not started."""
         if self.deadline is None or strategy == "probe":
@@ -268,7 +303,9 @@ class _SearchLog:
         fold = self.estimate(key, strategy, settings, n)
         started = sum(1 for r, _, _ in self.fits.get(key, []) if r == resource)
         remaining = max(1, self.n_splits - started)
-        needed = 0.0 if fold is None else fold * remaining + fold * self.n_total / max(n, 1)
+        own_refit = 0.0 if fold is None else fold * self.n_total / max(n, 1)
+        reserve = max(own_refit, self.refit_reserve(key, strategy, settings))
+        needed = (0.0 if fold is None else fold * remaining) + reserve
         if now + needed > self.deadline:
             msg = "over budget"
             self.status[(key, resource)] = msg
@@ -280,6 +317,7 @@ class _SearchLog:
 
     def record(self, key, strategy, settings, resource, n, seconds):
         self.fits.setdefault(key, []).append((resource, int(n), float(seconds)))
+        self.meta[key] = (strategy, dict(settings))
         if strategy != "probe":
             self.trained.append((strategy, dict(settings), int(n), float(seconds)))
         else:
@@ -297,6 +335,11 @@ class _SearchLog:
 
 
 _SEARCHES = {}  # token -> _SearchLog of a search running in this process
+
+
+def _rows_used(n_resources, log):
+    """Halving's resources (``max_samples``) as the rows the fits really used."""
+    return np.asarray([log.rows_used.get(int(r), int(r)) for r in n_resources], dtype=int)
 
 
 class _Candidate(ClassifierMixin, BaseEstimator):
@@ -335,9 +378,11 @@ class _Candidate(ClassifierMixin, BaseEstimator):
         if resource < len(y):
             idx = _stratified_subset(y, resource, self.random_state)
             X, y = _safe_indexing(X, idx), y[idx]
+        self.n_rows_ = len(y)  # can exceed max_samples: see _stratified_subset
         self.classes_ = np.unique(y)
         self.skipped_ = None
         if log is not None:
+            log.rows_used[resource] = max(log.rows_used.get(resource, 0), len(y))
             self.skipped_ = log.check(key, self.strategy, settings, resource, len(y))
             if self.skipped_ is not None:
                 return self
@@ -349,13 +394,18 @@ class _Candidate(ClassifierMixin, BaseEstimator):
         if log is None:
             est.fit(X, y)
         else:
-            # A failure is recorded and scored NaN rather than raised: when
-            # every candidate of a round fails, sklearn's halving raises and
-            # the rounds before are lost. Failures are reported after the
-            # search (a warning, ``leaderboard_["status"]``).
+            # A runtime failure is recorded and scored NaN rather than
+            # raised: when every candidate of a round fails, sklearn's
+            # halving raises and the rounds before are lost. Failures are
+            # reported after the search (a warning, ``leaderboard_["status"]``).
+            # Only runtime failures: RuntimeError (torch's, incl. CUDA out of
+            # memory), FloatingPointError, MemoryError. Settings were
+            # validated before the search (AutoTransferClassifier._check_params);
+            # a ValueError/TypeError now is a data or programming error and
+            # raises, rather than turn into a "failed" candidate nobody reads.
             try:
                 est.fit(X, y)
-            except Exception as exc:  # noqa: BLE001
+            except (RuntimeError, FloatingPointError, MemoryError) as exc:
                 self.skipped_ = log.failed(key, resource, exc)
                 return self
             log.record(key, self.strategy, settings, resource, len(y), time.monotonic() - t0)
@@ -505,7 +555,9 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         (mean per fold in that round), ``total_seconds`` (all its folds and
         rounds) and ``status`` ("ok", "over budget" or "failed: ...").
     n_resources_ : list of int
-        Samples per round.
+        Training rows per fold in each round (the most any fit used: the
+        stratified subsets keep 2 per class, so with ``max_samples`` below
+        ``2 × n_classes`` a fit uses the floors).
     n_candidates_ : list of int
         Candidates per round.
     backbones_ : list
@@ -519,6 +571,14 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         Wall time of ``fit``.
     budget_exhausted_ : bool
         Whether the budget kept any candidate from running.
+    refit_fallback_ : dict or None
+        None, unless the search's best candidate was expected to pass
+        ``budget_s`` in its refit on all the data: then the best ranked
+        candidate whose refit fits (a probe always does) was refit instead,
+        with a warning, and ``best_*`` describe that one; the dict has
+        ``searched_best`` and ``refit`` (as in ``best_params_``), their rows
+        ``searched_best_index`` and ``refit_index``, ``expected_s`` and
+        ``left_s``.
 
     See Also
     --------
@@ -632,11 +692,25 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
             checked = [_check_candidate(c, i) for i, c in enumerate(self.candidates)]
             if not checked:
                 raise ValueError("candidates is an empty list: give at least one, or None for the defaults.")
+            for i, (strategy, settings) in enumerate(checked):
+                self._check_settings(i, strategy, settings, backbones[0])
             keys = [_key(s, st, "") for s, st in checked]
             dup = sorted({k for k in keys if keys.count(k) > 1})
             if dup:
                 raise ValueError(f"candidates lists the same candidate more than once: {dup}.")
         return backbones
+
+    def _check_settings(self, i, strategy, settings, backbone):
+        """Each candidate's own parameter validation, before any model loads or trains."""
+        try:
+            est = build_estimator(strategy, settings, backbone, max_length=self.max_length,
+                                  image_size=self.image_size, device=self.device)
+            if strategy == "probe":
+                est.named_steps["head"]._validate_params()  # sklearn's own checks of LogisticRegression
+            else:
+                est._check_params()
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"candidates[{i}] (strategy={strategy!r}) has an invalid setting: {exc}") from exc
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y):
@@ -739,11 +813,14 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
             _SEARCHES.pop(token, None)
 
         results = search.cv_results_
+        status = self._statuses(results, log)  # keyed by halving's resource (max_samples)
+        # n_resources: the rows the fits really used (max_samples, except
+        # when the floors of 2 per class are over it).
+        results["n_resources"] = _rows_used(results["n_resources"], log)
         self.cv_results_ = results
-        self.n_resources_ = list(search.n_resources_)
+        self.n_resources_ = _rows_used(search.n_resources_, log).tolist()
         self.n_candidates_ = list(search.n_candidates_)
         self.n_iterations_ = int(search.n_iterations_)
-        status = self._statuses(results, log)
         failures = sorted({s for s in status if s.startswith("failed")})
         best = self._best_index(results)
         if best is None:
@@ -757,6 +834,16 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         self.budget_exhausted_ = any(s == "over budget" for s in status)
         self.leaderboard_ = self._leaderboard(results, status, n_splits)
 
+        best, self.refit_fallback_ = self._refit_choice(results, best, log, n)
+        if self.refit_fallback_ is not None:
+            fb = self.refit_fallback_
+            warnings.warn(
+                f"The search's best candidate {fb['searched_best']} is expected to need {fb['expected_s']:.1f} s "
+                f"to refit on all the data, and {fb['left_s']:.1f} s of budget_s are left: refit {fb['refit']} "
+                "instead (the best that fits; see refit_fallback_).",
+                UserWarning,
+                stacklevel=3,
+            )
         params = results["params"][best]
         self.best_index_ = int(best)
         self.best_score_ = float(results["mean_test_score"][best])
@@ -774,6 +861,57 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
             est.set_params(extractor__cache=None)
         self.best_estimator_ = est
         self.classes_ = est.classes_
+
+    @staticmethod
+    def _ranked_rows(results):
+        """Each candidate's row at its latest round with a score, in halving's order (``leaderboard_``)."""
+        keys = [_key(p["strategy"], p["settings"], p["backbone"]) for p in results["params"]]
+        scores = np.asarray(results["mean_test_score"], dtype=float)
+        latest = {}
+        for i, k in enumerate(keys):
+            if np.isfinite(scores[i]):
+                latest[k] = i
+        rows = list(latest.values())
+        fit = np.asarray(results["mean_fit_time"], dtype=float)
+        return sorted(rows, key=lambda i: (-int(results["iter"][i]), -scores[i], fit[i], i))
+
+    def _refit_choice(self, results, best, log, n):
+        """The row to refit: ``best``, or, when its refit is expected to pass
+        the deadline, the best ranked candidate whose refit fits (a probe
+        always does: its embeddings are cached). Returns ``(row, fallback)``,
+        ``fallback`` None or the dict kept as ``refit_fallback_``."""
+        if log.deadline is None:
+            return best, None
+
+        def expected(i):
+            p = results["params"][i]
+            if p["strategy"] == "probe":
+                return 0.0
+            return log.estimate(_key(p["strategy"], p["settings"], p["backbone"]), p["strategy"], p["settings"], n)
+
+        def fits(i, cost):  # the probe always fits (even past the deadline): it is the fallback
+            return results["params"][i]["strategy"] == "probe" or (cost is not None and cost <= left)
+
+        left = log.deadline - time.monotonic()
+        need = expected(best)
+        if need is None or fits(best, need):
+            return best, None
+        costs = {i: expected(i) for i in self._ranked_rows(results)}
+        ok = [i for i, c in costs.items() if fits(i, c)]
+        chosen = ok[0] if ok else min(costs, key=lambda i: math.inf if costs[i] is None else costs[i])
+
+        def as_params(i):
+            p = results["params"][i]
+            return {"strategy": p["strategy"], **p["settings"]}
+
+        return chosen, {
+            "searched_best": as_params(best),
+            "searched_best_index": int(best),
+            "refit": as_params(chosen),
+            "refit_index": int(chosen),
+            "expected_s": float(need),
+            "left_s": float(left),
+        }
 
     def _min_resources(self, n, n_classes, n_candidates):
         """First round's training rows, such that the last round uses all ``n``.

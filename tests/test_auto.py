@@ -11,7 +11,7 @@ import pickle
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 
@@ -205,3 +205,152 @@ def test_sklearn_tags():
     tags = AutoTransferClassifier(TEXT).__sklearn_tags__()
     assert tags.estimator_type == "classifier" and tags.input_tags.string and not tags.input_tags.two_d_array
     assert tags.non_deterministic and not AutoTransferClassifier(TEXT, random_state=0).__sklearn_tags__().non_deterministic
+
+
+# ------------------------------------------------- review fixes (H2)
+def test_stratified_subset_never_exceeds_max_samples():
+    # 90/10: the minority's floor of 2 used to push m=10 to 11 rows (m=20 on 5 classes to more).
+    y = np.array([0] * 90 + [1] * 10)
+    for m in range(4, 100):
+        idx = _auto._stratified_subset(y, m, 0)
+        assert len(idx) == m and len(np.unique(idx)) == m
+        assert np.bincount(y[idx], minlength=2).min() >= 2
+    y5 = np.repeat(np.arange(5), [60, 10, 10, 10, 10])
+    for m in (10, 11, 20, 33):
+        idx = _auto._stratified_subset(y5, m, 0)
+        assert len(idx) == m and np.bincount(y5[idx]).min() >= 2
+    # The floors alone over m: the floors are used (2 of each class).
+    idx = _auto._stratified_subset(y5, 7, 0)
+    np.testing.assert_array_equal(np.bincount(y5[idx]), [2] * 5)
+
+
+def test_rows_used_are_reported(monkeypatch):
+    # A candidate's fit on a subset records the rows it really used; the
+    # search reports those (here the floors, 6 rows for max_samples=4).
+    log = _auto._SearchLog(deadline=None, n_splits=2, n_total=30)
+    monkeypatch.setitem(_auto._SEARCHES, "t", log)
+    monkeypatch.setattr(_auto, "build_estimator", lambda *a, **k: _Fake())
+    y = np.repeat(["a", "b", "c"], [20, 5, 5])
+    cand = _auto._Candidate("lora", {}, "m", max_samples=4, search="t").fit(list(range(30)), y)
+    assert cand.n_rows_ == 6 and log.rows_used == {4: 6}
+    results = {"n_resources": np.array([4, 4, 30])}
+    assert _auto._rows_used(results["n_resources"], log).tolist() == [6, 6, 30]
+
+
+class _Fake(ClassifierMixin, BaseEstimator):
+    """A trained candidate stand-in: raises ``error`` in fit if given, else predicts the majority."""
+
+    def __init__(self, error=None, inner=None):
+        self.error = error
+        self.inner = inner
+
+    def _check_params(self):
+        pass
+
+    def fit(self, X, y):
+        if self.error is not None:
+            raise self.error
+        if self.inner is not None:
+            self.inner_ = clone(self.inner).fit(X, y)
+            self.classes_ = self.inner_.classes_
+            return self
+        self.classes_, counts = np.unique(y, return_counts=True)
+        self.majority_ = self.classes_[np.argmax(counts)]
+        return self
+
+    def predict(self, X):
+        if self.inner is not None:
+            return self.inner_.predict(X)
+        return np.full(len(X), self.majority_)
+
+    def predict_proba(self, X):
+        if self.inner is not None:
+            return self.inner_.predict_proba(X)
+        return np.tile((self.classes_ == self.majority_).astype(float), (len(X), 1))
+
+
+@pytest.mark.parametrize(
+    "candidate, match",
+    [
+        ({"strategy": "full", "lr": -1}, r"candidates\[1\].*'full'.*lr"),
+        ({"strategy": "few_shot", "n_pairs": 0}, r"candidates\[1\].*'few_shot'.*n_pairs"),
+        ({"strategy": "lora", "r": 0}, r"candidates\[1\].*'lora'.*\br\b"),
+        ({"strategy": "probe", "C": -1.0}, r"candidates\[1\].*'probe'.*C"),
+    ],
+)
+def test_bad_candidate_settings_raise_before_the_search(candidate, match):
+    # Used to be a "failed" candidate with a warning, and the probe won silently.
+    est = AutoTransferClassifier(TEXT, candidates=[{"strategy": "probe"}, candidate], cv=2)
+    with pytest.raises(ValueError, match=match):
+        est.fit(["a", "b", "c", "d"], [0, 1, 0, 1])
+
+
+def test_only_runtime_failures_are_caught(monkeypatch):
+    log = _auto._SearchLog(deadline=None, n_splits=2, n_total=8)
+    monkeypatch.setitem(_auto._SEARCHES, "t", log)
+    X, y = list(range(8)), np.array([0, 1] * 4)
+    for error in (RuntimeError("CUDA out of memory"), FloatingPointError("nan loss"), MemoryError()):
+        monkeypatch.setattr(_auto, "build_estimator", lambda *a, e=error, **k: _Fake(error=e))
+        cand = _auto._Candidate("full", {}, "m", search="t").fit(X, y)
+        assert cand.skipped_.startswith(f"failed: {type(error).__name__}")
+    # A programming or configuration error is not a failed candidate: it raises.
+    for error in (ValueError("bad setting"), TypeError("bad type"), KeyError("k")):
+        monkeypatch.setattr(_auto, "build_estimator", lambda *a, e=error, **k: _Fake(error=e))
+        with pytest.raises(type(error)):
+            _auto._Candidate("full", {}, "m", search="t").fit(X, y)
+
+
+def test_refit_reserve_is_shared():
+    # "full" was timed at 20 s a fold on 20 rows: its refit on 40 rows needs
+    # ~40 s. A cheap candidate (1 s a fold, 2 s refit) used to be started
+    # with 40.5 s left, eating the time of full's refit: the reserve is now
+    # the largest refit among the live candidates.
+    log = _auto._SearchLog(deadline=_auto.time.monotonic() + 40.5, n_splits=2, n_total=40)
+    log.record("full | m | defaults", "full", {}, 20, 20, 20.0)
+    log.record("lora | m | defaults", "lora", {}, 20, 20, 1.0)
+    assert log.refit_reserve() == pytest.approx(40.0)
+    assert log.check("lora | m | defaults", "lora", {}, 20, 20) == "over budget"
+    # A candidate of an earlier round that was not kept is not reserved for.
+    log = _auto._SearchLog(deadline=_auto.time.monotonic() + 40.5, n_splits=2, n_total=40)
+    log.record("full | m | defaults", "full", {}, 10, 10, 20.0)  # round 0 only: dropped
+    log.record("probe | m | C=1", "probe", {}, 20, 20, 0.02)
+    log.record("lora | m | defaults", "lora", {}, 20, 20, 1.0)
+    assert log.refit_reserve() == pytest.approx(2.0)
+    assert log.check("lora | m | defaults", "lora", {}, 20, 20) is None
+
+
+def test_final_refit_falls_back_when_over_budget(small, cache_dir, monkeypatch):
+    # A fake slow "lora" (a strong probe inside) wins the search, but its
+    # refit is expected to take 1e6 s: the best candidate that fits (the
+    # probe) is refit instead, with a warning and refit_fallback_.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    X, y = small
+    real = _auto.build_estimator
+
+    def build(strategy, settings, backbone, **kw):
+        if strategy == "lora":
+            return _Fake(inner=real("probe", {"C": 10.0}, backbone, **kw))
+        return real(strategy, settings, backbone, **kw)
+
+    monkeypatch.setattr(_auto, "build_estimator", build)
+    monkeypatch.setattr(_auto._SearchLog, "check", lambda self, *a: None)  # run every candidate
+    monkeypatch.setattr(
+        _auto._SearchLog, "estimate", lambda self, key, strategy, settings, n: 1e6 if strategy == "lora" else 0.1
+    )
+    cands = [{"strategy": "probe", "C": 1e-4}, {"strategy": "lora"}]
+    est = AutoTransferClassifier(TEXT, candidates=cands, cv=2, max_length=64, budget_s=600, cache=cache_dir,
+                                 random_state=0)
+    with pytest.warns(UserWarning, match="refit"):
+        est.fit(X, y)
+    fb = est.refit_fallback_
+    assert fb["searched_best"] == {"strategy": "lora"} and fb["refit"] == {"strategy": "probe", "C": 1e-4}
+    assert est.best_strategy_ == "probe" and isinstance(est.best_estimator_, Pipeline)
+    assert isinstance(est.best_estimator_[-1], LogisticRegression)
+    assert est.best_params_ == {"strategy": "probe", "C": 1e-4}
+    assert est.best_score_ == pytest.approx(est.cv_results_["mean_test_score"][est.best_index_])
+    # Without a budget there is no fallback.
+    monkeypatch.undo()
+    assert AutoTransferClassifier(TEXT, candidates=FAST[:1], cv=2, max_length=64, cache=cache_dir,
+                                  random_state=0).fit(X, y).refit_fallback_ is None
