@@ -91,47 +91,14 @@ class _FineTunedBase(_SkorchTransferBase):
             raise ValueError(f"layer_decay must be None or in (0, 1], got {self.layer_decay!r}.")
         if not isinstance(self.freeze_bn_stats, (bool, np.bool_)):
             raise ValueError(f"freeze_bn_stats must be True or False, got {self.freeze_bn_stats!r}.")
-        if self.head_init not in ("random", "probe"):
-            raise ValueError(f"head_init must be 'random' or 'probe', got {self.head_init!r}.")
-        if self.head_init == "probe" and self.head != "linear":
-            raise ValueError(
-                f"head_init='probe' sets a linear head from a linear probe; head={self.head!r} is not linear. "
-                "Use head='linear' or head_init='random'."
-            )
+        from ._head_init import check_head_init
+
+        check_head_init(self)
 
     def _init_head(self, module, Xd, y_enc, stratify, seed):
-        if self.head_init != "probe":
-            return
-        from ._head_init import init_head_from_probe
+        from ._head_init import init_head_for
 
-        rows = np.arange(len(y_enc))
-        if self.validation_fraction:
-            # The probe sees the training rows only: the split skorch draws in _train.
-            from skorch.dataset import ValidSplit
-
-            train, _ = ValidSplit(self.validation_fraction, stratified=stratify, random_state=seed)(rows, y_enc)
-            rows = np.asarray(train.indices)
-        cw = getattr(self, "class_weight", None)
-        if isinstance(cw, dict):
-            cw = {code: cw.get(label, 1.0) for code, label in enumerate(self.classes_)}
-        applied = init_head_from_probe(
-            module,
-            {k: v[rows] for k, v in Xd.items()},
-            y_enc[rows],
-            classification=hasattr(self, "classes_"),
-            class_weight=cw,
-            batch_size=max(self.batch_size, 32),
-            device=self.device_,
-        )
-        if not applied:
-            import warnings
-
-            warnings.warn(
-                "head_init='probe' could not set the head (a class is missing from the training rows, "
-                "e.g. after the validation split): training starts from a random head.",
-                UserWarning,
-                stacklevel=4,
-            )
+        init_head_for(self, module, Xd, y_enc, stratify, seed)
 
     def _method_callbacks(self, module, shared):
         groups = module.block_groups

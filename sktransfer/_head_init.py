@@ -38,25 +38,40 @@ def _features(module, Xd, batch_size, device):
     return np.concatenate(out).astype(np.float64)
 
 
-def _last_linear(head):
+def _only_linear(head):
+    """The head's one ``nn.Linear``, or None if it has none or several (an MLP)."""
     layers = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    return layers[-1] if layers else None
+    return layers[0] if len(layers) == 1 else None
 
 
-def init_head_from_probe(module, Xd, y_enc, *, classification, class_weight=None, batch_size=32, device="cpu"):
+def init_head_from_probe(module, Xd, y_enc, *, classification, class_weight=None, batch_size=32, device="cpu",
+                         heads=None):
     """Set the head's last linear layer to a probe fitted on frozen features.
 
     Only a one-layer head (``head="linear"``) is a probe; an MLP head is left
     as it is (returns False).
+
+    Parameters
+    ----------
+    module : TransferModule
+        Its ``features`` give the probe's inputs (the model as it starts
+        training: adapters included, at their initial state).
+    heads : list of nn.Module or None
+        The head modules to set, each holding one ``nn.Linear`` (None:
+        ``[module.task_head]``). Several when a wrapper keeps copies of the
+        head that must agree (PEFT's ``modules_to_save``).
 
     Returns
     -------
     bool
         Whether the head was initialised.
     """
-    head = module.task_head
-    linear = _last_linear(head)
-    if linear is None or sum(isinstance(m, nn.Linear) for m in head.modules()) != 1:
+    heads = [module.task_head] if heads is None else list(heads)
+    linears = [_only_linear(h) for h in heads]
+    if not linears or any(lin is None for lin in linears):
+        return False
+    linear = linears[0]
+    if any(tuple(lin.weight.shape) != tuple(linear.weight.shape) or lin.bias is None for lin in linears):
         return False
     Z = _features(module, Xd, batch_size, device)
     if classification:
@@ -77,6 +92,90 @@ def init_head_from_probe(module, Xd, y_enc, *, classification, class_weight=None
     if coef.shape != tuple(linear.weight.shape):
         return False
     with torch.no_grad():
-        linear.weight.copy_(torch.as_tensor(coef, dtype=linear.weight.dtype))
-        linear.bias.copy_(torch.as_tensor(intercept, dtype=linear.bias.dtype))
+        for lin in linears:
+            lin.weight.copy_(torch.as_tensor(coef, dtype=lin.weight.dtype))
+            lin.bias.copy_(torch.as_tensor(intercept, dtype=lin.bias.dtype))
     return True
+
+
+def init_head_for(estimator, module, Xd, y_enc, stratify, seed, *, heads=None):
+    """What every estimator's ``_init_head`` does for ``head_init="probe"``.
+
+    The probe sees the rows training sees: the split skorch draws in
+    ``_train`` (same ``validation_fraction``, stratification and seed) is
+    drawn here too and its validation rows left out, as are unlabelled rows
+    (class code ``< 0``: DANN's target rows). ``class_weight`` given per
+    label is mapped to the class codes. If the head can't be set (an MLP
+    head, or a class missing from the training rows) a warning says so and
+    training starts from the random head.
+
+    Parameters
+    ----------
+    estimator : fitted-in-progress estimator
+        Reads ``head_init``, ``validation_fraction``, ``batch_size``,
+        ``device_``, ``class_weight`` and ``classes_`` (a classifier).
+    module : TransferModule
+        The model as it starts training (for PEFT, the base model under the
+        wrapper, adapters in place).
+    heads : list of nn.Module or None
+        See :func:`init_head_from_probe`.
+    """
+    if getattr(estimator, "head_init", "random") != "probe":
+        return False
+    classification = hasattr(estimator, "classes_")
+    y_enc = np.asarray(y_enc)
+    rows = np.arange(len(y_enc))
+    if estimator.validation_fraction:
+        from skorch.dataset import ValidSplit
+
+        train, _ = ValidSplit(estimator.validation_fraction, stratified=stratify, random_state=seed)(rows, y_enc)
+        rows = np.asarray(train.indices)
+    if classification:
+        rows = rows[y_enc[rows] >= 0]
+    cw = getattr(estimator, "class_weight", None)
+    if isinstance(cw, dict):
+        cw = {code: cw.get(label, 1.0) for code, label in enumerate(estimator.classes_)}
+    applied = init_head_from_probe(
+        module,
+        {k: v[rows] for k, v in Xd.items()},
+        y_enc[rows],
+        classification=classification,
+        class_weight=cw,
+        batch_size=max(estimator.batch_size, 32),
+        device=estimator.device_,
+        heads=heads,
+    )
+    if not applied:
+        import warnings
+
+        warnings.warn(
+            "head_init='probe' could not set the head (a class is missing from the training rows, "
+            "e.g. after the validation split): training starts from a random head.",
+            UserWarning,
+            stacklevel=_caller_outside_package(),
+        )
+    return applied
+
+
+def _caller_outside_package():
+    """``stacklevel`` of the first frame outside sktransfer (the user's ``fit`` call), seen from our caller."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def check_head_init(estimator):
+    """Validate ``head_init`` (and that the head it sets is linear)."""
+    head_init = getattr(estimator, "head_init", "random")
+    if not isinstance(head_init, str) or head_init not in ("random", "probe"):
+        raise ValueError(f"head_init must be 'random' or 'probe', got {head_init!r}.")
+    if head_init == "probe" and estimator.head != "linear":
+        raise ValueError(
+            f"head_init='probe' sets a linear head from a linear probe; head={estimator.head!r} is not linear. "
+            "Use head='linear' or head_init='random'."
+        )

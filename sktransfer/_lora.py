@@ -179,6 +179,15 @@ callbacks, class_weight
         the adapters can be tuned apart (e.g. in ``GridSearchCV``). On
         EfficientNet-Lite0 with Fashion-MNIST a larger head rate than the
         adapters' was not better (benchmarks/RESULTS.md, LoRA section).
+    head_init : {"random", "probe"}, default="random"
+        ``"probe"`` starts training from the linear probe (LP-FT, Kumar et
+        al. 2022): a ``LogisticRegression`` fitted on the features of the
+        training rows sets the linear head before the adapters train. The
+        features are the model's at the start of training: LoRA/DoRA
+        (``B = 0``) and IA3 (scales of 1) adapters leave the base unchanged
+        then; with ``"prompt_tuning"`` they include the initial virtual
+        tokens. Costs one forward pass over the training rows. Needs
+        ``head="linear"``.
 
     Attributes
     ----------
@@ -223,6 +232,7 @@ callbacks, class_weight
         head="linear",
         head_hidden=256,
         head_dropout=0.1,
+        head_init="random",
         lr=1e-3,
         head_lr=None,
         warmup=0.1,
@@ -255,6 +265,7 @@ callbacks, class_weight
         self.head = head
         self.head_hidden = head_hidden
         self.head_dropout = head_dropout
+        self.head_init = head_init
         self.lr = lr
         self.head_lr = head_lr
         self.warmup = warmup
@@ -289,6 +300,9 @@ callbacks, class_weight
             self._check_reals(("head_lr", 0.0, None))
             if not self.head_lr > 0:
                 raise ValueError(f"head_lr must be None or > 0, got {self.head_lr!r}.")
+        from ._head_init import check_head_init
+
+        check_head_init(self)
         if self.quantize not in (None, "4bit"):
             raise ValueError(f"quantize must be None or '4bit', got {self.quantize!r}.")
         if self.quantize == "4bit":
@@ -352,6 +366,20 @@ callbacks, class_weight
                 p.requires_grad_(True)
             return module
         return peft.get_peft_model(module, cfg)
+
+    def _init_head(self, module, Xd, y_enc, stratify, seed):
+        # PEFT wraps the model and the head (modules_to_save): the probe is
+        # fitted on the base model's features with the adapters in place (at
+        # their initial state) and written into the head's trainable copy and
+        # its original alike, so that they agree.
+        from ._head_init import init_head_for
+
+        core = module.get_base_model() if hasattr(module, "get_base_model") else module
+        head = core.task_head
+        heads = [head]
+        if hasattr(head, "modules_to_save") and hasattr(head, "original_module"):
+            heads = [head.original_module, *head.modules_to_save.values()]
+        init_head_for(self, core, Xd, y_enc, stratify, seed, heads=heads)
 
     def _quantize_body(self, module, shared):  # pragma: no cover - CUDA only
         from transformers import AutoModel, BitsAndBytesConfig

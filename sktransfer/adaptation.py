@@ -616,6 +616,12 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         statistics by default: on mixed source and target batches that is
         part of the adaptation (as in AdaBN), and the domain-adaptation
         benchmark was measured so.
+    head_init : {"random", "probe"}, default="random"
+        ``"probe"`` starts the class head from the linear probe (LP-FT, as
+        in FineTunedClassifier): a ``LogisticRegression`` fitted on the
+        frozen features of the labelled source rows that train sets the
+        linear class head before training. The domain classifier starts
+        random. Needs ``head="linear"``.
     lr : float or "auto", default=1e-3
         Learning rate of the heads (class and domain). ``"auto"`` chooses
         it with a learning-rate range test on all training rows, source
@@ -678,6 +684,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         head="linear",
         head_hidden=256,
         head_dropout=0.1,
+        head_init="random",
         lr=1e-3,
         backbone_lr_ratio=0.1,
         layer_decay=None,
@@ -711,6 +718,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
             head=head,
             head_hidden=head_hidden,
             head_dropout=head_dropout,
+            head_init=head_init,
             lr=lr,
             backbone_lr_ratio=backbone_lr_ratio,
             layer_decay=layer_decay,
@@ -762,6 +770,14 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         module = super()._build_module(shared, n_out)
         module.task_head = _DANNHead(module.task_head, _domain_classifier(shared.embedding_dim, self.domain_hidden))
         return module
+
+    def _init_head(self, module, Xd, y_enc, stratify, seed):
+        # The class head only (the domain classifier starts random); the
+        # probe sees the labelled source rows that train (target rows carry
+        # the code -100 and are left out).
+        from ._head_init import init_head_for
+
+        init_head_for(self, module, Xd, y_enc, stratify, seed, heads=[module.task_head.classifier])
 
     def _method_callbacks(self, module, shared):
         cbs = list(super()._method_callbacks(module, shared))

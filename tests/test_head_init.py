@@ -87,3 +87,89 @@ def test_a_head_the_probe_cannot_set_is_not_silent(small, monkeypatch):
     with pytest.warns(UserWarning, match="training starts from a random head"):
         FineTunedClassifier(TEXT, strategy="linear_probe", head_init="probe", max_epochs=1, max_length=32,
                             random_state=0).fit(X, y)
+
+
+# ------------------------------------------------------------------- LoRA
+def test_lora_probe_head_equals_the_sklearn_probe_before_training(small):
+    from sktransfer import LoRAClassifier
+
+    X, y = small
+    # At init the adapters leave the base unchanged (LoRA's B = 0): the probe on
+    # the frozen extractor's features is the head, in PEFT's trainable copy.
+    clf = LoRAClassifier(TEXT, head_init="probe", lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    Z = _probe_features(X)
+    probe = LogisticRegression(max_iter=2000).fit(Z, y)
+    np.testing.assert_allclose(clf.predict_proba(X), probe.predict_proba(Z), atol=1e-5)
+    # the head's original and its trainable copy agree
+    head = clf.net_.module_.get_base_model().task_head
+    original, trained = head.original_module.state_dict(), head.modules_to_save["default"].state_dict()
+    assert original.keys() == trained.keys()
+    for k in original:
+        np.testing.assert_allclose(original[k].numpy(), trained[k].numpy(), atol=1e-6)
+    rnd = LoRAClassifier(TEXT, lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    assert np.abs(rnd.predict_proba(X) - probe.predict_proba(Z)).max() > 0.05
+
+
+def test_lora_probe_head_survives_save_and_load(small, tmp_path):
+    from sktransfer import LoRAClassifier
+
+    X, y = small
+    clf = LoRAClassifier(TEXT, head_init="probe", lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    back = LoRAClassifier.load(clf.save(tmp_path / "m"))
+    assert back.head_init == "probe"
+    np.testing.assert_allclose(back.predict_proba(X), clf.predict_proba(X), atol=1e-6)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"head_init": "lp"}, "head_init must be 'random' or 'probe'"),
+    ({"head_init": "probe", "head": "mlp"}, "head='mlp' is not linear"),
+])
+def test_lora_bad_head_init_is_refused(small, params, message):
+    from sktransfer import LoRAClassifier
+
+    X, y = small
+    with pytest.raises(ValueError, match=message):
+        LoRAClassifier(TEXT, max_epochs=1, **params).fit(X, y)
+
+
+# ------------------------------------------------------------------- DANN
+def test_dann_probe_sets_the_class_head_from_labelled_source_rows(small, monkeypatch):
+    from sktransfer.adaptation import DANNClassifier
+
+    X, y = small
+    X_target = [t[::-1] for t in X[:5]]
+    seen = []
+    original = head_init_module.init_head_from_probe
+
+    def spy(module, Xd, y_enc, **kwargs):
+        seen.append(np.asarray(y_enc).copy())
+        return original(module, Xd, y_enc, **kwargs)
+
+    monkeypatch.setattr(head_init_module, "init_head_from_probe", spy)
+    clf = DANNClassifier(TEXT, head_init="probe", lr=1e-12, max_epochs=1, max_length=32,
+                         random_state=0).fit(X, y, X_target=X_target)
+    assert len(seen) == 1 and len(seen[0]) == len(y) and (seen[0] >= 0).all()  # no target row
+    Z = _probe_features(X)
+    probe = LogisticRegression(max_iter=2000).fit(Z, y)
+    np.testing.assert_allclose(clf.predict_proba(X), probe.predict_proba(Z), atol=1e-5)
+
+
+def test_dann_bad_head_init_is_refused(small):
+    from sktransfer.adaptation import DANNClassifier
+
+    X, y = small
+    with pytest.raises(ValueError, match="head_init must be 'random' or 'probe'"):
+        DANNClassifier(TEXT, head_init="lp", max_epochs=1).fit(X, y, X_target=X[:3])
+
+
+@pytest.mark.parametrize("cls_path", ["sktransfer.LoRAClassifier", "sktransfer.adaptation.DANNClassifier"])
+def test_pickles_from_before_head_init_load_with_a_random_head(cls_path):
+    import importlib
+
+    module, name = cls_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    state = cls(TEXT).__getstate__()
+    del state["head_init"]  # a pickle written before the parameter existed
+    est = cls.__new__(cls)
+    est.__setstate__(state)
+    assert est.get_params()["head_init"] == "random"

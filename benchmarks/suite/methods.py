@@ -150,7 +150,8 @@ METHODS = {
         ("text", "image"),
         True,
     ),
-    "lora": (_lora, {"default": {}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}}, ("text",), True),
+    "lora": (_lora, {"default": {}, "lpft": {"head_init": "probe"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}},
+             ("text",), True),
     "auto": (_auto, {"default": {}}, ("text", "image"), True),
 }
 
