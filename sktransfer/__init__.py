@@ -7,7 +7,7 @@ from ._feature_extractor import PretrainedFeatureExtractor
 from ._few_shot import FewShotClassifier
 from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
 from ._lora import LoRAClassifier, merge_adapters
-from ._lr_finder import plot_lr_find
+from ._lr_finder import LRFinderError, plot_lr_find
 from ._persistence import SaveIntegrityError, UnverifiedSaveWarning
 from ._zero_shot import ZeroShotClassifier
 from .adaptation import DANNClassifier, EmbeddingDAClassifier
@@ -28,6 +28,7 @@ __all__ = [
     "FewShotClassifier",
     "FineTunedClassifier",
     "FineTunedRegressor",
+    "LRFinderError",
     "LoRAClassifier",
     "PretrainedFeatureExtractor",
     "SaveIntegrityError",

@@ -27,7 +27,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ._inputs import as_rows
-from ._utils import check_random_state_int
+from ._utils import check_random_state_int, trained_model_tags as _trained_model_tags
 from ._validation import check_labels
 
 STRATEGIES = ("probe", "few_shot", "lora", "linear_probe", "partial", "full")
@@ -422,11 +422,7 @@ class _Candidate(ClassifierMixin, BaseEstimator):
         return self.estimator_.predict_proba(X)
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.non_deterministic = self.random_state is None
-        return tags
+        return _trained_model_tags(super().__sklearn_tags__(), self.random_state)
 
 
 # -------------------------------------------------------------- estimator
@@ -1064,10 +1060,4 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         return ax
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.input_tags.categorical = False
-        tags.requires_fit = True
-        tags.non_deterministic = self.random_state is None
-        return tags
+        return _trained_model_tags(super().__sklearn_tags__(), self.random_state)

@@ -127,6 +127,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     # ------------------------------------------------------------------ fit
     def _check_params(self):
+        from ._validation import check_model_params
+
+        check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
         if self.batch_size is not None:
             check_in_range_int(self.batch_size, "batch_size", 1)
         if self.max_length is not None:

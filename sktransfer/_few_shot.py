@@ -31,7 +31,7 @@ from . import _persistence
 from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
 from ._transfer_module import TransferModule
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
-from ._utils import resolve_device
+from ._utils import resolve_device, trained_model_tags as _trained_model_tags
 from ._validation import check_model_params, encode_labels
 from ._zero_shot import check_templates, fill_templates, label_texts
 from .backbones import load_backbone
@@ -660,10 +660,4 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         return est
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.input_tags.categorical = False
-        tags.requires_fit = True
-        tags.non_deterministic = self.random_state is None
-        return tags
+        return _trained_model_tags(super().__sklearn_tags__(), self.random_state)

@@ -120,7 +120,7 @@ def init_head_for(estimator, module, Xd, y_enc, stratify, seed, *, heads=None):
     heads : list of nn.Module or None
         See :func:`init_head_from_probe`.
     """
-    if getattr(estimator, "head_init", "random") != "probe":
+    if resolve_head_init(estimator) != "probe":
         return False
     classification = hasattr(estimator, "classes_")
     y_enc = np.asarray(y_enc)
@@ -169,13 +169,25 @@ def _caller_outside_package():
     return level
 
 
+def resolve_head_init(estimator):
+    """``"probe"`` or ``"random"``: what ``head_init`` means for this estimator's head.
+
+    ``"auto"`` is LP-FT wherever it applies (a linear head) and a random
+    head otherwise (an MLP head, which no linear probe can set).
+    """
+    head_init = getattr(estimator, "head_init", "random")
+    if head_init == "auto":
+        return "probe" if getattr(estimator, "head", "linear") == "linear" else "random"
+    return head_init
+
+
 def check_head_init(estimator):
     """Validate ``head_init`` (and that the head it sets is linear)."""
     head_init = getattr(estimator, "head_init", "random")
-    if not isinstance(head_init, str) or head_init not in ("random", "probe"):
-        raise ValueError(f"head_init must be 'random' or 'probe', got {head_init!r}.")
+    if not isinstance(head_init, str) or head_init not in ("auto", "random", "probe"):
+        raise ValueError(f"head_init must be 'auto', 'random' or 'probe', got {head_init!r}.")
     if head_init == "probe" and estimator.head != "linear":
         raise ValueError(
             f"head_init='probe' sets a linear head from a linear probe; head={estimator.head!r} is not linear. "
-            "Use head='linear' or head_init='random'."
+            "Use head='linear', or head_init='auto' or 'random'."
         )

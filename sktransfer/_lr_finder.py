@@ -156,6 +156,14 @@ def plot_lr_find(estimator, ax=None):
     return finder.plot(ax=ax)
 
 
+
+class LRFinderError(ValueError):
+    """``lr="auto"`` could not choose a rate (the sweep recorded no usable loss).
+
+    A ``ValueError``, so code that catches those (a search's
+    ``error_score``) still does.
+    """
+
 # ------------------------------------------------------------------ choice
 def _valley(losses):
     """Index halfway down the longest decreasing subsequence (fastai's ``valley``)."""
@@ -190,7 +198,10 @@ def suggest_lr(lrs, losses, num_steps=None):
     """
     lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     if len(lrs) == 0:
-        raise ValueError("the learning-rate sweep recorded no finite loss: the first step already diverged.")
+        raise LRFinderError(
+            "the learning-rate sweep recorded no finite loss: the first step already diverged. "
+            "Pass a numeric lr (e.g. lr=1e-4) instead of lr='auto'."
+        )
     lo, hi = (num_steps or len(lrs)) // 10, len(lrs) - 5
     if hi - lo < 3:  # too short to trim
         lo, hi = 0, len(lrs)

@@ -9,6 +9,7 @@ parameters).
 """
 
 import copy
+import math
 import numbers
 import os
 import warnings
@@ -24,7 +25,7 @@ from . import _lr_finder, _persistence
 from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
 from ._transfer_module import TransferModule, make_head
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
-from ._utils import resolve_device
+from ._utils import resolve_device, trained_model_tags as _trained_model_tags
 from ._validation import check_model_params, encode_labels
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
@@ -447,7 +448,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         return params
 
     def _write_config(self, path, extra=None):
-        meta = {"class": type(self).__name__, "params": self._config(), "fitted": self._fitted_json(), **(extra or {})}
+        fitted = {**self._fitted_json(), "lr": float(self.lr_)}  # lr="auto"'s choice, to train on at the same rate
+        meta = {"class": type(self).__name__, "params": self._config(), "fitted": fitted, **(extra or {})}
         _persistence.write_config(path, meta)
 
     @classmethod
@@ -469,6 +471,10 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         fitted = meta.get("fitted")
         try:
             est._restore_fitted(fitted)
+            if "lr" in fitted:  # saves before 0.1 kept no rate: lr_ is then lr (1e-3 for "auto")
+                est.lr_ = float(fitted["lr"])
+                if not (math.isfinite(est.lr_) and est.lr_ > 0):
+                    raise ValueError(f"lr {fitted['lr']!r} is not a positive number")
         except (KeyError, TypeError, ValueError) as exc:
             raise _persistence.SaveIntegrityError(f"{config!r} has no valid fitted state ('fitted': {exc!r}).") from exc
         if issubclass(cls, _ClassifierOutputs):
@@ -496,7 +502,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         # class_weight="balanced" needs the training labels, which a save
         # does not keep, so it comes back unweighted.
         criterion = self._criterion(np.arange(self._n_out_fitted()))
-        # The rate it trained at; a save does not keep lr="auto"'s choice (1e-3 then).
+        # The rate it trained at (lr_, restored from the save; 1e-3 for an
+        # lr="auto" save from before the rate was kept).
         lr = self.__dict__.get("lr_", self.lr)
         net = _TransferNet(
             module=module,
@@ -550,15 +557,6 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         _persistence.check_state_fits(module.state_dict(), state, path, "model.safetensors", est._describe_saved())
         module.load_state_dict(state, strict=True)
         return est._attach_net(module)
-
-
-def _trained_model_tags(tags, random_state):
-    """Honest tags: text or images in; repeatable only with a seed."""
-    tags.input_tags.two_d_array = False
-    tags.input_tags.string = True
-    tags.non_deterministic = random_state is None
-    tags.transformer_tags = None
-    return tags
 
 
 class _ClassifierOutputs:

@@ -98,3 +98,12 @@ def check_random_state_int(random_state):
     if isinstance(random_state, (int, np.integer)):
         return int(random_state)
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def trained_model_tags(tags, random_state):
+    """Honest sklearn tags of an estimator that loads a model: text or images in; repeatable only with a seed."""
+    tags.input_tags.two_d_array = False
+    tags.input_tags.string = True
+    tags.non_deterministic = random_state is None
+    tags.transformer_tags = None
+    return tags

@@ -243,6 +243,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : ZeroShotClassifier
         """
+        from ._validation import check_model_params
+
+        check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
         templates = check_templates(self.template)
         temperature = _check_temperature(self.temperature)
         classes = self._candidate_labels(X, y)

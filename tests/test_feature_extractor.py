@@ -266,7 +266,7 @@ def test_unknown_model_names_fail_fast_and_clearly():
     "params, match",
     [
         ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"max_length": "long"}, "max_length must be an int"),
+        ({"max_length": "long"}, "max_length must be None or a positive integer"),
         ({"progress": "yes"}, "progress must be"),
         ({"pooling": "max"}, "pooling must be 'mean' or 'cls'"),
         ({"layer": "last"}, "layer must be None or an int"),

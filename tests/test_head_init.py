@@ -30,8 +30,31 @@ def test_probe_head_equals_the_sklearn_probe_before_training(small):
     probe = LogisticRegression(max_iter=2000).fit(Z, y)
     np.testing.assert_allclose(clf.predict_proba(X), probe.predict_proba(Z), atol=1e-5)
     # the random head it replaces is far from the probe
-    rnd = FineTunedClassifier(TEXT, strategy="linear_probe", lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    rnd = FineTunedClassifier(TEXT, strategy="linear_probe", head_init="random", lr=1e-12, max_epochs=1, max_length=32,
+                              random_state=0).fit(X, y)
     assert np.abs(rnd.predict_proba(X) - probe.predict_proba(Z)).max() > 0.05
+
+
+@pytest.mark.parametrize("cls_path", ["sktransfer.FineTunedClassifier"])
+def test_default_starts_from_the_probe(small, cls_path):
+    # The default (head_init="auto", chosen leave-one-task-out on the suite:
+    # benchmarks/RESULTS.md) is LP-FT for a linear head.
+    import importlib
+
+    module, name = cls_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    X, y = small
+    assert cls(TEXT).head_init == "auto"
+    clf = cls(TEXT, lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    Z = _probe_features(X)
+    np.testing.assert_allclose(clf.predict_proba(X), LogisticRegression(max_iter=2000).fit(Z, y).predict_proba(Z),
+                               atol=1e-5)
+
+
+def test_auto_keeps_an_mlp_head_random_without_a_warning(small, recwarn):
+    X, y = small
+    FineTunedClassifier(TEXT, strategy="linear_probe", head="mlp", max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    assert not [w for w in recwarn if "head_init" in str(w.message)]
 
 
 def test_binary_probe_head(small):
@@ -71,7 +94,7 @@ def test_probe_sees_the_training_rows_only(small, monkeypatch):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"head_init": "lp"}, "head_init must be 'random' or 'probe'"),
+    ({"head_init": "lp"}, "head_init must be 'auto', 'random' or 'probe'"),
     ({"head_init": "probe", "head": "mlp"}, "head='mlp' is not linear"),
 ])
 def test_bad_head_init_is_refused(small, params, message):
@@ -106,7 +129,7 @@ def test_lora_probe_head_equals_the_sklearn_probe_before_training(small):
     assert original.keys() == trained.keys()
     for k in original:
         np.testing.assert_allclose(original[k].numpy(), trained[k].numpy(), atol=1e-6)
-    rnd = LoRAClassifier(TEXT, lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
+    rnd = LoRAClassifier(TEXT, head_init="random", lr=1e-12, max_epochs=1, max_length=32, random_state=0).fit(X, y)
     assert np.abs(rnd.predict_proba(X) - probe.predict_proba(Z)).max() > 0.05
 
 
@@ -121,7 +144,7 @@ def test_lora_probe_head_survives_save_and_load(small, tmp_path):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"head_init": "lp"}, "head_init must be 'random' or 'probe'"),
+    ({"head_init": "lp"}, "head_init must be 'auto', 'random' or 'probe'"),
     ({"head_init": "probe", "head": "mlp"}, "head='mlp' is not linear"),
 ])
 def test_lora_bad_head_init_is_refused(small, params, message):
@@ -158,7 +181,7 @@ def test_dann_bad_head_init_is_refused(small):
     from sktransfer.adaptation import DANNClassifier
 
     X, y = small
-    with pytest.raises(ValueError, match="head_init must be 'random' or 'probe'"):
+    with pytest.raises(ValueError, match="head_init must be 'auto', 'random' or 'probe'"):
         DANNClassifier(TEXT, head_init="lp", max_epochs=1).fit(X, y, X_target=X[:3])
 
 

@@ -16,6 +16,7 @@ from sktransfer import (
     FewShotClassifier,
     FineTunedClassifier,
     LoRAClassifier,
+    PretrainedFeatureExtractor,
     ZeroShotClassifier,
 )
 from sktransfer._validation import check_labels
@@ -128,8 +129,10 @@ def test_all_bool_and_all_bytes_labels_keep_their_type():
 @pytest.mark.parametrize(
     "make",
     [lambda p: FineTunedClassifier("sentence-transformers/no-such-model-anywhere", **p),
-     lambda p: FewShotClassifier("sentence-transformers/no-such-model-anywhere", **p)],
-    ids=["finetuned", "fewshot"],
+     lambda p: FewShotClassifier("sentence-transformers/no-such-model-anywhere", **p),
+     lambda p: PretrainedFeatureExtractor("sentence-transformers/no-such-model-anywhere", **p),
+     lambda p: ZeroShotClassifier("sentence-transformers/no-such-model-anywhere", **p)],
+    ids=["finetuned", "fewshot", "extractor", "zeroshot"],
 )
 def test_fit_refuses_bad_backbone_parameters_before_loading_it(make, params, message):
     # A backbone that does not exist: an error about it would mean it was loaded first.

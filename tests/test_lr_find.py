@@ -210,3 +210,18 @@ def test_plot_of_a_numeric_lr_fit_says_what_to_do(digits):
     assert clf.lr_ == 1e-2
     with pytest.raises(ValueError, match="lr='auto'"):
         plot_lr_find(clf)
+
+
+def test_the_found_rate_survives_save_and_load(auto_fit, tmp_path):
+    clf, _, _ = auto_fit
+    back = FineTunedClassifier.load(clf.save(tmp_path / "m"))
+    assert back.lr == "auto" and back.lr_ == clf.lr_
+    assert back.net_.lr == clf.lr_  # training on after load continues at the found rate
+
+
+def test_a_sweep_that_diverges_at_once_raises_a_named_error():
+    from sktransfer import LRFinderError
+
+    with pytest.raises(LRFinderError, match="first step already diverged"):
+        suggest_lr([], [])
+    assert issubclass(LRFinderError, ValueError)  # callers catching ValueError still do
