@@ -10,11 +10,10 @@ from ._inputs import check_images, check_in_range_int, check_texts, image_digest
 from ._utils import progress_bar, resolve_device, want_progress
 from .backbones import load_backbone
 
-# CPU image batch: benchmarks/bench_extractor.py on a quiet 2-core CPU put
-# batch 4 first by median and by best batch time, 8 at 0.86x of it (RESULTS.md;
-# earlier runs on a loaded machine disagreed: 4, 8 and 64 each won once).
-# Text: as SentenceTransformer.encode. CUDA values are conventional, not
-# measured here.
+# CPU image batch: the fastest in benchmarks/bench_extractor.py on a quiet
+# 2-core CPU (benchmarks/RESULTS.md, "Feature extraction", "Image
+# throughput"; on a loaded machine the ranking is noisy). Text: as
+# SentenceTransformer.encode. CUDA values are conventional, not measured here.
 _DEFAULT_BATCH = {("image", "cpu"): 4, ("text", "cpu"): 32, ("image", "cuda"): 64, ("text", "cuda"): 64}
 
 
@@ -77,6 +76,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         Number of output features.
     layer_ : int or None
         The resolved (non-negative) layer index.
+    backbone_source_ : str
+        Where the weights came from: ``"hub"``, ``"package:<name>"`` (an
+        installed weight package, the offline fallback), ``"path"`` or
+        ``"module"``. The embedding cache is keyed by the weights' hash,
+        which equal weights from two sources share.
     backbone_fingerprint_ : str
         Hash of the backbone's weights (part of every cache key).
     device_ : str
@@ -96,8 +100,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     >>> y = ["sport", "business", "sport", "business"]
     >>> pipe = make_pipeline(PretrainedFeatureExtractor("sentence-transformers/all-MiniLM-L6-v2"),
     ...                      LogisticRegression()).fit(texts, y)
-    >>> pipe.predict(["a late goal won the cup"])[0]
-    'sport'
+    >>> print(pipe.predict(["a late goal won the cup"])[0])
+    sport
     """
 
     def __init__(
@@ -166,6 +170,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.layer_ = bb.check_layer(self.layer)
         self.embedding_dim_ = bb.layer_dim(self.layer_)
         self.backbone_fingerprint_ = bb.fingerprint()
+        self.backbone_source_ = bb.source
         if self.modality_ == "text":
             bb.check_max_length(self.max_length)
         directory = self._cache_directory()

@@ -211,10 +211,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         integer-coded classes and its outputs are mapped back to the labels.
     n_pairs : int, default=256
         Pairs drawn per epoch (half positive). Training time grows linearly
-        with it. The default, 16 steps of 16 pairs, is sized for a CPU: on
-        BBC News at 8 examples per class it trained in 22-25 s on 2 cores
-        and beat a linear probe on frozen embeddings on 10 of 10 splits;
-        64 pairs gained less (see ``docs/few_shot.md``). On a GPU, SetFit's
+        with it. The default, 16 steps of 16 pairs, is sized for a CPU
+        (figures: ``docs/few_shot.md`` and ``benchmarks/RESULTS.md``,
+        "Evaluation suite"). On a GPU, SetFit's
         usual 20-40 pairs per example cost little more.
     max_epochs : int, default=1
         Passes of ``n_pairs`` pairs (each epoch draws new pairs).
@@ -409,6 +408,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         # seed (random_state=None: one drawn from OS entropy, not from
         # numpy's global generator) drives the pairs and torch alike.
         bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        self.backbone_source_ = bb.source
         seed = fit_seed(self.random_state)
         seed_torch(seed, self.device_)
         if prompts and bb.modality != "text":
@@ -432,7 +432,6 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
         module = TransferModule(body, nn.Identity(), bb.modality, normalize, False)
 
-        steps = int(np.ceil(n_pairs / self.batch_size)) * self.max_epochs
         net = NeuralNet(
             module=module,
             criterion=_PairCosineLoss,
@@ -446,7 +445,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             iterator_train__generator=data_generator(seed),  # the loader's base seed, off the global generator
             iterator_train__collate_fn=_PairCollator(items, bb, self.max_length, self.image_size),
             callbacks=[
-                ("schedule", WarmupCosine(steps, self.warmup)),
+                ("schedule", WarmupCosine(None, self.warmup)),  # as long as the pair loader
                 ("clip", GradientNormClipping(1.0)),  # as the HF/SetFit trainer
             ],
             device=self.device_,
@@ -643,6 +642,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             )
         with isolated_torch_rng():  # a backbone's first load draws random numbers: not from the user's generator
             bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+        est.backbone_source_ = bb.source
         normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
         module = TransferModule(trainable_copy(bb.body), nn.Identity(), bb.modality, normalize, False)
         state = _persistence.load_tensors(path, "body.safetensors")

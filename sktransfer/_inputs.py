@@ -76,16 +76,6 @@ def as_rows(X, what="X"):
         raise ValueError(f"{what} must be a list, array, Series or DataFrame, got {type(X).__name__}.") from None
 
 
-def _kind(obj):
-    if isinstance(obj, str):
-        return "str"
-    if isinstance(obj, Path):
-        return "path"
-    if _is_pil(obj) or isinstance(obj, np.ndarray):
-        return "image"
-    return None
-
-
 def _check_unicode(text, row):
     """Lone surrogates (from ``errors="surrogateescape"`` or broken JSON) crash tokenizers."""
     if text.isascii():
@@ -177,7 +167,6 @@ def check_images(X):
     if len(rows) == 0:
         raise ValueError("X is empty: at least one image is needed.")
     items = []
-    kinds = set()
     for i, obj in enumerate(rows):
         if _is_missing(obj):
             raise ValueError(f"Row {i} of X is missing (None/NaN); expected an image or an image path.")
@@ -194,11 +183,9 @@ def check_images(X):
                     f"Row {i} of X is text ({obj!r:.40}) but this backbone embeds images: "
                     "X mixes text and images, or the wrong backbone was chosen."
                 )
-            kinds.add("path")
             items.append(os.path.expanduser(obj))
         elif _is_pil(obj):
             _check_not_empty(obj.size[::-1], i)
-            kinds.add("image")
             items.append(obj)
         elif isinstance(obj, np.ndarray):
             if obj.ndim not in (2, 3):
@@ -207,7 +194,6 @@ def check_images(X):
                 )
             _check_not_empty(obj.shape[:2], i)
             _check_channels(obj.shape, i)
-            kinds.add("image")
             items.append(obj)
         else:
             raise ValueError(

@@ -11,7 +11,6 @@ makes it train with the adapter and come back from an adapter-only save
 import copy
 import os
 
-import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
@@ -59,7 +58,7 @@ def auto_target_modules(module, method, r=8):
     start narrow (16 to 80 channels in EfficientNet-Lite0's first four
     stages, where a rank-8 adapter is 12-75 % the size of the layer it adapts):
     adapting those saves nothing over training them and made the adapter
-    file 5.7 % of the model (benchmarks/RESULTS.md, LoRA section). If no
+    file larger (``benchmarks/RESULTS.md``, "LoRA vs full fine-tuning"). If no
     layer is wide enough, every 1×1 convolution is adapted.
 
     Returns
@@ -178,7 +177,7 @@ callbacks, class_weight
         Learning rate of the new head (None: ``lr``), so that the head and
         the adapters can be tuned apart (e.g. in ``GridSearchCV``). On
         EfficientNet-Lite0 with Fashion-MNIST a larger head rate than the
-        adapters' was not better (benchmarks/RESULTS.md, LoRA section).
+        adapters' was not better (``benchmarks/RESULTS.md``, "LoRA vs full fine-tuning").
     head_init : {"random", "probe"}, default="random"
         ``"probe"`` starts training from the linear probe (LP-FT, Kumar et
         al. 2022): a ``LogisticRegression`` fitted on the features of the
@@ -387,7 +386,7 @@ callbacks, class_weight
 
         if shared.modality != "text":
             raise ValueError("quantize='4bit' supports transformers text encoders only.")
-        source = shared.source if os.path.isdir(str(shared.source)) else shared.name.split("/", 1)[-1]
+        source = shared.weights_path if shared.weights_path and os.path.isdir(shared.weights_path) else shared.name.split("/", 1)[-1]
         q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4")
         model = AutoModel.from_pretrained(source, quantization_config=q, device_map={"": 0})
         model = peft.prepare_model_for_kbit_training(model)

@@ -26,12 +26,11 @@ fastai's newer default, the *valley* (halfway down the longest descending
 stretch of the curve), is computed too (``valley_lr``, marked in the plot)
 but not used: on a sweep that cycles over few rows the loss already falls
 at tiny rates, the descending stretch spans many decades and its middle
-sits low. Measured once (sklearn digits, 300 rows, EfficientNet-Lite0 at
-64 px, 3 epochs, accuracy on 400 held-out rows): the valley chose 3e-4 for
-``strategy="full"`` (0.69) and 1.1e-3 for ``"linear_probe"`` (0.76);
-``lr_at_min / 10`` is 1.0e-3 and 7.9e-3 there, and fixed rates of 1e-3
-and 1e-2 scored 0.825 and 0.828, the best of those tried (3e-4 to 1e-2,
-1e-3 to 8e-2).
+sits low. Compared once (sklearn digits, EfficientNet-Lite0, ``"full"``
+and ``"linear_probe"``): the valley's rates were several times lower than
+``lr_at_min / 10`` and than the best fixed rates tried, and scored below
+them; ``lr_at_min / 10`` landed near those best rates (figures:
+``docs/fine_tuning.md``, "Learning rates").
 One task only, and digits is also a task of the evaluation suite
 (``benchmarks/suite/``): the suite's ``lrauto`` figures on digits are not
 held out from this choice. The leave-one-task-out runs on the other tasks

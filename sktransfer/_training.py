@@ -178,6 +178,14 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     def _method_callbacks(self, module, shared):
         return []
 
+    def _after_training_steps(self, module):
+        """Hook: callables ``step(net, X, y)`` run in order on the trained model (FineTuned*: WiSE-FT).
+
+        Called before training, with the module as it starts, so that a step
+        can keep what it needs of the initial weights.
+        """
+        return []
+
     def _net_kwargs(self):
         return {}
 
@@ -259,6 +267,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             # would make the first fit differ from the later ones.
             shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
             self.modality_ = shared.modality
+            self.backbone_source_ = shared.source
             Xd = self._encode_X(X, shared, fitting=True)
             # One concrete seed for the whole fit, also with random_state=None:
             # the validation split, and WiSE-FT's second pass over the training
@@ -304,9 +313,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         for name in ("verbose", "device", "callbacks", "checkpoint_dir"):
             params.pop(name, None)
         params["random_state"] = None if self.random_state is None else seed
-        h = hashlib.sha256(b"sktransfer-checkpoint-1\0")
+        h = hashlib.sha256(b"sktransfer-checkpoint-2\0")  # 2: WiSE-FT no longer inside the final save
         h.update(f"{type(self).__module__}.{type(self).__name__}\0{sorted(params.items())!r}\0".encode())
-        h.update(f"{shared.fingerprint()}\0{n_out}\0".encode())
+        h.update(f"{shared.fingerprint()}\0{shared.source}\0{n_out}\0".encode())
         for name in ("classes_", "y_mean_", "y_scale_"):
             value = getattr(self, name, None)
             if value is not None:
@@ -327,26 +336,25 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         # BatchNorm layer that trains fails on it. Drop it (the rows are
         # shuffled every epoch, so a different one sits out each time).
         drop_last = n_train > 1 and n_train % self.batch_size == 1
-        steps_per_epoch = max(1, n_train // self.batch_size if drop_last else int(np.ceil(n_train / self.batch_size)))
         cbs = list(self._method_callbacks(module, shared))
-        cbs.append(("schedule", WarmupCosine(steps_per_epoch * self.max_epochs, self.warmup)))
+        # Its length is counted from skorch's own loader at on_train_begin.
+        cbs.append(("schedule", WarmupCosine(None, self.warmup)))
         if self.grad_clip:
             cbs.append(("clip", GradientNormClipping(self.grad_clip)))
         early = None
         if self.early_stopping:
             early = EarlyStopping(patience=self.early_stopping, load_best=True)
             cbs.append(("early_stopping", early))
-        if checkpoint is not None:
-            checkpoint.generator, checkpoint.early_stopping = generator, early
-            cbs.append(("checkpoint", checkpoint))
         if self.verbose and self.verbose > 1:
             cbs.append(("progress", ProgressBar()))
         for i, cb in enumerate(self.callbacks or []):
             cbs.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
-        # Post-training steps (WiSE-FT, then the checkpoint's final save) go
-        # last, after EarlyStopping has restored the best weights in its own
-        # on_train_end (a stable sort: their order among themselves stays).
-        cbs.sort(key=lambda named: bool(getattr(named[1], "after_training", False)))
+        if checkpoint is not None:
+            # Last: its on_train_end saves the final model, after EarlyStopping
+            # restored the best weights in its own.
+            checkpoint.generator, checkpoint.early_stopping = generator, early
+            cbs.append(("checkpoint", checkpoint))
+        after = self._after_training_steps(module)  # before training: they may keep the initial weights
         split = False
         if self.validation_fraction:
             split = ValidSplit(self.validation_fraction, stratified=stratify, random_state=seed)
@@ -386,6 +394,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
                 print(f"Resuming from {checkpoint.dirname}: {len(net.history)} epochs done, {max(epochs, 0)} to go.")
         if epochs > 0:
             net.partial_fit(Xd, torch.as_tensor(y_enc), epochs=epochs)
+        for step in after:  # explicit steps on the trained model (also a resumed, finished one)
+            step(net, Xd, torch.as_tensor(y_enc))
         self.net_ = net
         self.n_epochs_ = len(net.history)
         self.history_ = net.history
@@ -553,6 +563,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         with isolated_torch_rng():  # the backbone's first load and the new head's init draw random numbers
             shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
             module = est._build_module(shared, est._n_out_fitted())
+        est.backbone_source_ = shared.source
         state = _persistence.load_tensors(path, "model.safetensors")
         _persistence.check_state_fits(module.state_dict(), state, path, "model.safetensors", est._describe_saved())
         module.load_state_dict(state, strict=True)

@@ -254,6 +254,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
         device = resolve_device(self.device)
         bb = load_backbone(self.backbone, device=device, pooling=self.pooling)
+        self.backbone_source_ = bb.source
         if bb.modality != "text" and not hasattr(bb, "embed_text"):
             raise ValueError(
                 f"Backbone {self.backbone!r} reads images but has no text tower to embed the label prompts. "

@@ -38,7 +38,7 @@ from ._fine_tuning import _FineTunedBase
 from ._inputs import as_rows
 from ._validation import encode_labels
 from ._training import _ClassifierOutputs
-from .callbacks import _n_train_batches_done
+from .callbacks import _n_train_batches_done, planned_train_steps
 
 __all__ = [
     "ADAPTERS",
@@ -540,7 +540,9 @@ class GradientReversalSchedule(Callback):
     weight : float, default=1.0
     schedule : {"ganin", "constant"}, default="ganin"
     total_steps : int or None, default=None
-        Training batches of the whole fit (None: 1, i.e. ``p`` = 1).
+        Training batches of the whole fit. None: counted at
+        ``on_train_begin`` from the data ``fit`` was given, as
+        :class:`~sktransfer.callbacks.WarmupCosine` does.
     gamma : float, default=10.0
     """
 
@@ -553,8 +555,11 @@ class GradientReversalSchedule(Callback):
     def _lambda(self, net):
         if self.schedule == "constant":
             return float(self.weight)
-        p = min(1.0, _n_train_batches_done(net) / max(1, self.total_steps or 1))
+        p = min(1.0, _n_train_batches_done(net) / max(1, self.total_steps_))
         return float(self.weight) * (2.0 / (1.0 + math.exp(-self.gamma * p)) - 1.0)
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.total_steps_ = planned_train_steps(net, X, y) if self.total_steps is None else int(self.total_steps)
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if training:
@@ -781,11 +786,8 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
 
     def _method_callbacks(self, module, shared):
         cbs = list(super()._method_callbacks(module, shared))
-        n_train = self._n_train_rows
-        if self.validation_fraction:
-            n_train = int(round(n_train * (1 - self.validation_fraction)))
-        steps = max(1, math.ceil(n_train / self.batch_size)) * self.max_epochs
-        cbs.append(("grl", GradientReversalSchedule(self.domain_weight, self.domain_schedule, steps)))
+        # The ramp's length is counted from skorch's loader at on_train_begin.
+        cbs.append(("grl", GradientReversalSchedule(self.domain_weight, self.domain_schedule)))
         return cbs
 
     def _criterion(self, y_enc):
@@ -841,11 +843,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         X_all = _concat(X_s, X_t)
         y_all = np.concatenate([y_enc, np.full(n_t, -100, dtype=np.int64)])
         self.n_target_ = n_t
-        self._n_train_rows = len(y_all)
-        try:
-            return self._fit(X_all, y_all, len(classes), True)
-        finally:
-            del self._n_train_rows
+        return self._fit(X_all, y_all, len(classes), True)
 
 
 # ------------------------------------- model selection without target labels

@@ -116,29 +116,39 @@ class WarmupCosine(Callback):
     """Linear warm-up over a fraction of the steps, then cosine decay to 0.
 
     Sets each optimizer group's learning rate to its base rate (stored as
-    ``initial_lr``) times the schedule factor, before every training batch.
+    ``initial_lr``) times the schedule factor, before every training batch,
+    and records the factor in the batch history (``lr_factor``).
 
     Parameters
     ----------
-    total_steps : int
-        Training batches in the whole fit.
+    total_steps : int or None, default=None
+        Training batches in the whole fit. None: counted at
+        ``on_train_begin`` from the data ``fit`` was given (the training
+        part of the split, in batches as the loader draws them) times
+        ``max_epochs``, so the schedule spans the batches that really train.
     warmup : float, default=0.1
         Fraction of ``total_steps`` spent warming up.
+
+    Attributes
+    ----------
+    total_steps_ : int
+        The length of the schedule in the fit that is running (or ran last).
     """
 
-    def __init__(self, total_steps, warmup=0.1):
+    def __init__(self, total_steps=None, warmup=0.1):
         self.total_steps = total_steps
         self.warmup = warmup
 
     def factor(self, step):
-        total = max(1, int(self.total_steps))
+        total = max(1, int(self.total_steps_ if hasattr(self, "total_steps_") else self.total_steps))
         warm = int(round(self.warmup * total))
         if warm > 0 and step < warm:
             return (step + 1) / warm
         progress = (step - warm) / max(1, total - warm)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-    def on_train_begin(self, net, **kwargs):
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.total_steps_ = planned_train_steps(net, X, y) if self.total_steps is None else int(self.total_steps)
         self.step_ = _n_train_batches_done(net)
         for group in net.optimizer_.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -149,7 +159,22 @@ class WarmupCosine(Callback):
         f = self.factor(self.step_)
         for group in net.optimizer_.param_groups:
             group["lr"] = group["initial_lr"] * f
+        net.history.record_batch("lr_factor", f)
         self.step_ += 1
+
+
+def planned_train_steps(net, X, y):
+    """Training batches of the whole fit: batches per epoch of ``X``'s training part × ``max_epochs``.
+
+    The count comes from skorch itself (the net's own split and training
+    loader: its batch size and ``drop_last``), so a schedule never
+    re-derives it. skorch splits with a seeded ``ValidSplit`` in every
+    trainer here, so splitting again gives the split that trains.
+    """
+    if X is None:
+        raise ValueError("planned_train_steps needs the X given to fit.")
+    dataset_train, _ = net.get_split_datasets(X, y)
+    return max(1, len(net.get_iterator(dataset_train, training=True))) * int(net.max_epochs)
 
 
 class L2SP(Callback):
@@ -196,9 +221,8 @@ class WiSEFT(Callback):
     BatchNorm layers need one more step. Their running statistics describe
     the activations of the network they were measured in; neither the
     pretrained nor the fine-tuned statistics (nor a mix of the two) describe
-    the interpolated network, which collapses with them (measured with
-    interpolated statistics on EfficientNet-Lite0: Fashion-MNIST accuracy
-    fell from 72 % to 20 %).
+    the interpolated network, which collapses with them (measured on
+    EfficientNet-Lite0: ``docs/fine_tuning.md``, "Catastrophic forgetting").
     With ``recalibrate_bn=True`` the statistics of every BatchNorm layer that
     updated them during training are recomputed on the training inputs
     (no augmentation, one pass, plain average) for the interpolated weights.
@@ -218,10 +242,6 @@ class WiSEFT(Callback):
         Batch size of the recalibration pass.
     """
 
-    # Must see the final weights: runs after every other callback's
-    # on_train_end (EarlyStopping(load_best=True) restores weights there).
-    after_training = True
-
     def __init__(self, alpha, reference, recalibrate_bn=True, batch_size=32):
         self.alpha = alpha
         self.reference = reference
@@ -229,20 +249,32 @@ class WiSEFT(Callback):
         self.batch_size = batch_size
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
-        if self.alpha >= 1.0:
-            return
-        module = net.module_
-        changed = _bn_layers_changed(module, self.reference) if self.recalibrate_bn and X is not None else []
-        if changed:
-            X = _training_rows(net, X, y)
-        with torch.no_grad():
-            for name, p in module.state_dict(keep_vars=True).items():
-                ref = self.reference.get(name)
-                if ref is not None and p.is_floating_point():
-                    p.copy_(torch.lerp(ref.to(p.device, p.dtype), p, self.alpha))
-        if changed:
-            recompute_bn_statistics(module, [m for _, m in changed], X, self.batch_size, net.device)
-            net.history.record("wise_bn_recalibrated", len(changed))
+        apply_wise_ft(net, self.reference, self.alpha, X, y, self.recalibrate_bn, self.batch_size)
+
+
+def apply_wise_ft(net, reference, alpha, X=None, y=None, recalibrate_bn=True, batch_size=32):
+    """Interpolate ``net``'s backbone towards ``reference`` (WiSE-FT), in place.
+
+    What :class:`WiSEFT` does at the end of training; the estimators call it
+    as an explicit step after ``fit`` (so it sees the final weights, after
+    ``EarlyStopping`` restored the best ones, whatever the callback order).
+    ``X, y`` are the data given to ``fit``: the BatchNorm statistics that
+    moved are recomputed on its training part.
+    """
+    if alpha >= 1.0:
+        return
+    module = net.module_
+    changed = _bn_layers_changed(module, reference) if recalibrate_bn and X is not None else []
+    if changed:
+        X = _training_rows(net, X, y)
+    with torch.no_grad():
+        for name, p in module.state_dict(keep_vars=True).items():
+            ref = reference.get(name)
+            if ref is not None and p.is_floating_point():
+                p.copy_(torch.lerp(ref.to(p.device, p.dtype), p, alpha))
+    if changed:
+        recompute_bn_statistics(module, [m for _, m in changed], X, batch_size, net.device)
+        net.history.record("wise_bn_recalibrated", len(changed))
 
 
 def _training_rows(net, X, y):
@@ -336,9 +368,12 @@ class ResumableCheckpoint(Callback):
     then ``checkpoint.json``, last and atomically: the epoch, the seed, the
     fingerprint, and the SHA-256 of each file. When training ends after a
     complete epoch (all epochs, or stopped by any callback: early stopping,
-    built-in or the user's) the final model (after early stopping's
-    best weights and WiSE-FT) is written and the run is marked finished: a
-    later fit with the same fingerprint loads it and trains nothing.
+    built-in or the user's) the final model (early stopping's best
+    weights, when it restores them: the trainers put this callback last) is
+    written and the run is marked finished: a later fit with the same
+    fingerprint loads it and trains nothing. Steps after training
+    (WiSE-FT) are not in it: the estimator applies them after ``fit`` and
+    after a resume alike.
 
     Why not skorch's :class:`~skorch.callbacks.Checkpoint`: it overwrites its
     files in place one after the other, so a kill between two writes leaves
@@ -362,7 +397,6 @@ class ResumableCheckpoint(Callback):
     early_stopping : skorch.callbacks.EarlyStopping or None
     """
 
-    after_training = True  # on_train_end after EarlyStopping and WiSE-FT: saves the final model
     STATE = "checkpoint.json"
 
     def __init__(self, dirname, fingerprint, seed, max_epochs, generator=None, early_stopping=None):

@@ -241,22 +241,3 @@ def test_dann_save_load_and_sample_domain(dann, shift, tmp_path):
 def test_schedule_callback_constant():
     cb = GradientReversalSchedule(weight=0.3, schedule="constant")
     assert cb._lambda(None) == 0.3
-
-
-@pytest.mark.parametrize(
-    "check",
-    [
-        "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
-        "check_set_params", "check_estimator_repr", "check_estimator_cloneable",
-        "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order",
-    ],
-)
-def test_sklearn_contract(check):
-    # Data-driven common checks call fit(X, y) without target rows, which
-    # these estimators refuse by design; the data-free contract applies.
-    from sklearn.utils import estimator_checks as ec
-
-    for est in (EmbeddingDAClassifier(), DANNClassifier(IMAGE)):
-        getattr(ec, check)(type(est).__name__, est)
-    tags = DANNClassifier(IMAGE).__sklearn_tags__()
-    assert tags.estimator_type == "classifier" and tags.input_tags.string

@@ -201,12 +201,6 @@ def test_docstring_example_runs():
     assert results.failed == 0 and results.attempted > 0
 
 
-def test_sklearn_tags():
-    tags = AutoTransferClassifier(TEXT).__sklearn_tags__()
-    assert tags.estimator_type == "classifier" and tags.input_tags.string and not tags.input_tags.two_d_array
-    assert tags.non_deterministic and not AutoTransferClassifier(TEXT, random_state=0).__sklearn_tags__().non_deterministic
-
-
 # ------------------------------------------------- review fixes (H2)
 def test_stratified_subset_never_exceeds_max_samples():
     # 90/10: the minority's floor of 2 used to push m=10 to 11 rows (m=20 on 5 classes to more).

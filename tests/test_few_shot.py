@@ -12,12 +12,9 @@ import types
 
 import numpy as np
 import pytest
-from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
-from sklearn.utils import estimator_checks as ec
 
 from sktransfer import PretrainedFeatureExtractor
 from sktransfer._few_shot import FewShotClassifier, PairSampler, _PairDataset
@@ -172,26 +169,6 @@ def test_label_init_needs_a_text_backbone():
     X = [np.zeros((8, 8, 3), np.uint8)] * 4
     with pytest.raises(ValueError, match="text backbone"):
         FewShotClassifier(IMAGE, init_from_labels=True).fit(X, ["cat", "cat", "dog", "dog"])
-
-
-def test_unfitted_and_sklearn_contract():
-    clf = FewShotClassifier(TEXT, head=LogisticRegression(C=2.0))
-    with pytest.raises(NotFittedError):
-        clf.transform(["text"])
-    for check in (
-        ec.check_no_attributes_set_in_init,
-        ec.check_parameters_default_constructible,
-        ec.check_get_params_invariance,
-        ec.check_set_params,
-        ec.check_estimator_cloneable,
-        ec.check_estimator_repr,
-        ec.check_mixin_order,
-    ):
-        check(type(clf).__name__, clf)
-    assert clone(clf).get_params()["head"].C == 2.0
-    assert clf.set_params(head__C=3.0).head.C == 3.0  # nested params reach the head
-    tags = clf.__sklearn_tags__()
-    assert tags.input_tags.string and not tags.input_tags.two_d_array
 
 
 # ------------------------------------------------------------------ images

@@ -12,7 +12,6 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.utils import estimator_checks as ec
 
 from sktransfer import PretrainedFeatureExtractor, embedding_stats, reset_embedding_stats
 from sktransfer.selection import (
@@ -437,19 +436,3 @@ def test_selector_with_a_regressor_head_ranks_by_regression_logme(digits):
     assert sel.best_score_ != pytest.approx(logme_score(Z, targets, task="classification"))
     np.testing.assert_allclose(sel.predict(X[:5]), Ridge().fit(Z, targets).predict(Z[:5]), atol=1e-3)
     assert not hasattr(sel, "classes_")
-
-
-@pytest.mark.parametrize(
-    "check",
-    [ec.check_no_attributes_set_in_init, ec.check_get_params_invariance, ec.check_set_params,
-     ec.check_estimator_repr, ec.check_estimator_cloneable, ec.check_do_not_raise_errors_in_init_or_set_params],
-    ids=lambda c: c.__name__,
-)
-def test_selector_sklearn_contract(check):
-    check("BackboneSelector", BackboneSelector([IMAGE, (IMAGE, 2)]))
-    check("SourceProbabilityExtractor", SourceProbabilityExtractor(IMAGE))
-
-
-def test_tags():
-    tags = BackboneSelector([IMAGE]).__sklearn_tags__()
-    assert tags.estimator_type == "classifier" and tags.input_tags.string and not tags.input_tags.two_d_array

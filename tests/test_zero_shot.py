@@ -11,9 +11,6 @@ import pickle
 
 import numpy as np
 import pytest
-from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
-from sklearn.utils import estimator_checks as ec
 
 from sktransfer._zero_shot import ZeroShotClassifier
 from sktransfer.backbones import BackboneNotFoundError, load_backbone, parse_spec
@@ -137,25 +134,6 @@ def test_bad_labels_and_templates_fail_clearly(X, y, params, match):
 def test_image_backbone_without_text_tower_is_refused():
     with pytest.raises(ValueError, match="text tower"):
         ZeroShotClassifier(IMAGE).fit(None, ["cat", "dog"])
-
-
-def test_unfitted_and_sklearn_contract():
-    clf = ZeroShotClassifier(TEXT, template=[TEMPLATE])
-    with pytest.raises(NotFittedError):
-        clf.predict(["text"])
-    for check in (
-        ec.check_no_attributes_set_in_init,
-        ec.check_parameters_default_constructible,
-        ec.check_get_params_invariance,
-        ec.check_set_params,
-        ec.check_estimator_cloneable,
-        ec.check_estimator_repr,
-        ec.check_mixin_order,
-    ):
-        check(type(clf).__name__, clf)
-    assert clone(clf).get_params()["template"] == [TEMPLATE]
-    tags = clf.__sklearn_tags__()
-    assert tags.input_tags.string and not tags.input_tags.two_d_array
 
 
 # ------------------------------------------------------------------- CLIP

@@ -25,7 +25,12 @@ class Backbone:
     modality : {"text", "image"}
         What the model reads.
     source : str
-        Where the weights came from (hub, a file, an installed package).
+        Where the weights came from: ``"hub"`` (the Hugging Face hub or its
+        local cache), ``"package:<pip name>"`` (an installed weight package,
+        used when the hub can't serve the model), ``"path"`` (a local file
+        or directory) or ``"module"`` (an ``nn.Module`` given by the user).
+    weights_path : str or None
+        The file or directory the weights were read from, when known.
     body : torch.nn.Module
         Maps a preprocessed batch to pooled features ``(n, d)``; its head is
         removed. Fine-tuning trains this module.
@@ -36,8 +41,9 @@ class Backbone:
     family = "base"
     modality = None
 
-    def __init__(self, name, body, embedding_dim, source):
+    def __init__(self, name, body, embedding_dim, source, weights_path=None):
         self.name = name
+        self.weights_path = weights_path
         self.body = body
         self.embedding_dim = int(embedding_dim)
         self.source = source

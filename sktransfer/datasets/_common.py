@@ -177,12 +177,6 @@ def image_bunch(images, target, *, target_names, descr, return_X_y, **extra):
     )
 
 
-def check_choice(value, name, allowed):
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}.")
-    return value
-
-
 def check_categories(categories, available, default, *, loader, install_hint):
     """Validate a ``categories`` argument; None means ``default``."""
     if categories is None:

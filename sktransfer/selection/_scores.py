@@ -106,7 +106,8 @@ def _spectrum(F):
     """``U, sigma``: left singular vectors and eigenvalues of ``F^T F`` (non-negligible).
 
     From the eigendecomposition of the smaller Gram matrix (``F F^T`` when
-    n <= d, else ``F^T F``), in float64: 3-10x faster than an SVD on a CPU.
+    n <= d, else ``F^T F``), in float64: faster than an SVD on a CPU (see
+    ``docs/selection_and_adaptation.md``, "Numerics").
     Squaring loses the directions with ``sigma < n * eps * sigma_max``;
     LogME and the shrinkage H-score weigh a direction by ``sigma`` (against
     ``alpha`` or the shrinkage target), so those contribute ~0 and are
@@ -677,7 +678,7 @@ def _with_source_head(backbone):
     # cache or download) and carries the preprocessing; its ``source`` is
     # the file the weights came from, head included.
     bb = load_backbone(backbone, device="cpu")
-    source = bb.source
+    source = bb.weights_path or ""  # the file the weights came from ("": the library found them itself)
     if family == "timm":
         import timm
 
