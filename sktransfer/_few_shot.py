@@ -18,7 +18,6 @@ way.
 
 import copy
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -399,8 +398,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             return self._fit_isolated(X, y, classes, y_enc, prompts)
 
     def _fit_isolated(self, X, y, classes, y_enc, prompts):
-        from skorch import NeuralNet
         from skorch.callbacks import GradientNormClipping
+
+        from ._trainer import make_net
 
         # Load before seeding: the first load of a backbone in a process
         # builds it with random init before reading its weights, which would
@@ -422,7 +422,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             items = items + [p for ps in prompts for p in ps]
             y_train = np.concatenate([y_train, np.repeat(np.arange(len(classes)), len(prompts[0]))])
         if bb.modality == "text":
-            self._warn_truncation(bb, items)
+            bb.warn_truncation(items, self.max_length)
 
         n_pairs = int(self.n_pairs)
         body = trainable_copy(bb.body)
@@ -432,24 +432,24 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
         module = TransferModule(body, nn.Identity(), bb.modality, normalize, False)
 
-        net = NeuralNet(
-            module=module,
-            criterion=_PairCosineLoss,
-            optimizer=torch.optim.AdamW,
-            optimizer__weight_decay=self.weight_decay,
+        net = make_net(
+            module,
+            _PairCosineLoss,
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
-            train_split=None,
-            iterator_train__shuffle=False,  # an IterableDataset: the sampler randomises
-            iterator_train__generator=data_generator(seed),  # the loader's base seed, off the global generator
-            iterator_train__collate_fn=_PairCollator(items, bb, self.max_length, self.image_size),
+            generator=data_generator(seed),  # the loader's base seed, off the global generator
             callbacks=[
                 ("schedule", WarmupCosine(None, self.warmup)),  # as long as the pair loader
                 ("clip", GradientNormClipping(1.0)),  # as the HF/SetFit trainer
             ],
             device=self.device_,
-            verbose=int(bool(self.verbose)),
+            verbose=self.verbose,
+            weight_decay=self.weight_decay,
+            shuffle=False,  # an IterableDataset: the sampler randomises
+            collate_fn=_PairCollator(items, bb, self.max_length, self.image_size),
+            adapter_only=True,  # every trainable weight at lr (there is no head)
+            bf16=False,
         )
         net.fit(_PairDataset(PairSampler(y_train, n_pairs, seed)), y=None)
 
@@ -464,18 +464,6 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.head_ = clone(self.head) if self.head is not None else _default_head()
         self.head_.fit(self._embed(items), y_train)
         return self
-
-    def _warn_truncation(self, bb, texts):
-        limit = int(self.max_length or bb.max_length)
-        lengths = bb.tokenizer(texts, truncation=False, return_length=True)["length"]
-        n_long = int(np.sum(np.asarray(lengths) > limit))
-        if n_long:
-            warnings.warn(
-                f"{n_long} of {len(texts)} texts are longer than the model's limit of {limit} tokens "
-                "and were truncated (set max_length to change the limit).",
-                UserWarning,
-                stacklevel=3,
-            )
 
     # --------------------------------------------------------- inference
     def _get_backbone(self):

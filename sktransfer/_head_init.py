@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._utils import user_stacklevel
+
 
 def _features(module, Xd, batch_size, device):
     """Frozen features of every training row, in eval mode (no augmentation, no dropout)."""
@@ -152,21 +154,9 @@ def init_head_for(estimator, module, Xd, y_enc, stratify, seed, *, heads=None):
             "head_init='probe' could not set the head (a class is missing from the training rows, "
             "e.g. after the validation split): training starts from a random head.",
             UserWarning,
-            stacklevel=_caller_outside_package(),
+            stacklevel=user_stacklevel(),
         )
     return applied
-
-
-def _caller_outside_package():
-    """``stacklevel`` of the first frame outside sktransfer (the user's ``fit`` call), seen from our caller."""
-    import os
-    import sys
-
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def resolve_head_init(estimator):

@@ -12,17 +12,16 @@ import copy
 import math
 import numbers
 import os
-import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
-from skorch import NeuralNet
 
 from . import _lr_finder, _persistence
 from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
+from ._trainer import TransferNet as _TransferNet, make_net  # _TransferNet: the name old pickles use
 from ._transfer_module import TransferModule, make_head
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
@@ -30,89 +29,6 @@ from ._validation import check_model_params, encode_labels
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
 from .callbacks import ResumableCheckpoint, WarmupCosine
-
-
-class _TransferNet(NeuralNet):
-    """A skorch net with discriminative learning rates and bf16 on CUDA.
-
-    ``adapter_only=True`` (PEFT) trains every trainable parameter at
-    ``lr``, except the head's, which train at ``head_lr`` when it is given.
-    Otherwise the head trains at ``lr``
-    and each backbone block group at ``lr * backbone_lr_ratio``, times
-    ``layer_decay`` per group below the top.
-    """
-
-    def __init__(
-        self,
-        *args,
-        backbone_lr_ratio=0.1,
-        layer_decay=None,
-        weight_decay=0.0,
-        l2sp=0.0,
-        bf16=True,
-        adapter_only=False,
-        head_lr=None,
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        self.head_lr = head_lr
-        self.backbone_lr_ratio = backbone_lr_ratio
-        self.layer_decay = layer_decay
-        self.weight_decay = weight_decay
-        self.l2sp = l2sp
-        self.bf16 = bf16
-        self.adapter_only = adapter_only
-
-    def initialize_optimizer(self, triggered_directly=None):
-        head_lr, decay = self.lr, self.weight_decay
-        if self.adapter_only:
-            named = [(n, p) for n, p in self.module_.named_parameters() if p.requires_grad]
-            head = [p for n, p in named if "task_head." in n]
-            rest = [p for n, p in named if "task_head." not in n]
-            # ``lr_scale``: the group's share of ``lr`` (timm's name), which the
-            # LR range test (lr="auto") sweeps; a head with its own head_lr has none.
-            groups = [{"params": rest, "lr": self.lr, "lr_scale": 1.0, "weight_decay": decay}]
-            head_group = {"params": head, "lr": self.head_lr or self.lr, "weight_decay": decay}
-            groups.append(head_group if self.head_lr else {**head_group, "lr_scale": 1.0})
-            self.optimizer_ = self.optimizer([g for g in groups if g["params"]], lr=self.lr)
-            return self
-        module = self.module_
-        backbone_lr = head_lr * self.backbone_lr_ratio
-        groups = module.block_groups
-        params = dict(module.body.named_parameters())
-        # Anything outside the body (the head, and any module a subclass or a
-        # user adds next to it) trains at the head's rate: a parameter left
-        # out of every group would silently never train.
-        body_ids = {id(p) for p in module.body.parameters()}
-        others = [p for p in module.parameters() if id(p) not in body_ids]
-        param_groups = [{"params": others, "lr": head_lr, "lr_scale": 1.0, "weight_decay": decay}]
-        assigned = set()
-        for depth, names in enumerate(reversed(groups)):  # depth 0 = top
-            factor = self.layer_decay**depth if self.layer_decay else 1.0
-            ps = [params[nm] for nm in names if nm in params]
-            assigned.update(names)
-            if ps:
-                # With L2-SP the backbone is pulled to w0, not to 0.
-                param_groups.append({
-                    "params": ps, "lr": backbone_lr * factor, "lr_scale": self.backbone_lr_ratio * factor,
-                    "weight_decay": 0.0 if self.l2sp else decay,
-                })
-        rest = [p for nm, p in params.items() if nm not in assigned]
-        if rest:
-            factor = self.layer_decay ** len(groups) if self.layer_decay else 1.0
-            param_groups.append({
-                "params": rest, "lr": backbone_lr * factor, "lr_scale": self.backbone_lr_ratio * factor,
-                "weight_decay": 0.0 if self.l2sp else decay,
-            })
-        self.optimizer_ = self.optimizer(param_groups, lr=head_lr)
-        return self
-
-    def infer(self, x, **fit_params):
-        if self.bf16 and str(self.device).startswith("cuda"):
-            # Unverified on this project's CPU-only CI: see docs/fine_tuning.md.
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return super().infer(x, **fit_params).float()
-        return super().infer(x, **fit_params)
 
 
 class _WeightedCrossEntropy:
@@ -237,15 +153,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         limit = bb.check_max_length(self.max_length)
         enc = bb.tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="np")
         if fitting:
-            lengths = bb.tokenizer(texts, truncation=False, return_length=True)["length"]
-            n_long = int(np.sum(np.asarray(lengths) > limit))
-            if n_long:
-                warnings.warn(
-                    f"{n_long} of {len(texts)} texts are longer than the model's limit of {limit} tokens "
-                    "and were truncated (set max_length to change the limit).",
-                    UserWarning,
-                    stacklevel=4,
-                )
+            bb.warn_truncation(texts, limit)
         return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
 
     @staticmethod
@@ -358,23 +266,20 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         split = False
         if self.validation_fraction:
             split = ValidSplit(self.validation_fraction, stratified=stratify, random_state=seed)
-        net = _TransferNet(
-            module=module,
-            criterion=self._criterion(y_enc),
-            optimizer=torch.optim.AdamW,
+        net = make_net(
+            module,
+            self._criterion(y_enc),
             lr=_lr_finder.START_LR if self.lr == "auto" else self.lr,  # "auto": set below
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
-            iterator_train__shuffle=True,
-            iterator_train__drop_last=drop_last,
-            iterator_train__generator=generator,
-            train_split=split,
+            generator=generator,
             callbacks=cbs,
             device=self.device_,
-            verbose=int(bool(self.verbose)),
-            predict_nonlinearity=None,
-            bf16=bool(self.bf16),
+            verbose=self.verbose,
             weight_decay=self.weight_decay,
+            train_split=split,
+            drop_last=drop_last,
+            bf16=bool(self.bf16),
             **self._net_kwargs(),
         )
         net.initialize()

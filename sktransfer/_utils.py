@@ -107,3 +107,18 @@ def trained_model_tags(tags, random_state):
     tags.non_deterministic = random_state is None
     tags.transformer_tags = None
     return tags
+
+
+def user_stacklevel():
+    """``stacklevel`` for ``warnings.warn`` that points at the first frame outside sktransfer (the user's call).
+
+    Counted from the function that calls ``warnings.warn``, whatever the
+    depth of the package's own calls in between.
+    """
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -74,3 +74,15 @@ def test_every_trained_estimator_says_where_its_weights_came_from(rows, tmp_path
     few = FewShotClassifier(TEXT, n_pairs=8, batch_size=8, max_length=16, random_state=0).fit(X, y)
     assert few.backbone_source_ == clf.backbone_source_
     assert FewShotClassifier.load(few.save(tmp_path / "fs")).backbone_source_ == clf.backbone_source_
+
+
+@pytest.mark.parametrize("make", [
+    lambda: FineTunedClassifier(TEXT, strategy="linear_probe", max_epochs=1, max_length=8, random_state=0),
+    lambda: FewShotClassifier(TEXT, n_pairs=8, batch_size=8, max_length=8, random_state=0),
+], ids=["finetuned", "fewshot"])
+def test_truncation_is_reported_once_at_the_users_line(rows, make, one_thread):
+    X, y = rows
+    with pytest.warns(UserWarning, match=r"18 of 18 texts are longer than the model's limit of 8 tokens") as record:
+        make().fit(X, y)
+    mine = [w for w in record if "longer than the model's limit" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == __file__

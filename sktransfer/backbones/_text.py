@@ -92,6 +92,30 @@ class TextBackbone(Backbone):
             )
         return int(max_length)
 
+    def warn_truncation(self, texts, max_length=None):
+        """Warn, naming how many, when some of ``texts`` are longer than the limit (they will be truncated).
+
+        Every estimator that trains calls this once at ``fit``; the warning
+        points at the user's call. Returns the number of long texts.
+        """
+        import warnings
+
+        import numpy as np
+
+        from .._utils import user_stacklevel
+
+        limit = self.check_max_length(max_length)
+        lengths = self.tokenizer(list(texts), truncation=False, return_length=True)["length"]
+        n_long = int(np.sum(np.asarray(lengths) > limit))
+        if n_long:
+            warnings.warn(
+                f"{n_long} of {len(texts)} texts are longer than the model's limit of {limit} tokens "
+                "and were truncated (set max_length to change the limit).",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return n_long
+
     def collate(self, items, max_length=None, image_size=None):
         enc = self.tokenizer(
             list(items),
