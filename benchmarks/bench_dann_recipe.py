@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -257,6 +258,18 @@ def loto(shifted, acc, candidates):
     return rows
 
 
+def reproduce_commands(extra):
+    """The commands that produce every record: the main run, then one seed check per set of seeds."""
+    by_seeds = {}
+    for arm in ARMS:
+        seeds = tuple(sorted({k[3] for k in extra if k[0] == arm}))
+        if seeds:
+            by_seeds.setdefault(seeds, []).append(arm)
+    base = "HF_HUB_OFFLINE=1 python benchmarks/bench_dann_recipe.py"
+    return [base] + [f"{base} --seed-check {' '.join(map(str, seeds))} --arms " + " ".join(f'"{a}"' for a in arms)
+                     for seeds, arms in by_seeds.items()]
+
+
 def write_report(root, out, cfg, info, vers, command, started, elapsed, n_run):
     recs, extra = load_records(root)
     data_sets = list(dict.fromkeys(ds for (_, ds, _) in recs))
@@ -266,7 +279,7 @@ def write_report(root, out, cfg, info, vers, command, started, elapsed, n_run):
     complete = [k for k in keys if all((a, *k) in acc for a in ALL_ARMS)]
     missing = [(a, *k) for k in keys for a in ALL_ARMS if (a, *k) not in acc]
     shifted = [k for k in complete if not k[1].startswith("clean")]
-    dates = sorted(r["date"] for r in recs.values())
+    dates = sorted(r["date"] for r in [*recs.values(), *extra.values()])
     base = dann_params("DANN current", cfg)
     base_txt = ", ".join(f"{k}={v!r}" for k, v in base.items() if k not in ("head_init",))
 
@@ -274,9 +287,12 @@ def write_report(root, out, cfg, info, vers, command, started, elapsed, n_run):
         "## Choosing a DANN recipe on shifted images (issue 11)",
         "",
         C.machine_md(info, vers, command, started, elapsed),
-        f"- Records: {len(recs)} in `benchmarks/results/dann_recipe/` (one JSON per arm, data set and target; "
-        f"{n_run} written by this run, the others kept from earlier runs), dated {dates[0][:16]} to {dates[-1][:16]} UTC."
+        f"- Records: {len(recs) + len(extra)} in `benchmarks/results/dann_recipe/` (one JSON per arm, data set, target and seed; "
+        f"{n_run} written by this run, the others kept from earlier runs), dated {dates[0][:16]} to {dates[-1][:16]} UTC, "
+        f"sktransfer at {', '.join(sorted({r.get('git_commit', '?') for r in [*recs.values(), *extra.values()]}))}."
         if recs else "- Records: none.",
+        "- All records are reproduced (resumable, existing records skipped) by "
+        + ", then ".join(f"`{c}`" for c in reproduce_commands(extra)) + ".",
         f"- Data, shifts and sizes: those of `bench_adaptation.py` (imported from it): source = {cfg['n_source']} "
         f"labelled clean images, target = {cfg['n_target']} other images of the same data set, shifted, given "
         "without labels; accuracy on the shifted target images (transductive). tf_efficientnet_lite0 at "
@@ -291,10 +307,18 @@ def write_report(root, out, cfg, info, vers, command, started, elapsed, n_run):
         "`fine-tune probe, BN frozen, domain_weight=0` is not a candidate but the ablation of `DANN probe, BN frozen` "
         "(added after the first run, where that arm won): it tells how much of its gain is the adversary and how "
         "much is fine-tuning with frozen BatchNorm statistics.",
-        f"- One seed and {cfg['n_target']} target images: differences within about ±{NOISE:.2f} are noise. "
+        f"- Seed {SEED} for every arm (seeds 1 and 2 as well for the arms of the seed checks below); "
+        f"{cfg['n_target']} target images: differences within about ±{NOISE:.2f} are noise from the sample alone. "
         "No target label was used to choose any setting; the recipe choice below is leave-one-target-out.",
         "",
     ]
+    states = sorted({r.get("git_commit", "?") for r in [*recs.values(), *extra.values()]})
+    now = git_commit()
+    if len(states) > 1 or states[0] != now or "modified" in states[0]:
+        lines += [f"**Code state**: the records were made with sktransfer at {', '.join(states)}; the tree is now at "
+                  f"{now}. Records made while sktransfer/ had uncommitted changes may not reproduce fit by fit: "
+                  "delete `benchmarks/results/dann_recipe/` and re-run the commands above on a clean tree before "
+                  "quoting these figures.", ""]
     if missing:
         lines += [f"**Incomplete**: {len(missing)} records missing (e.g. {missing[0]}); the figures below use only "
                   f"the {len(complete)} targets with every arm. Resume with the command above.", ""]
@@ -482,8 +506,14 @@ def conclusions(shifted, complete, acc, recs, rows_loto, ref, cfg, extra):
                + ", ".join(f"{a} {fit[a]:.1f}" for a in ALL_ARMS)
                + ". The arms ran at different times on a shared machine (the load average of each fit is in its "
                "record): fit times of the DANN arms differ by load, not by recipe (same steps, same network).")
-    out.append(f"- One seed, {cfg['n_target']} target images, {cfg['epochs']} epochs at {cfg['image_size']} px: "
-               f"differences within about ±{NOISE:.2f} are noise, and a recipe's rank can change with the seed.")
+    spread = [max(x) - min(x) for arm in ARMS for k in complete
+              for x in [[acc[(arm, *k)]] + [r["accuracy"] for kk, r in extra.items() if kk[:3] == (arm, *k)]]
+              if len(x) > 1]
+    out.append(f"- {cfg['n_target']} target images, {cfg['epochs']} epochs at {cfg['image_size']} px: differences "
+               f"within about ±{NOISE:.2f} are noise from the sample alone"
+               + (f"; a fine-tuning fit also moves with its seed: over the seed checks, the spread (max − min over "
+                  f"3 seeds) of one arm on one target is {np.mean(spread):.3f} on average, up to {max(spread):.3f}. "
+                  "Compare arms by their mean over targets (and seeds), not target by target." if spread else "."))
     return out
 
 
@@ -537,7 +567,9 @@ def main(argv=None):
         except OSError:
             pass
         info["cpu_pressure_end"] = C.cpu_pressure()
-        run = dict(info=info, vers=vers, command=C.command_line(), started=started,
+        command = "HF_HUB_OFFLINE=1 python benchmarks/bench_dann_recipe.py " + shlex.join(sys.argv[1:] if argv is None
+                                                                                       else argv)
+        run = dict(info=info, vers=vers, command=command.strip(), started=started,
                    elapsed=time.perf_counter() - t0, n_run=n_run)
         root.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps(run, indent=1, default=str))

@@ -86,3 +86,23 @@ def test_truncation_is_reported_once_at_the_users_line(rows, make, one_thread):
         make().fit(X, y)
     mine = [w for w in record if "longer than the model's limit" in str(w.message)]
     assert len(mine) == 1 and mine[0].filename == __file__
+
+
+def test_dann_defaults_keep_pretrained_batchnorm_statistics_and_start_from_the_probe(one_thread):
+    # The recipe chosen leave-one-target-out on the shifted-image benchmark
+    # (benchmarks/RESULTS.md, "Choosing a DANN recipe"): frozen BatchNorm
+    # statistics, LP-FT head.
+    import torch
+    from sklearn.datasets import load_digits
+
+    from sktransfer import load_backbone
+    from conftest import IMAGE
+
+    d = load_digits()
+    X = (d.images[:40] * 16).clip(0, 255).astype(np.uint8)
+    clf = DANNClassifier(IMAGE, image_size=32, max_epochs=1, batch_size=16, random_state=0)
+    assert (clf.freeze_bn_stats, clf.head_init) == (True, "auto")
+    clf.fit(X[:24], d.target[:24], X_target=255 - X[24:])
+    pretrained = {k: v for k, v in load_backbone(IMAGE).body.state_dict().items() if "running_mean" in k}
+    trained = clf.net_.module_.body.state_dict()
+    assert pretrained and all(torch.equal(trained[k], v) for k, v in pretrained.items())
