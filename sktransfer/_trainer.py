@@ -89,12 +89,20 @@ class TransferNet(NeuralNet):
         self.optimizer_ = self.optimizer(param_groups, lr=head_lr)
         return self
 
+    def precision(self):
+        """The autocast context training and prediction run in: bf16 on CUDA with ``bf16=True``, else none.
+
+        Unverified on this project's CPU-only CI: see docs/fine_tuning.md.
+        """
+        import contextlib
+
+        if getattr(self, "bf16", False) and str(self.device).startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def infer(self, x, **fit_params):
-        if self.bf16 and str(self.device).startswith("cuda"):
-            # Unverified on this project's CPU-only CI: see docs/fine_tuning.md.
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return super().infer(x, **fit_params).float()
-        return super().infer(x, **fit_params)
+        with self.precision():
+            return super().infer(x, **fit_params).float()
 
 
 def make_net(module, criterion, *, lr, max_epochs, batch_size, generator, callbacks, device, verbose=0,

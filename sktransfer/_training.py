@@ -324,7 +324,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         n = len(next(iter(Xd.values())))
         device = self.net_.device
         bs = max(self.batch_size, 32)
-        with torch.inference_mode():
+        # In the precision it trained in (bf16 autocast on CUDA), as net.infer.
+        with torch.inference_mode(), self.net_.precision():
             for s in range(0, n, bs):
                 batch = {k: torch.as_tensor(v[s : s + bs]).to(device) for k, v in Xd.items()}
                 out = core.features(**batch) if features else module(**batch)

@@ -416,6 +416,20 @@ def test_bf16_autocast_on_cuda(images):  # pragma: no cover - GPU only
     X, y = images
     clf = FineTunedClassifier(IMAGE, device="cuda", bf16=True, **FAST_IMG).fit(X[:32], y[:32])
     assert clf.predict(X[:4]).shape == (4,)
+    # predict runs in the precision it trained in (issue 12 §6): the same as skorch's own inference path
+    from sktransfer.backbones import load_backbone
+
+    via_skorch = torch.softmax(clf.net_.forward(clf._encode_X(X[:4], load_backbone(IMAGE), False)).float(), 1)
+    np.testing.assert_allclose(clf.predict_proba(X[:4]), via_skorch.numpy(), atol=1e-3)
+
+
+def test_prediction_runs_in_full_precision_on_cpu(images):
+    import contextlib
+
+    X, y = images
+    clf = FineTunedClassifier(IMAGE, bf16=True, **FAST_IMG).fit(X[:16], y[:16])
+    assert isinstance(clf.net_.precision(), contextlib.nullcontext)
+    assert clf.predict_proba(X[:2]).dtype == np.float32
 
 
 # ------------------------------------------------------------ persistence
