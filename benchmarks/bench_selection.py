@@ -218,7 +218,7 @@ def run_selector(X, y, candidates, cfg, cache_dir):
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        sel = BackboneSelector(cands, metric="logme", head=head, confirm_top_k=2, cv=cfg["cv"], cache=cache_dir,
+        sel = BackboneSelector(cands, metric="logme", estimator=head, confirm_top_k=2, cv=cfg["cv"], cache=cache_dir,
                                extractor_params=common).fit(X, y)
     return sel, time.perf_counter() - t
 

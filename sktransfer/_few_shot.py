@@ -176,8 +176,10 @@ def _default_head():
 
 def _head_has(attr):
     def check(self):
-        head = self.head_ if hasattr(self, "head_") else (self.head if self.head is not None else _default_head())
-        return hasattr(head, attr)
+        if hasattr(self, "estimator_"):
+            return hasattr(self.estimator_, attr)
+        given = self.estimator if isinstance(self.head, str) and self.head == "deprecated" else self.head
+        return hasattr(given if given is not None else _default_head(), attr)
 
     return check
 
@@ -203,11 +205,13 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         Any name :func:`sktransfer.load_backbone` accepts. Image backbones
         (``"timm/<arch>"``, ``"torchvision/<arch>"``, ``"open_clip/<arch>"``)
         train the same way, on their pooled features.
-    head : sklearn classifier or None, default=None
-        Fitted (a clone) on the tuned embeddings. None:
+    estimator : sklearn classifier or None, default=None
+        The classifier fitted (a clone) on the tuned embeddings. None:
         ``LogisticRegression(max_iter=1000)``. Any classifier works
         (``XGBClassifier()``, ``SVC(probability=True)``...); it is trained on
         integer-coded classes and its outputs are mapped back to the labels.
+        (Named ``head`` before 0.2: ``head`` is the torch head everywhere
+        else in the package.)
     n_pairs : int, default=256
         Pairs drawn per epoch (half positive). Training time grows linearly
         with it. The default, 16 steps of 16 pairs, is sized for a CPU
@@ -244,6 +248,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState or None, default=None
         Seeds the pair generator and torch: CPU runs are repeatable. The
         head keeps its own ``random_state``.
+    head : sklearn classifier, deprecated
+        The old name of ``estimator``; still works, with a
+        ``FutureWarning``, until 0.4.
     verbose : int, default=0
         1 prints skorch's epoch table.
 
@@ -251,8 +258,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of ``predict_proba``'s columns.
-    head_ : sklearn classifier
-        The fitted head (trained on ``0..n_classes-1``).
+    estimator_ : sklearn classifier
+        The fitted classifier (trained on ``0..n_classes-1``); ``head_`` is
+        its old name (deprecated).
     body_ : torch.nn.Module
         The tuned backbone (pooled embeddings; no head).
     history_ : skorch.History
@@ -278,7 +286,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     ...          "the bank raised interest rates", "profits beat forecasts"]
     >>> y = ["sport"] * 3 + ["business"] * 3
     >>> clf = FewShotClassifier("sentence-transformers/all-MiniLM-L6-v2",
-    ...                         head=LogisticRegression(), n_pairs=16,
+    ...                         estimator=LogisticRegression(), n_pairs=16,
     ...                         random_state=0).fit(texts, y)
     >>> clf.predict(["the goalkeeper saved a penalty"]).tolist()
     ['sport']
@@ -290,7 +298,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self,
         backbone="sentence-transformers/all-MiniLM-L6-v2",
         *,
-        head=None,
+        estimator=None,
         n_pairs=256,
         max_epochs=1,
         batch_size=16,
@@ -306,9 +314,10 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         device="auto",
         random_state=None,
         verbose=0,
+        head="deprecated",
     ):
         self.backbone = backbone
-        self.head = head
+        self.estimator = estimator
         self.n_pairs = n_pairs
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -324,12 +333,41 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.head = head
 
     # ------------------------------------------------------------ checks
+    def _resolve_estimator(self):
+        """``estimator``, or the deprecated ``head`` with a FutureWarning."""
+        if isinstance(self.head, str) and self.head == "deprecated":
+            return self.estimator, "estimator"
+        if self.estimator is not None:
+            raise ValueError("Give estimator= only: head= is its deprecated old name, and both were given.")
+        import warnings
+
+        from ._utils import user_stacklevel
+
+        warnings.warn(
+            "FewShotClassifier(head=...) was renamed estimator=... in 0.2 (head is the torch head in the other "
+            "estimators); head= will be removed in 0.4.",
+            FutureWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return self.head, "head"
+
+    @property
+    def head_(self):
+        """Deprecated: the fitted classifier is ``estimator_``."""
+        import warnings
+
+        check_is_fitted(self, "estimator_")
+        warnings.warn("head_ was renamed estimator_ in 0.2 and will be removed in 0.4.", FutureWarning, stacklevel=2)
+        return self.estimator_
+
     def _check_params(self):
-        if self.head is not None and not (is_classifier(self.head) and hasattr(self.head, "fit")):
+        estimator, name = self._resolve_estimator()
+        if estimator is not None and not (is_classifier(estimator) and hasattr(estimator, "fit")):
             raise ValueError(
-                f"head must be a scikit-learn classifier (e.g. LogisticRegression()), got {self.head!r}."
+                f"{name} must be a scikit-learn classifier (e.g. LogisticRegression()), got {estimator!r}."
             )
         check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
         check_in_range_int(self.n_pairs, "n_pairs", 2)
@@ -348,6 +386,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             check_in_range_int(self.image_size, "image_size", 8)
         if not isinstance(self.init_from_labels, (bool, np.bool_)):
             raise ValueError(f"init_from_labels must be a bool, got {self.init_from_labels!r}.")
+        return estimator
 
     @staticmethod
     def _check_class_sizes(y, classes, y_enc, n_extra_per_class):
@@ -383,7 +422,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : FewShotClassifier
         """
-        self._check_params()
+        estimator = self._check_params()
         y, classes, y_enc = encode_labels(y, n_rows=len(as_rows(X)))
         prompts = []
         if self.init_from_labels:
@@ -395,9 +434,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         # Training runs on a fork of torch's global generators (the user's,
         # left as they were; see sktransfer._seeding).
         with isolated_torch_rng(self.device_):
-            return self._fit_isolated(X, y, classes, y_enc, prompts)
+            return self._fit_isolated(X, y, classes, y_enc, prompts, estimator)
 
-    def _fit_isolated(self, X, y, classes, y_enc, prompts):
+    def _fit_isolated(self, X, y, classes, y_enc, prompts, estimator):
         from skorch.callbacks import GradientNormClipping
 
         from ._trainer import make_net
@@ -461,8 +500,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.n_pairs_ = int(n_pairs)
         self.n_label_examples_ = len(items) - len(y)
         self.history_ = net.history
-        self.head_ = clone(self.head) if self.head is not None else _default_head()
-        self.head_.fit(self._embed(items), y_train)
+        self.estimator_ = clone(estimator) if estimator is not None else _default_head()
+        self.estimator_.fit(self._embed(items), y_train)
         return self
 
     # --------------------------------------------------------- inference
@@ -503,27 +542,27 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         X_new : ndarray of shape (n_samples, embedding_dim_), float32
         """
-        check_is_fitted(self, "head_")
+        check_is_fitted(self, "estimator_")
         items = check_texts(X) if self.modality_ == "text" else check_images(X)
         return self._embed(items)
 
     def predict(self, X):
         """Predicted class labels."""
-        check_is_fitted(self, "head_")
-        codes = self.head_.predict(self.transform(X))
+        check_is_fitted(self, "estimator_")
+        codes = self.estimator_.predict(self.transform(X))
         return self.classes_[np.asarray(codes, dtype=np.int64)]
 
     @available_if(_head_has("predict_proba"))
     def predict_proba(self, X):
         """Class probabilities from the head, columns in ``classes_`` order."""
-        check_is_fitted(self, "head_")
-        return self.head_.predict_proba(self.transform(X))
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(self.transform(X))
 
     @available_if(_head_has("decision_function"))
     def decision_function(self, X):
         """The head's decision function on the tuned embeddings."""
-        check_is_fitted(self, "head_")
-        return self.head_.decision_function(self.transform(X))
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.decision_function(self.transform(X))
 
     def score(self, X, y, sample_weight=None):
         """Accuracy. Labels never seen in ``fit`` raise an error."""
@@ -555,10 +594,11 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         import skops.io as sio
         from safetensors.torch import save_file
 
-        check_is_fitted(self, "head_")
+        check_is_fitted(self, "estimator_")
         if not isinstance(self.backbone, str):
             raise ValueError("save() needs a backbone given by name or path (not an nn.Module) to rebuild it.")
         params = self.get_params(deep=False)
+        params.pop("estimator")
         params.pop("head")
         descriptions = params.pop("label_descriptions")
         meta = {
@@ -571,7 +611,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.body_.state_dict().items()}
         save_file(state, os.path.join(path, "body.safetensors"))
-        sio.dump(self.head_, os.path.join(path, "head.skops"))
+        sio.dump(self.estimator_, os.path.join(path, "head.skops"))
         _persistence.write_config(path, meta)
         _persistence.write_manifest(path, self._SAVED_FILES, type(self).__name__)
         return path
@@ -621,7 +661,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             head = sio.load(head_file, trusted=list(trusted or []))
         except Exception as exc:  # as above: a damaged file fails in many ways
             raise _persistence.SaveIntegrityError(f"{head_file!r} is not a readable skops file: {exc!r}") from exc
-        est = _persistence.build_estimator(cls, {**params, "head": clone(head)}, path)
+        # head= (the deprecated name) is never saved; the fitted classifier is the estimator.
+        est = _persistence.build_estimator(cls, {**params, "estimator": clone(head), "head": "deprecated"}, path)
         head_classes = getattr(head, "classes_", None)
         if head_classes is not None and not np.array_equal(np.asarray(head_classes), np.arange(len(classes))):
             raise _persistence.SaveIntegrityError(
@@ -639,7 +680,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         est.body_ = module.to(resolve_device(est.device)).eval()
         est.device_ = resolve_device(est.device)
         est._backbone_obj = bb
-        est.head_ = head
+        est.estimator_ = head
         est.classes_ = classes
         est.modality_ = bb.modality
         est.embedding_dim_ = int(bb.embedding_dim)

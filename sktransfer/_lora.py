@@ -149,7 +149,8 @@ class LoRAClassifier(_ClassifierOutputs, ClassifierMixin, _SkorchTransferBase):
         LoRA scaling (the update is scaled by ``lora_alpha / r``).
     lora_dropout : float, default=0.05
     use_dora : bool, default=False
-        Same as ``method="dora"``.
+        Deprecated (0.2, removed in 0.4): use ``method="dora"``. ``True``
+        still means it, with a ``FutureWarning``.
     target_modules : "auto", str (regex) or list of str, default="auto"
         Layers to adapt. "auto": attention projections of transformer
         encoders (query/key/value) and ViTs (qkv, proj); the 1×1
@@ -292,6 +293,16 @@ callbacks, class_weight
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
         check_in_range_int(self.r, "r", 1)
         check_in_range_int(self.num_virtual_tokens, "num_virtual_tokens", 1)
+        if self.use_dora:
+            import warnings
+
+            from ._utils import user_stacklevel
+
+            warnings.warn(
+                "use_dora=True is deprecated since 0.2 and will be removed in 0.4: use method='dora'.",
+                FutureWarning,
+                stacklevel=user_stacklevel(),
+            )
         self._check_reals(("lora_alpha", 0.0, None), ("lora_dropout", 0.0, 1.0))
         if self.lora_alpha <= 0:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha!r}.")

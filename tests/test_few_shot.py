@@ -38,7 +38,7 @@ def split(bbc_small):
 @pytest.fixture(scope="module")
 def fitted(split):
     Xtr, ytr, _, _ = split
-    return FewShotClassifier(TEXT, head=LogisticRegression(), n_pairs=16, **FAST).fit(Xtr, ytr)
+    return FewShotClassifier(TEXT, estimator=LogisticRegression(), n_pairs=16, **FAST).fit(Xtr, ytr)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_few_shot_learns_topics_from_8_examples(fitted, split, tuned_test):
     proba = fitted.predict_proba(Xte)
     assert proba.shape == (len(Xte), 5)
     np.testing.assert_allclose(proba.sum(1), 1, atol=1e-6)
-    np.testing.assert_allclose(proba, fitted.head_.predict_proba(tuned_test), atol=1e-6)
+    np.testing.assert_allclose(proba, fitted.estimator_.predict_proba(tuned_test), atol=1e-6)
     assert fitted.classes_.tolist() == TOPICS
     assert np.mean(fitted.classes_[proba.argmax(1)] == yte) > 0.6  # 5 topics: chance is 0.2
     np.testing.assert_array_equal(fitted.predict(Xte[:5]), fitted.classes_[proba[:5].argmax(1)])
@@ -97,8 +97,8 @@ def test_any_sklearn_classifier_as_head(split, tmp_path):
     from xgboost import XGBClassifier
 
     Xtr, ytr, Xte, _ = split
-    clf = FewShotClassifier(TEXT, head=XGBClassifier(n_estimators=5, max_depth=2), n_pairs=2, **FAST).fit(Xtr, ytr)
-    assert isinstance(clf.head_, XGBClassifier)
+    clf = FewShotClassifier(TEXT, estimator=XGBClassifier(n_estimators=5, max_depth=2), n_pairs=2, **FAST).fit(Xtr, ytr)
+    assert isinstance(clf.estimator_, XGBClassifier)
     assert set(clf.predict(Xte[:5])) <= set(TOPICS)  # string labels through an int-only head
     np.testing.assert_array_equal(clf.classes_[clf.predict_proba(Xte[:5]).argmax(1)], clf.predict(Xte[:5]))
     clf.save(tmp_path / "xgb")
@@ -108,7 +108,7 @@ def test_any_sklearn_classifier_as_head(split, tmp_path):
     loaded = FewShotClassifier.load(tmp_path / "xgb", trusted=trusted)
     np.testing.assert_array_equal(loaded.predict(Xte[:5]), clf.predict(Xte[:5]))
     # A head without predict_proba: the method is absent, as in sklearn.
-    svc = FewShotClassifier(TEXT, head=LinearSVC(), n_pairs=2, **FAST)
+    svc = FewShotClassifier(TEXT, estimator=LinearSVC(), n_pairs=2, **FAST)
     assert not hasattr(svc, "predict_proba") and hasattr(svc, "decision_function")
 
 
@@ -179,3 +179,17 @@ def test_image_backbone_trains_with_the_same_loss(fashion_small):
     clf = FewShotClassifier(IMAGE, image_size=32, n_pairs=8, batch_size=8, random_state=0).fit(X[train], y[train])
     assert clf.modality_ == "image" and clf.transform(X[:3]).shape == (3, 1280)
     assert clf.score(X[test], y[test]) > 0.4  # 4 classes: chance is 0.25
+
+
+def test_the_old_name_head_still_works_with_a_future_warning(split):
+    from sklearn.linear_model import LogisticRegression
+
+    Xtr, ytr = split[0], split[1]
+    with pytest.warns(FutureWarning, match=r"renamed estimator=") as record:
+        clf = FewShotClassifier(TEXT, head=LogisticRegression(C=3.0), n_pairs=2, **FAST).fit(Xtr, ytr)
+    assert [w.filename for w in record if issubclass(w.category, FutureWarning)] == [__file__]
+    assert clf.estimator_.C == 3.0
+    with pytest.warns(FutureWarning, match="head_ was renamed estimator_"):
+        assert clf.head_ is clf.estimator_
+    with pytest.raises(ValueError, match="Give estimator= only"):
+        FewShotClassifier(TEXT, head=LogisticRegression(), estimator=LogisticRegression()).fit(Xtr, ytr)

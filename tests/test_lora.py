@@ -185,3 +185,9 @@ def test_merge_adapters_refuses_mismatched_inputs(lora_text, texts):
         merge_adapters([lora_text, other])
     with pytest.raises(ValueError, match="at least two"):
         merge_adapters([lora_text])
+
+
+def test_use_dora_is_deprecated_for_method_dora():
+    clf = LoRAClassifier(TEXT, use_dora=True)
+    with pytest.warns(FutureWarning, match="use method='dora'"):
+        clf._check_params()

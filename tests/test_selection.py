@@ -402,7 +402,7 @@ def test_selector_checks_y_before_loading_any_model():
     "params, y, match",
     [
         # LogME scores continuous targets, but the default head is a classifier.
-        ({}, [0.1, 0.7, 1.3, 2.2], r"y is continuous.*LogisticRegression is a classifier.*head=Ridge\(\)"),
+        ({}, [0.1, 0.7, 1.3, 2.2], r"y is continuous.*LogisticRegression is a classifier.*estimator=Ridge\(\)"),
         ({"metric": "hscore"}, [0.1, 0.7, 1.3, 2.2], r"y is continuous.*metric='hscore' scores class labels"),
         ({"metric": "leep"}, [0.1, 0.7, 1.3, 2.2], r"y is continuous.*metric='leep' scores class labels"),
         ({"metric": "hscore", "head": "ridge"}, [0.1, 0.7, 1.3, 2.2], "metric='hscore' scores class labels.*regressor"),
@@ -430,9 +430,20 @@ def test_selector_with_a_regressor_head_ranks_by_regression_logme(digits):
     X, y = digits
     # Whole-number targets: with a regressor head they are values, not classes.
     targets = y.astype(np.float64)
-    sel = BackboneSelector([IMAGE], head=Ridge(), extractor_params=FAST).fit(X, targets)
+    sel = BackboneSelector([IMAGE], estimator=Ridge(), extractor_params=FAST).fit(X, targets)
     Z = sel.transform(X)
     assert sel.best_score_ == pytest.approx(logme_score(Z, targets, task="regression"))
     assert sel.best_score_ != pytest.approx(logme_score(Z, targets, task="classification"))
     np.testing.assert_allclose(sel.predict(X[:5]), Ridge().fit(Z, targets).predict(Z[:5]), atol=1e-3)
     assert not hasattr(sel, "classes_")
+
+
+def test_the_old_name_head_still_works_with_a_future_warning():
+    from sklearn.linear_model import LogisticRegression
+
+    sel = BackboneSelector([IMAGE], head=LogisticRegression(C=2.0))
+    with pytest.warns(FutureWarning, match=r"renamed estimator="):
+        assert sel._check_params()
+    assert sel._estimator().C == 2.0
+    with pytest.raises(ValueError, match="Give estimator= only"):
+        BackboneSelector([IMAGE], head=LogisticRegression(), estimator=LogisticRegression())._check_params()

@@ -56,7 +56,7 @@ ESTIMATORS = [
     LoRAClassifier(TEXT, max_epochs=1),
     # A nested sub-estimator and a list parameter: get/set_params and clone
     # must carry them (checked below as well).
-    FewShotClassifier(TEXT, head=LogisticRegression(C=2.0)),
+    FewShotClassifier(TEXT, estimator=LogisticRegression(C=2.0)),
     ZeroShotClassifier(TEXT, template=[TEMPLATE]),
     # AutoTransferClassifier: same honest tags, so the same skips, for the
     # same reason (input is text/images, not numeric 2-D); sklearn yields
@@ -135,9 +135,9 @@ def test_sklearn_data_free_checks(estimator, check):
 
 
 def test_clone_and_set_params_reach_nested_and_list_params():
-    few_shot = FewShotClassifier(TEXT, head=LogisticRegression(C=2.0))
-    assert clone(few_shot).get_params()["head"].C == 2.0
-    assert few_shot.set_params(head__C=3.0).head.C == 3.0  # nested params reach the head
+    few_shot = FewShotClassifier(TEXT, estimator=LogisticRegression(C=2.0))
+    assert clone(few_shot).get_params()["estimator"].C == 2.0
+    assert few_shot.set_params(estimator__C=3.0).estimator.C == 3.0  # nested params reach the estimator
     assert clone(ZeroShotClassifier(TEXT, template=[TEMPLATE])).get_params()["template"] == [TEMPLATE]
 
 

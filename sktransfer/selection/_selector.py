@@ -74,7 +74,7 @@ def _best_has(attr):
             )
         if hasattr(self, "best_estimator_"):
             return hasattr(self.best_estimator_, attr)
-        return hasattr(self.head if self.head is not None else _default_head(), attr)
+        return hasattr(self._estimator(), attr)
 
     return check
 
@@ -106,10 +106,12 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         classifier's probabilities (:class:`SourceProbabilityExtractor`),
         so they apply to timm/torchvision candidates without ``layer``. A
         callable takes ``(features, y)``.
-    head : estimator or None, default=None
-        The probe and refit head (None: ``LogisticRegression(max_iter=2000)``).
-        It sets the task: a classifier ranks for class labels, a regressor
-        (with ``metric="logme"``) for continuous targets.
+    estimator : estimator or None, default=None
+        The probe, refit on the best candidate's embeddings (None:
+        ``LogisticRegression(max_iter=2000)``). It sets the task: a
+        classifier ranks for class labels, a regressor (with
+        ``metric="logme"``) for continuous targets. (Named ``head`` before
+        0.2; ``head`` still works with a ``FutureWarning`` until 0.4.)
     confirm_top_k : int, default=0
         Cross-validate ``head`` on the embeddings of the ``k`` best-scored
         candidates and pick the best by probe score (0: trust the score).
@@ -175,7 +177,7 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         candidates,
         *,
         metric="logme",
-        head=None,
+        estimator=None,
         confirm_top_k=0,
         cv=5,
         probe_scoring=None,
@@ -183,10 +185,11 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         cache=None,
         refit=True,
         verbose=0,
+        head="deprecated",
     ):
         self.candidates = candidates
         self.metric = metric
-        self.head = head
+        self.estimator = estimator
         self.confirm_top_k = confirm_top_k
         self.cv = cv
         self.probe_scoring = probe_scoring
@@ -194,6 +197,28 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         self.cache = cache
         self.refit = refit
         self.verbose = verbose
+        self.head = head
+
+    def _estimator(self, warn=False):
+        """The probe: ``estimator``, the deprecated ``head`` (a FutureWarning with ``warn``), or the default."""
+        if isinstance(self.head, str) and self.head == "deprecated":
+            given = self.estimator
+        else:
+            if self.estimator is not None:
+                raise ValueError("Give estimator= only: head= is its deprecated old name, and both were given.")
+            if warn:
+                import warnings
+
+                from .._utils import user_stacklevel
+
+                warnings.warn(
+                    "BackboneSelector(head=...) was renamed estimator=... in 0.2 (head is the torch head in the "
+                    "estimators that train); head= will be removed in 0.4.",
+                    FutureWarning,
+                    stacklevel=user_stacklevel(),
+                )
+            given = self.head
+        return given if given is not None else _default_head()
 
     # -------------------------------------------------------------- checks
     def _check_params(self):
@@ -220,8 +245,9 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
                     f"extractor_params may not set {sorted(bad)}: backbone and layer come from the "
                     f"candidates, and the allowed keys are {[p for p in _EXTRACTOR_PARAMS if p not in ('backbone', 'layer')]}."
                 )
-        if self.head is not None and not hasattr(self.head, "fit"):
-            raise ValueError(f"head must be an estimator with fit, got {self.head!r}.")
+        probe = self._estimator(warn=True)
+        if not hasattr(probe, "fit"):
+            raise ValueError(f"estimator must be an estimator with fit, got {probe!r}.")
         if self.verbose not in (0, 1, 2, True, False):
             raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}.")
         return parsed
@@ -233,7 +259,7 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         labels, a regressor numeric targets, which only LogME (or a
         callable metric) can score.
         """
-        head = self.head if self.head is not None else _default_head()
+        head = self._estimator()
         head_name = type(head).__name__
         named = isinstance(self.metric, str)
         labels_only = named and self.metric not in ("logme",)
@@ -271,7 +297,7 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
                 raise ValueError(
                     f"y is continuous (e.g. {raw.ravel()[0].item()!r}); {why}. To rank backbones for continuous "
                     "targets use metric='logme' with a regressor head, e.g. "
-                    "BackboneSelector(candidates, head=Ridge())."
+                    "BackboneSelector(candidates, estimator=Ridge())."
                 )
         labels = check_labels(y, n_rows=n, task="ranking backbones for a classifier")
         return labels, "classification"
@@ -376,7 +402,7 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
             errors = "; ".join(f"{r['candidate']}: {r['error']}" for r in rows)
             raise ValueError(f"All {len(rows)} candidates failed. {errors}")
 
-        head = self.head if self.head is not None else _default_head()
+        head = self._estimator()
         by_name = {r["candidate"]: r for r in rows}
         if self.confirm_top_k:
             from sklearn.model_selection import cross_val_score
@@ -521,7 +547,7 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        head = self.head if self.head is not None else _default_head()
+        head = self._estimator()
         tags.estimator_type = get_tags(head).estimator_type
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True
