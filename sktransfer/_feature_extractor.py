@@ -6,7 +6,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _cache
 from ._config import get_config
-from ._inputs import check_images, check_in_range_int, check_texts, image_digest, text_digest, to_rgb
+from ._inputs import check_in_range_int, image_digest, text_digest, to_rgb
 from ._utils import progress_bar, resolve_device, want_progress
 from .backbones import load_backbone
 
@@ -197,7 +197,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return bb
 
     def _check_inputs(self, X):
-        return check_texts(X) if self.modality_ == "text" else check_images(X)
+        return self._get_backbone().check_inputs(X)
 
     def _batch_size(self):
         if self.batch_size is not None:

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import _persistence
-from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
+from ._inputs import as_rows, check_in_range_int, to_rgb
 from ._transfer_module import TransferModule
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
@@ -455,7 +455,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
                 "init_from_labels=True needs a text backbone: the label names are added as text examples, "
                 f"but {self.backbone!r} reads images."
             )
-        items = check_texts(X) if bb.modality == "text" else check_images(X)
+        items = bb.check_inputs(X)
         y_train = y_enc.astype(np.int64)
         if prompts:
             items = items + [p for ps in prompts for p in ps]
@@ -543,8 +543,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         X_new : ndarray of shape (n_samples, embedding_dim_), float32
         """
         check_is_fitted(self, "estimator_")
-        items = check_texts(X) if self.modality_ == "text" else check_images(X)
-        return self._embed(items)
+        return self._embed(self._get_backbone().check_inputs(X))
 
     def predict(self, X):
         """Predicted class labels."""

@@ -89,6 +89,8 @@ class _FineTunedBase(_SkorchTransferBase):
         self._check_reals(("backbone_lr_ratio", 0.0, None), ("l2sp", 0.0, None), ("wise_alpha", 0.0, 1.0))
         if self.layer_decay is not None and not (0 < self.layer_decay <= 1):
             raise ValueError(f"layer_decay must be None or in (0, 1], got {self.layer_decay!r}.")
+        if not (isinstance(self.augment, (bool, np.bool_)) or (isinstance(self.augment, str) and self.augment == "auto")):
+            raise ValueError(f"augment must be True, False or 'auto', got {self.augment!r}.")
         if not isinstance(self.freeze_bn_stats, (bool, np.bool_)):
             raise ValueError(f"freeze_bn_stats must be True or False, got {self.freeze_bn_stats!r}.")
         from ._head_init import check_head_init
@@ -234,8 +236,14 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         fingerprint either: don't share a directory between fits whose
         callbacks change training. The files survive a killed process, not
         a power cut (nothing calls ``fsync``).
-    augment : bool, default=True
+    augment : bool or "auto", default="auto"
         Random resized crops and flips for images, in training only.
+        ``"auto"``: none with ``strategy="linear_probe"``, on otherwise. A
+        trained head that starts from the probe drifts away from it when it
+        trains on augmented views of a frozen backbone (flips also change
+        some labels, e.g. digits): on the suite's image tasks, chosen leave
+        one task out, no augmentation was as good or better for the linear
+        probe (``benchmarks/RESULTS.md``, "Evaluation suite").
     image_size : int or None, default=None
         Input size for images (None: the model's pretrained size).
     max_length : int or None, default=None
@@ -315,7 +323,7 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         validation_fraction=0.0,
         early_stopping=None,
         checkpoint_dir=None,
-        augment=True,
+        augment="auto",
         image_size=None,
         max_length=None,
         pooling="mean",

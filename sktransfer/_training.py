@@ -20,7 +20,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from . import _lr_finder, _persistence
-from ._inputs import as_rows, check_images, check_in_range_int, check_texts, to_rgb
+from ._inputs import as_rows, check_in_range_int
 from ._trainer import TransferNet as _TransferNet, make_net  # _TransferNet: the name old pickles use
 from ._transfer_module import TransferModule, make_head
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
@@ -87,9 +87,15 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         head = make_head(shared.embedding_dim, n_out, self.head, self.head_hidden, self.head_dropout)
         normalize = copy.deepcopy(shared.normalize) if shared.modality == "image" else None
         return TransferModule(
-            body, head, shared.modality, normalize, bool(self.augment), shared.block_groups(),
+            body, head, shared.modality, normalize, self._augments(), shared.block_groups(),
             freeze_bn_stats=bool(getattr(self, "freeze_bn_stats", False)),
         )
+
+    def _augments(self):
+        """Whether images are augmented in training: ``augment``, with ``"auto"`` off for a linear probe."""
+        if isinstance(self.augment, str) and self.augment == "auto":
+            return getattr(self, "strategy", None) != "linear_probe"
+        return bool(self.augment)
 
     def _method_callbacks(self, module, shared):
         return []
@@ -140,21 +146,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ inputs
     def _encode_X(self, X, bb, fitting):
-        """Validate and preprocess X into arrays skorch can batch."""
-        if bb.modality == "image":
-            items = check_images(X)
-            size = bb.preprocess_config(self.image_size)["input_size"]
-            crops = np.empty((len(items), 3, size, size), dtype=np.uint8)
-            for start in range(0, len(items), 256):
-                chunk = [to_rgb(items[i], i) for i in range(start, min(start + 256, len(items)))]
-                crops[start : start + len(chunk)] = bb.collate(chunk, image_size=self.image_size).numpy()
-            return {"X": crops}
-        texts = check_texts(X)
-        limit = bb.check_max_length(self.max_length)
-        enc = bb.tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="np")
-        if fitting:
-            bb.warn_truncation(texts, limit)
-        return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+        """Validate and preprocess X into arrays skorch can batch (the backbone knows how)."""
+        return bb.encode(bb.check_inputs(X), self.max_length, self.image_size, warn_truncation=fitting)
 
     @staticmethod
     def _check_lengths(X, y):

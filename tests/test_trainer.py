@@ -106,3 +106,24 @@ def test_dann_defaults_keep_pretrained_batchnorm_statistics_and_start_from_the_p
     pretrained = {k: v for k, v in load_backbone(IMAGE).body.state_dict().items() if "running_mean" in k}
     trained = clf.net_.module_.body.state_dict()
     assert pretrained and all(torch.equal(trained[k], v) for k, v in pretrained.items())
+
+
+@pytest.mark.parametrize("strategy, augments", [("linear_probe", False), ("partial", True)])
+def test_augmentation_default_follows_the_strategy(strategy, augments, one_thread):
+    # augment="auto": none for a linear probe (chosen leave-one-task-out on
+    # the suite's image tasks: benchmarks/RESULTS.md), flips and crops when
+    # the backbone trains.
+    from sklearn.datasets import load_digits
+
+    from conftest import IMAGE
+
+    d = load_digits()
+    X = (d.images[:20] * 16).clip(0, 255).astype(np.uint8)
+    clf = FineTunedClassifier(IMAGE, strategy=strategy, unfreeze_last=1, image_size=32, max_epochs=1, random_state=0)
+    assert clf.augment == "auto"
+    assert clf.fit(X, d.target[:20]).net_.module_.augment is augments
+
+
+def test_bad_augment_is_refused():
+    with pytest.raises(ValueError, match="augment must be True, False or 'auto'"):
+        FineTunedClassifier(TEXT, augment="yes").fit(["a b", "c d"], [0, 1])

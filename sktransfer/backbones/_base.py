@@ -92,6 +92,16 @@ class Backbone:
             )
         return layer % n
 
+    # -- inputs -----------------------------------------------------------
+    def check_inputs(self, X):
+        """``X`` as a list of the rows this model reads, validated (errors name the row)."""
+        raise NotImplementedError
+
+    def encode(self, items, max_length=None, image_size=None, warn_truncation=False):
+        """Validated rows → dict of fixed-size numpy arrays: the keyword inputs of a
+        ``TransferModule``, which skorch batches (trainers encode once, up front)."""
+        raise NotImplementedError
+
     # -- forward ----------------------------------------------------------
     def collate(self, items, max_length=None, image_size=None):
         """Turn a list of validated inputs into a batch for :meth:`embed`."""

@@ -63,6 +63,22 @@ class ImageBackbone(Backbone):
         cfg = self.preprocess_config(image_size)
         return resize_center_crop(items, cfg["input_size"], cfg["crop_pct"], cfg["interpolation"])
 
+    def check_inputs(self, X):
+        from .._inputs import check_images
+
+        return check_images(X)
+
+    def encode(self, items, max_length=None, image_size=None, warn_truncation=False):
+        """Center crops as uint8 ``(n, 3, size, size)`` under ``"X"`` (normalised inside the module)."""
+        from .._inputs import to_rgb
+
+        size = self.preprocess_config(image_size)["input_size"]
+        crops = np.empty((len(items), 3, size, size), dtype=np.uint8)
+        for start in range(0, len(items), 256):  # decoded 256 at a time, never all at once
+            chunk = [to_rgb(items[i], i) for i in range(start, min(start + 256, len(items)))]
+            crops[start : start + len(chunk)] = self.collate(chunk, image_size=image_size).numpy()
+        return {"X": crops}
+
     def to(self, device):
         super().to(device)
         self.normalize.to(device)

@@ -92,6 +92,21 @@ class TextBackbone(Backbone):
             )
         return int(max_length)
 
+    def check_inputs(self, X):
+        from .._inputs import check_texts
+
+        return check_texts(X)
+
+    def encode(self, items, max_length=None, image_size=None, warn_truncation=False):
+        """Token ids and attention masks padded to ``max_length``, int64 (``warn_truncation``: at fit)."""
+        import numpy as np
+
+        limit = self.check_max_length(max_length)
+        enc = self.tokenizer(list(items), padding="max_length", truncation=True, max_length=limit, return_tensors="np")
+        if warn_truncation:
+            self.warn_truncation(items, limit)
+        return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
     def warn_truncation(self, texts, max_length=None):
         """Warn, naming how many, when some of ``texts`` are longer than the limit (they will be truncated).
 
