@@ -35,7 +35,7 @@ def test_probe_head_equals_the_sklearn_probe_before_training(small):
     assert np.abs(rnd.predict_proba(X) - probe.predict_proba(Z)).max() > 0.05
 
 
-@pytest.mark.parametrize("cls_path", ["sktransfer.FineTunedClassifier"])
+@pytest.mark.parametrize("cls_path", ["sktransfer.FineTunedClassifier", "sktransfer.LoRAClassifier"])
 def test_default_starts_from_the_probe(small, cls_path):
     # The default (head_init="auto", chosen leave-one-task-out on the suite:
     # benchmarks/RESULTS.md) is LP-FT for a linear head.
