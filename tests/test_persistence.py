@@ -465,5 +465,5 @@ def test_a_fresh_backbone_load_in_load_is_isolated(saves, data, monkeypatch):
     """A backbone not yet in the process's memo (a fresh load, as in a new process) is loaded on a fork too."""
     from sktransfer.backbones import _loading
 
-    monkeypatch.setattr(_loading, "_memo", {})
+    monkeypatch.setattr(_loading, "_memo", type(_loading._memo)())  # an empty memo of the same kind (an LRU)
     assert _torch_state_kept(lambda: FineTunedClassifier.load(saves["ft"]))
