@@ -97,6 +97,15 @@ class _FineTunedBase(_SkorchTransferBase):
 
         check_head_init(self)
 
+    def _augments(self):
+        # "auto": no augmentation for a linear probe (docs/fine_tuning.md, LP-FT).
+        if isinstance(self.augment, str) and self.augment == "auto":
+            return self.strategy != "linear_probe"
+        return bool(self.augment)
+
+    def _freezes_bn_stats(self):
+        return bool(self.freeze_bn_stats)
+
     def _init_head(self, module, Xd, y_enc, stratify, seed):
         from ._head_init import init_head_for
 

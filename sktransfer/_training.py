@@ -88,14 +88,16 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         normalize = copy.deepcopy(shared.normalize) if shared.modality == "image" else None
         return TransferModule(
             body, head, shared.modality, normalize, self._augments(), shared.block_groups(),
-            freeze_bn_stats=bool(getattr(self, "freeze_bn_stats", False)),
+            freeze_bn_stats=self._freezes_bn_stats(),
         )
 
     def _augments(self):
-        """Whether images are augmented in training: ``augment``, with ``"auto"`` off for a linear probe."""
-        if isinstance(self.augment, str) and self.augment == "auto":
-            return getattr(self, "strategy", None) != "linear_probe"
-        return bool(self.augment)
+        """Hook: whether images are augmented in training (``augment``; ``"auto"``: yes)."""
+        return True if isinstance(self.augment, str) and self.augment == "auto" else bool(self.augment)
+
+    def _freezes_bn_stats(self):
+        """Hook: whether BatchNorm layers keep their pretrained statistics (estimators without the option: no)."""
+        return False
 
     def _method_callbacks(self, module, shared):
         return []
