@@ -382,7 +382,20 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                     estimator = estimator.set_fit_request(sample_weight=True)
             steps.append(estimator)
             pipe = skada.make_da_pipeline(*steps)
-            pipe.fit(Z, y_all, sample_domain=sd)  # skada masks y in place: y_all is ours
+            try:
+                pipe.fit(Z, y_all, sample_domain=sd)  # skada masks y in place: y_all is ours
+            except ValueError as exc:
+                if "infs or NaNs" not in str(exc) and "infinity" not in str(exc):
+                    raise
+                # skada's adapter returned NaN/inf features and the estimator
+                # after it failed on them: say which step and why.
+                raise ValueError(
+                    f"adapter={self.adapter!r} produced non-finite features from {n_s} source and {n_t} target "
+                    f"rows of {Z.shape[1]} dimensions (covariance-based adapters need more rows than "
+                    "dimensions, or regularisation). Reduce the dimension first (fewer components or a "
+                    "smaller embedding), pass regularisation through adapter_params (e.g. {'reg': 1e-2}), "
+                    "or use adapter='coral' or 'subspace'."
+                ) from exc
         self.pipeline_ = pipe
         self.classes_ = classes
         self.target_domain_ = target

@@ -241,3 +241,11 @@ def test_dann_save_load_and_sample_domain(dann, shift, tmp_path):
 def test_schedule_callback_constant():
     cb = GradientReversalSchedule(weight=0.3, schedule="constant")
     assert cb._lambda(None) == 0.3
+
+
+def test_an_adapter_that_breaks_down_on_few_rows_says_so():
+    # linear OT estimates d x d covariances: 15 rows per domain in 50 dimensions give NaNs.
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(30, 50), np.arange(30) % 2
+    with pytest.raises(ValueError, match=r"adapter='linear_ot' produced non-finite features .*15 source and 15 target rows of 50 dimensions"):
+        EmbeddingDAClassifier(adapter="linear_ot").fit(X[:15], y[:15], X_target=X[15:])
