@@ -9,7 +9,7 @@ from the extractor part plus every section file, in a fixed order.
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["suite", "da_selection", "dann_recipe", "confirm_top_k", "fine_tuning", "forgetting", "lora", "few_shot", "selection", "adaptation"]
+ORDER = ["suite", "suite_decisions", "da_selection", "dann_recipe", "confirm_top_k", "fine_tuning", "forgetting", "lora", "few_shot", "selection", "adaptation"]
 MARK = "<!-- sections below are copied from benchmarks/sections/ by assemble_results.py -->"
 
 
