@@ -405,10 +405,7 @@ callbacks, class_weight
         q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4")
         model = AutoModel.from_pretrained(source, quantization_config=q, device_map={"": 0})
         model = peft.prepare_model_for_kbit_training(model)
-        if hasattr(module.body, "st"):
-            module.body.st[0].auto_model = model
-        else:
-            module.body.model = model
+        module.body.replace_encoder(model)  # every text body can, whatever library built it
         return module
 
     def _net_kwargs(self):

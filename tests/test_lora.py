@@ -191,3 +191,16 @@ def test_use_dora_is_deprecated_for_method_dora():
     clf = LoRAClassifier(TEXT, use_dora=True)
     with pytest.warns(FutureWarning, match="use method='dora'"):
         clf._check_params()
+
+
+@pytest.mark.parametrize("spec", [TEXT, "hf/sentence-transformers/all-MiniLM-L6-v2"])
+def test_text_bodies_replace_their_encoder_whatever_library_built_them(spec):
+    # What quantize="4bit" relies on (CUDA only): the body runs the new encoder.
+    import copy
+
+    from sktransfer import load_backbone
+
+    body = copy.deepcopy(load_backbone(spec).body)
+    other = copy.deepcopy(body.encoder)
+    body.replace_encoder(other)
+    assert body.encoder is other

@@ -16,7 +16,22 @@ class _SentenceTransformerBody(nn.Module):
 
     @property
     def encoder(self):
+        """The transformers encoder inside (what PEFT wraps or a quantized copy replaces)."""
         return self.st[0].auto_model
+
+    def replace_encoder(self, model):
+        # A method, not a property setter: nn.Module.__setattr__ would register
+        # an nn.Module value under the name and never call the setter. For the
+        # same reason, assigning sentence-transformers' ``auto_model`` (a
+        # read-only property over the child module ``model`` in 6.x) does
+        # nothing: replace the child itself.
+        transformer = self.st[0]
+        import inspect
+
+        if isinstance(inspect.getattr_static(type(transformer), "auto_model", None), property) and hasattr(transformer, "model"):
+            transformer.model = model
+        else:  # sentence-transformers < 6: a plain attribute
+            transformer.auto_model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         features = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -35,7 +50,11 @@ class _PooledEncoderBody(nn.Module):
 
     @property
     def encoder(self):
+        """The transformers encoder (what PEFT wraps or a quantized copy replaces)."""
         return self.model
+
+    def replace_encoder(self, model):
+        self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
