@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import _persistence
-from ._inputs import as_rows, check_in_range_int, to_rgb
+from ._inputs import as_rows, check_in_range_int
 from ._transfer_module import TransferModule
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
@@ -118,16 +118,9 @@ class _PairCollator:
         arr = np.asarray(pairs, dtype=np.float64)
         ij = arr[:, :2].astype(np.int64)
         unique, pos = np.unique(ij, return_inverse=True)
-        X = preprocess(self.backbone, self.items, unique, self.max_length, self.image_size)
+        X = self.backbone.module_inputs(self.items, unique, self.max_length, self.image_size)
         y = torch.as_tensor(np.column_stack([pos.reshape(-1, 2), arr[:, 2]]), dtype=torch.float32)
         return X, y
-
-
-def preprocess(bb, items, idx, max_length=None, image_size=None):
-    """Rows ``idx`` of validated ``items`` → keyword inputs of ``TransferModule``."""
-    if bb.modality == "text":
-        return bb.collate([items[i] for i in idx], max_length=max_length)
-    return {"X": bb.collate([to_rgb(items[i], int(i)) for i in idx], image_size=image_size)}
 
 
 class _PairCosineLoss(nn.Module):
@@ -526,7 +519,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         with torch.inference_mode():
             for s in range(0, len(items), bs):
                 idx = order[s : s + bs]
-                batch = preprocess(bb, items, idx, self.max_length, self.image_size)
+                batch = bb.module_inputs(items, idx, self.max_length, self.image_size)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 out[idx] = module.features(**batch).float().cpu().numpy()
         return out

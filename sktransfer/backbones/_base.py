@@ -102,6 +102,11 @@ class Backbone:
         ``TransferModule``, which skorch batches (trainers encode once, up front)."""
         raise NotImplementedError
 
+    def module_inputs(self, items, rows, max_length=None, image_size=None):
+        """Rows ``rows`` of validated ``items`` → keyword inputs of a ``TransferModule``, one batch
+        (padded to its longest text; images decoded here, batch by batch)."""
+        raise NotImplementedError
+
     # -- forward ----------------------------------------------------------
     def collate(self, items, max_length=None, image_size=None):
         """Turn a list of validated inputs into a batch for :meth:`embed`."""

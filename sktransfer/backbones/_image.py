@@ -63,6 +63,11 @@ class ImageBackbone(Backbone):
         cfg = self.preprocess_config(image_size)
         return resize_center_crop(items, cfg["input_size"], cfg["crop_pct"], cfg["interpolation"])
 
+    def module_inputs(self, items, rows, max_length=None, image_size=None):
+        from .._inputs import to_rgb
+
+        return {"X": self.collate([to_rgb(items[i], int(i)) for i in rows], image_size=image_size)}
+
     def check_inputs(self, X):
         from .._inputs import check_images
 

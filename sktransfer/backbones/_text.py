@@ -111,6 +111,9 @@ class TextBackbone(Backbone):
             )
         return int(max_length)
 
+    def module_inputs(self, items, rows, max_length=None, image_size=None):
+        return self.collate([items[i] for i in rows], max_length=max_length)
+
     def check_inputs(self, X):
         from .._inputs import check_texts
 
