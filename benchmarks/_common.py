@@ -322,3 +322,29 @@ def command_line():
 
 def log(msg):
     print(msg, flush=True)
+
+
+def git_commit():
+    """Short commit of this checkout, with " (sktransfer/ modified)" when the package has uncommitted edits."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "../sktransfer"],
+                               capture_output=True, text=True).stdout.strip()
+        return out + (" (sktransfer/ modified)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def limit_threads(n):
+    """torch and every BLAS to ``n`` threads (BLAS libraries loaded first, so that all are limited)."""
+    import scipy.linalg  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)

@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,15 +79,6 @@ TEXT = "sentence-transformers/all-MiniLM-L6-v2"
 log = C.log
 
 
-def git_commit():
-    try:
-        out = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "../sktransfer"],
-                               capture_output=True, text=True).stdout.strip()
-        return out + (" (sktransfer/ modified)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # ------------------------------------------------------------ candidates
@@ -235,7 +225,7 @@ def run_selector(task, X_train, y_train, k, cfg, cache):
 def run_all(root, cfg, cache, seeds, max_minutes, tasks_wanted):
     import tasks as T
 
-    commit = git_commit()
+    commit = C.git_commit()
     t_start = time.perf_counter()
     n_run = n_done = 0
     names = [t for t in cfg["tasks"] if t in T.TASKS and (not tasks_wanted or t in tasks_wanted)]
@@ -571,13 +561,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = CONFIGS["quick" if args.quick else "full"]
 
-    import scipy.linalg  # noqa: F401 - load every BLAS before limiting its threads
-    import sklearn.linear_model  # noqa: F401
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    C.limit_threads(args.threads)
     started = C.utc_now()
     t0 = time.perf_counter()
     info = C.machine_info()

@@ -290,13 +290,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = CONFIGS["quick" if args.quick else "full"]
 
-    import scipy.linalg  # noqa: F401 - load every BLAS before limiting its threads
-    import sklearn.linear_model  # noqa: F401
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    C.limit_threads(args.threads)
     started = C.utc_now()
     t0 = time.perf_counter()
     info = C.machine_info()

@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -91,15 +90,6 @@ def record_path(root, arm, ds, target, seed=SEED):
     return root / slug(arm) / (f"{slug(ds)}__{slug(target)}" + ("" if seed == SEED else f"__s{seed}") + ".json")
 
 
-def git_commit():
-    try:
-        out = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "../sktransfer"],
-                               capture_output=True, text=True).stdout.strip()
-        return out + (" (sktransfer/ modified)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # ------------------------------------------------------------------- arms
@@ -148,7 +138,7 @@ def run_arm(arm, Xs, ys, Xt, yt, cfg, seed=SEED):
 
 def run_all(root, cfg, info, vers, quick, arms=ALL_ARMS, seed=SEED):
     data = BA.load(cfg)
-    commit = git_commit()
+    commit = C.git_commit()
     n_done = n_run = 0
     for ds, (Xs, ys, Xt0, yt, sigma) in data.items():
         for target, shift in BA.shifts(sigma).items():
@@ -303,7 +293,7 @@ def write_report(root, out, cfg, info, vers, command, started, elapsed, n_run):
         "`domain_weight`), changed as follows: "
         + "; ".join(f"**{a}**: " + (", ".join(f"{k}={v!r}" for k, v in p.items())) for a, p in ARMS.items()) + ".",
         "- `DANN probe, low lr` is the one extra candidate: LP-FT fine-tunes from the probe with a small learning "
-        "rate so that the pretrained features move little, and these are DANNClassifier's own default learning rates. "
+        "rate so that the pretrained features move little, and these were DANNClassifier's default learning rates before this benchmark chose new ones. "
         "`fine-tune probe, BN frozen, domain_weight=0` is not a candidate but the ablation of `DANN probe, BN frozen` "
         "(added after the first run, where that arm won): it tells how much of its gain is the adversary and how "
         "much is fine-tuning with frozen BatchNorm statistics.",
@@ -313,7 +303,7 @@ def write_report(root, out, cfg, info, vers, command, started, elapsed, n_run):
         "",
     ]
     states = sorted({r.get("git_commit", "?") for r in [*recs.values(), *extra.values()]})
-    now = git_commit()
+    now = C.git_commit()
     if len(states) > 1 or states[0] != now or "modified" in states[0]:
         lines += [f"**Code state**: the records were made with sktransfer at {', '.join(states)}; the tree is now at "
                   f"{now}. Records made while sktransfer/ had uncommitted changes may not reproduce fit by fit: "
@@ -529,13 +519,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = BA.CONFIGS["quick" if args.quick else "full"]
 
-    import scipy.linalg  # noqa: F401 - load every BLAS before limiting its threads
-    import sklearn.linear_model  # noqa: F401
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    C.limit_threads(args.threads)
     started = C.utc_now()
     t0 = time.perf_counter()
     info = C.machine_info()

@@ -87,7 +87,7 @@ def run_one(method, recipe, task_name, n, seed, info):
         "n_per_class": n, "seed": seed, "n_train": len(y_tr), "n_test": len(split.y_test),
         "n_classes": len(np.unique(split.y_all)), "backbone": task.backbone,
         "params": M.recipe_params(method, recipe, len(y_tr)),
-        "date": C.utc_now().isoformat(timespec="seconds"), "versions": info["versions"],
+        "date": C.utc_now().isoformat(timespec="seconds"), "versions": info["versions"], "git_commit": info["git_commit"],
         "torch_threads": torch.get_num_threads(),
     }
     try:
@@ -150,7 +150,7 @@ def main(argv=None):
             if not args.retry_errors or "error" not in json.loads(path.read_text()):
                 continue
         todo.append(run)
-    info = {"versions": C.versions(extra=("peft", "skorch"))}
+    info = {"versions": C.versions(extra=("peft", "skorch")), "git_commit": C.git_commit()}
     start = time.perf_counter()
     bar = tqdm(todo, desc="suite", unit="run")
     for method, recipe, task, n, seed in bar:
