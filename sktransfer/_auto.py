@@ -3,7 +3,8 @@
 The search is scikit-learn's successive halving
 (:class:`~sklearn.model_selection.HalvingGridSearchCV`), run over one small
 meta-estimator, :class:`_Candidate`, whose parameters name a strategy (the
-frozen probe, few-shot, LoRA, fine-tuning) and its settings. What this
+no-transfer baseline, the frozen probe, few-shot, LoRA, fine-tuning) and its
+settings. What this
 module adds around the halving loop, and only around it:
 
 * the candidate space and a prior cost model that puts the cheapest first;
@@ -30,8 +31,10 @@ from ._inputs import as_rows
 from ._utils import check_random_state_int, trained_model_tags as _trained_model_tags
 from ._validation import check_labels
 
-STRATEGIES = ("probe", "few_shot", "lora", "linear_probe", "partial", "full")
+STRATEGIES = ("baseline", "probe", "few_shot", "lora", "linear_probe", "partial", "full")
 _FINE_TUNING = ("linear_probe", "partial", "full")
+# Fitted in seconds (no training of a network): always run, whatever the budget.
+_CHEAP = ("baseline", "probe")
 # Set by AutoTransferClassifier itself, so not allowed in a candidate's settings.
 _RESERVED = ("backbone", "strategy", "max_length", "image_size", "device", "random_state", "cache")
 
@@ -40,6 +43,12 @@ _RESERVED = ("backbone", "strategy", "max_length", "image_size", "device", "rand
 def default_candidates(modality):
     """The default search space, cheapest first.
 
+    * ``baseline``: no pretrained model -- TF-IDF (texts) or raw pixels
+      (images) and ``LogisticRegression``. What a user would do by hand;
+      it wins on long, vocabulary-driven texts and tiny grayscale images
+      (``benchmarks/RESULTS.md``, "Evaluation suite"), and the search then
+      says so (``best_strategy_ == "baseline"``) instead of returning a
+      worse transfer model.
     * ``probe`` × 3 (``C`` = 0.1, 1, 10): frozen embeddings and
       ``LogisticRegression``. Embedding is one forward pass per input,
       cached and shared by the three (and by every fold and iteration), so
@@ -58,7 +67,7 @@ def default_candidates(modality):
     Trained candidates keep their estimator's own defaults, so that the
     defaults chosen for each estimator (leave-one-task-out on the
     evaluation suite) carry over here. One setting per trained strategy
-    keeps the search practical on a CPU: 7 candidates for text, 8 for
+    keeps the search practical on a CPU: 8 candidates for text, 9 for
     images, i.e. two rounds of halving with ``factor=3``.
 
     Parameters
@@ -70,7 +79,8 @@ def default_candidates(modality):
     candidates : list of dict
         Each ``{"strategy": ..., **settings}``.
     """
-    out = [{"strategy": "probe", "C": c} for c in (0.1, 1.0, 10.0)]
+    out = [{"strategy": "baseline"}]
+    out += [{"strategy": "probe", "C": c} for c in (0.1, 1.0, 10.0)]
     out.append({"strategy": "few_shot"})
     if modality == "image":
         out.append({"strategy": "linear_probe"})
@@ -79,7 +89,7 @@ def default_candidates(modality):
 
 
 def _estimator_class(strategy):
-    if strategy == "probe":
+    if strategy in _CHEAP:
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression
@@ -109,7 +119,7 @@ def _check_candidate(candidate, i):
     settings = {k: v for k, v in candidate.items() if k != "strategy"}
     cls = _estimator_class(strategy)
     allowed = set(cls().get_params(deep=False)) - set(_RESERVED)
-    if strategy == "probe":
+    if strategy in _CHEAP:
         allowed -= {"n_jobs", "verbose"}
     bad = sorted(set(settings) - allowed)
     if bad:
@@ -119,7 +129,7 @@ def _check_candidate(candidate, i):
             if reserved
             else ""
         )
-        target = "LogisticRegression" if strategy == "probe" else cls.__name__
+        target = "LogisticRegression" if strategy in _CHEAP else cls.__name__
         raise ValueError(
             f"{where} (strategy={strategy!r}) sets {bad}, which are not {target} parameters it may set{why}. "
             f"Allowed: {sorted(allowed)}."
@@ -127,10 +137,14 @@ def _check_candidate(candidate, i):
     return strategy, settings
 
 
-def build_estimator(strategy, settings, backbone, *, max_length=None, image_size=None, cache=None,
+def build_estimator(strategy, settings, backbone, *, modality=None, max_length=None, image_size=None, cache=None,
                     device="auto", random_state=None):
-    """The unfitted estimator of one candidate."""
+    """The unfitted estimator of one candidate (``modality``: the baseline's inputs)."""
     settings = dict(settings or {})
+    if strategy == "baseline":
+        from ._baseline import baseline_estimator
+
+        return baseline_estimator(modality, **settings)
     if strategy == "probe":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import Pipeline
@@ -155,6 +169,8 @@ def _prior_forwards(strategy, settings, n):
     round (cheapest first) and, scaled by the probe's measured seconds per
     input, to estimate a candidate's cost before it has been timed.
     """
+    if strategy == "baseline":
+        return 0.0
     if strategy == "probe":
         return float(n)
     params = _estimator_class(strategy)().get_params(deep=False)
@@ -174,6 +190,8 @@ def _describe(settings):
 
 
 def _label(backbone):
+    if backbone is None:  # the baseline's: no pretrained model
+        return "none"
     return backbone if isinstance(backbone, str) else type(backbone).__name__
 
 
@@ -295,7 +313,7 @@ class _SearchLog:
 
     def check(self, key, strategy, settings, resource, n):
         """None to go ahead, else why the candidate is not started."""
-        if self.deadline is None or strategy == "probe":
+        if self.deadline is None or strategy in _CHEAP:
             return None
         if (key, resource) in self.status:  # skipped (or failed) in an earlier fold of this round
             return self.status[(key, resource)]
@@ -318,9 +336,9 @@ class _SearchLog:
     def record(self, key, strategy, settings, resource, n, seconds):
         self.fits.setdefault(key, []).append((resource, int(n), float(seconds)))
         self.meta[key] = (strategy, dict(settings))
-        if strategy != "probe":
+        if strategy not in _CHEAP:
             self.trained.append((strategy, dict(settings), int(n), float(seconds)))
-        else:
+        elif strategy == "probe":  # the baseline embeds nothing: its rate says nothing of a forward pass
             rate = seconds / max(n, 1)
             self.seconds_per_input = max(rate, self.seconds_per_input or 0.0)
         if self.verbose:
@@ -346,20 +364,22 @@ class _Candidate(ClassifierMixin, BaseEstimator):
     """One strategy with its settings: the estimator the halving search tunes.
 
     ``strategy``, ``settings`` and ``backbone`` are the searched
-    parameters; ``max_samples`` is halving's resource (a stratified subset
-    of the training fold, at least two examples per class); the rest are
-    shared by every candidate of a search. ``search`` names the running
+    parameters (``backbone`` is None for the baseline); ``max_samples`` is
+    halving's resource (a stratified subset of the training fold, at least
+    two examples per class); the rest are shared by every candidate of a
+    search (``modality``: what the baseline reads). ``search`` names the running
     search's :class:`_SearchLog` (budget and timings); None fits without a
     budget, and a failure raises.
     """
 
     def __init__(self, strategy="probe", settings=None, backbone="sentence-transformers/all-MiniLM-L6-v2", *,
-                 max_samples=None, max_length=None, image_size=None, cache=None, device="auto",
+                 max_samples=None, modality=None, max_length=None, image_size=None, cache=None, device="auto",
                  random_state=None, search=None):
         self.strategy = strategy
         self.settings = settings
         self.backbone = backbone
         self.max_samples = max_samples
+        self.modality = modality
         self.max_length = max_length
         self.image_size = image_size
         self.cache = cache
@@ -387,8 +407,8 @@ class _Candidate(ClassifierMixin, BaseEstimator):
             if self.skipped_ is not None:
                 return self
         est = build_estimator(
-            self.strategy, settings, self.backbone, max_length=self.max_length, image_size=self.image_size,
-            cache=self.cache, device=self.device, random_state=self.random_state,
+            self.strategy, settings, self.backbone, modality=self.modality, max_length=self.max_length,
+            image_size=self.image_size, cache=self.cache, device=self.device, random_state=self.random_state,
         )
         t0 = time.monotonic()
         if log is None:
@@ -436,7 +456,7 @@ def _best_has(attr):
 
 
 class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
-    """Pick the transfer strategy (probe, few-shot, LoRA, fine-tuning) by successive halving.
+    """Pick the transfer strategy (probe, few-shot, LoRA, fine-tuning, or none) by successive halving.
 
     Which way of using a pretrained backbone works best depends on the task
     and on how many labels there are: a frozen probe wins at a handful of
@@ -448,7 +468,9 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
     ``predict`` uses it.
 
     **Candidates** (``candidates=None``, see :func:`default_candidates`):
-    the frozen probe with ``C`` in {0.1, 1, 10}; :class:`FewShotClassifier`;
+    the no-transfer baseline (TF-IDF or raw pixels and
+    ``LogisticRegression``: when it wins, no pretrained model helps this
+    task, and ``best_strategy_`` says so); the frozen probe with ``C`` in {0.1, 1, 10}; :class:`FewShotClassifier`;
     :class:`FineTunedClassifier` with ``strategy="linear_probe"`` (images
     only); :class:`LoRAClassifier`; :class:`FineTunedClassifier` with
     ``strategy="partial"`` and ``"full"`` -- each trained one at its own
@@ -473,8 +495,9 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
     input. A trained candidate is not started when its remaining folds of
     the round plus its refit on all the data would end after the deadline;
     it then scores NaN (``status`` "over budget" in ``leaderboard_``) and
-    halving drops it. The probe always runs, so even a tiny budget leaves a
-    fitted model (its cost is one embedding pass over ``X``).
+    halving drops it. The baseline and the probe always run, so even a tiny
+    budget leaves a fitted model (the probe's cost is one embedding pass
+    over ``X``).
 
     **Cache.** Every probe candidate, fold and round, and the refit, embed
     through one embedding cache (``cache``; by default a temporary
@@ -496,9 +519,9 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         least 2.
     candidates : list of dict or None, default=None
         The search space: each ``{"strategy": s, **settings}`` with ``s`` in
-        ``"probe"``, ``"few_shot"``, ``"lora"``, ``"linear_probe"``,
+        ``"baseline"``, ``"probe"``, ``"few_shot"``, ``"lora"``, ``"linear_probe"``,
         ``"partial"``, ``"full"`` and settings the parameters of
-        ``LogisticRegression`` (probe), :class:`FewShotClassifier`,
+        ``LogisticRegression`` (baseline, probe), :class:`FewShotClassifier`,
         :class:`LoRAClassifier` or :class:`FineTunedClassifier`, except
         ``backbone``, ``max_length``, ``image_size``, ``device`` and
         ``random_state``, which are set here. None: :func:`default_candidates`.
@@ -525,13 +548,16 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
     best_estimator_ : estimator
         The best candidate refit on all of ``X``: a pipeline
         ``PretrainedFeatureExtractor → LogisticRegression`` for the probe,
+        ``TfidfVectorizer → LogisticRegression`` (texts) or raw pixels →
+        ``StandardScaler → LogisticRegression`` (images) for the baseline,
         else a :class:`FewShotClassifier`, :class:`LoRAClassifier` or
         :class:`FineTunedClassifier`.
     best_strategy_ : str
     best_params_ : dict
         The best candidate as ``{"strategy": ..., **settings}`` (the form
         ``candidates`` takes).
-    best_backbone_ : str or torch.nn.Module
+    best_backbone_ : str, torch.nn.Module or None
+        None when the baseline won (no pretrained model).
     best_score_ : float
         Its mean cross-validated accuracy, in the last round. The best is
         halving's: the highest score of the last round (that has scores);
@@ -699,9 +725,9 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
     def _check_settings(self, i, strategy, settings, backbone):
         """Each candidate's own parameter validation, before any model loads or trains."""
         try:
-            est = build_estimator(strategy, settings, backbone, max_length=self.max_length,
+            est = build_estimator(strategy, settings, backbone, modality="text", max_length=self.max_length,
                                   image_size=self.image_size, device=self.device)
-            if strategy == "probe":
+            if strategy in _CHEAP:
                 est.named_steps["head"]._validate_params()  # sklearn's own checks of LogisticRegression
             else:
                 est._check_params()
@@ -778,10 +804,17 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         n_splits = cv.get_n_splits(X, y)
         # Cheapest first: halving's first round runs the candidates in this order.
         order = sorted(range(len(checked)), key=lambda i: (_prior_forwards(*checked[i], n), i))
+        # The baseline reads the inputs without a backbone: one candidate, not one per backbone.
         grid = [
             {"strategy": [checked[i][0]], "settings": [checked[i][1]], "backbone": [b]}
             for b in searched
             for i in order
+            if checked[i][0] != "baseline"
+        ]
+        grid[:0] = [
+            {"strategy": ["baseline"], "settings": [checked[i][1]], "backbone": [None]}
+            for i in order
+            if checked[i][0] == "baseline"
         ]
         # Halving's resource: training rows per fold (see the class docstring).
         max_train = max(len(train) for train, _ in cv.split(X, y))
@@ -790,7 +823,7 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         log = _SearchLog(deadline, n_splits, n, verbose=self.verbose)
         token = uuid.uuid4().hex
         base = _Candidate(
-            backbone=searched[0], max_length=self.max_length, image_size=self.image_size, cache=cache,
+            backbone=searched[0], modality=self.modality_, max_length=self.max_length, image_size=self.image_size, cache=cache,
             device=self.device, random_state=seed, search=token,
         )
         search = HalvingGridSearchCV(
@@ -847,8 +880,8 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         self.best_params_ = {"strategy": params["strategy"], **params["settings"]}
         self.best_backbone_ = params["backbone"]
         est = build_estimator(
-            params["strategy"], params["settings"], params["backbone"], max_length=self.max_length,
-            image_size=self.image_size, cache=cache, device=self.device, random_state=seed,
+            params["strategy"], params["settings"], params["backbone"], modality=self.modality_,
+            max_length=self.max_length, image_size=self.image_size, cache=cache, device=self.device, random_state=seed,
         )
         est.fit(X, y)
         if params["strategy"] == "probe" and self.cache is None:
@@ -881,12 +914,12 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
 
         def expected(i):
             p = results["params"][i]
-            if p["strategy"] == "probe":
+            if p["strategy"] in _CHEAP:
                 return 0.0
             return log.estimate(_key(p["strategy"], p["settings"], p["backbone"]), p["strategy"], p["settings"], n)
 
-        def fits(i, cost):  # the probe always fits (even past the deadline): it is the fallback
-            return results["params"][i]["strategy"] == "probe" or (cost is not None and cost <= left)
+        def fits(i, cost):  # the probe and the baseline always fit (even past the deadline): they are the fallback
+            return results["params"][i]["strategy"] in _CHEAP or (cost is not None and cost <= left)
 
         left = log.deadline - time.monotonic()
         need = expected(best)

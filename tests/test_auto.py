@@ -8,6 +8,7 @@ well under a minute and a half on a shared 2-core CPU.
 import copy
 import doctest
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -348,3 +349,67 @@ def test_final_refit_falls_back_when_over_budget(small, cache_dir, monkeypatch):
     monkeypatch.undo()
     assert AutoTransferClassifier(TEXT, candidates=FAST[:1], cv=2, max_length=64, cache=cache_dir,
                                   random_state=0).fit(X, y).refit_fallback_ is None
+
+
+# ------------------------------------------------------- the baseline
+def test_baseline_wins_where_the_backbone_cannot_help(bbc, one_thread):
+    # Whole articles behind a shared preamble, and a backbone that reads 16
+    # tokens: the encoder sees only the preamble, TF-IDF reads the articles.
+    # The search must pick the baseline, refit it, and say there is no backbone.
+    rng = np.random.RandomState(0)
+    idx = np.concatenate([rng.choice(np.flatnonzero(bbc.target == k), 8, replace=False) for k in range(5)])
+    preamble = "Transcript of the weekly newsroom meeting, as filed by the desk editor on Monday morning: "
+    X = [preamble + bbc.data[i] for i in idx]
+    y = np.asarray(bbc.target_names)[bbc.target[idx]]
+    est = AutoTransferClassifier(TEXT, candidates=[{"strategy": "probe", "C": 1.0}, {"strategy": "baseline"}],
+                                 cv=2, max_length=16, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the truncation warning: the point of the test
+        est.fit(X, y)
+    assert est.best_strategy_ == "baseline" and est.best_backbone_ is None
+    assert est.best_params_ == {"strategy": "baseline"}
+    assert list(est.best_estimator_.named_steps) == ["texts", "tfidf", "head"]
+    board = est.leaderboard_.set_index("strategy")
+    assert board.loc["baseline", "backbone"] == "none"
+    assert board.loc["baseline", "mean_score"] > board.loc["probe", "mean_score"] + 0.3
+
+
+def test_baseline_is_in_the_default_search_once_per_search():
+    assert _auto.default_candidates("text")[0] == {"strategy": "baseline"}
+    assert _auto.default_candidates("image")[0] == {"strategy": "baseline"}
+
+
+def test_baseline_budget_and_settings(small):
+    # Cheap like the probe: never skipped by the budget; its settings are LogisticRegression's.
+    log = _auto._SearchLog(deadline=0.0, n_splits=2, n_total=40)
+    assert log.check("baseline | none | defaults", "baseline", {}, 20, 20) is None
+    with pytest.raises(ValueError, match=r"candidates\[0\].*n_pairs"):
+        AutoTransferClassifier(TEXT, candidates=[{"strategy": "baseline", "n_pairs": 4}]).fit(*small)
+    with pytest.raises(ValueError, match=r"candidates\[0\] \(strategy='baseline'\) has an invalid setting"):
+        AutoTransferClassifier(TEXT, candidates=[{"strategy": "baseline", "C": -1.0}]).fit(*small)
+
+
+def test_raw_pixels_of_mixed_sizes_and_inputs(tmp_path):
+    from PIL import Image
+
+    from sktransfer._baseline import _RawPixels, baseline_estimator
+
+    big = np.full((64, 48, 3), 255, dtype=np.uint8)
+    tiny = np.zeros((8, 8), dtype=np.uint8)
+    path = tmp_path / "gray.png"
+    Image.fromarray(np.full((40, 40), 128, dtype=np.uint8)).save(path)
+    Z = _RawPixels().fit(None).transform([big, tiny, str(path), Image.fromarray(tiny)])
+    assert Z.shape == (4, 32 * 32)
+    np.testing.assert_allclose(Z[0], 1.0)
+    np.testing.assert_allclose(Z[1], 0.0)
+    np.testing.assert_allclose(Z[2], 128 / 255, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="Row 1 of X: image file not found"):
+        _RawPixels().fit(None).transform([big, str(tmp_path / "missing.png")])
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        _RawPixels(size=0).fit(None)
+    # A stacked N×H×W array is split into its images, as the backbones do.
+    digits = np.random.RandomState(0).randint(0, 255, size=(6, 8, 8)).astype(np.uint8)
+    clf = baseline_estimator("image").fit(digits, [0, 1] * 3)
+    assert clf.predict(digits).shape == (6,)
+    with pytest.raises(ValueError, match="Row 2 of X is missing"):
+        baseline_estimator("text").fit(["a b", "c d", None], [0, 1, 0])
