@@ -120,8 +120,12 @@ def _fewshot(task, seed=None, **params):
     return FewShotClassifier(task.backbone, max_length=MAX_LENGTH, random_state=seed, **params)
 
 
-def _auto(task, seed=None, **params):
+def _auto(task, seed=None, transfer_only=False, **params):
     from sktransfer import AutoTransferClassifier
+    from sktransfer._auto import default_candidates
+
+    if transfer_only:  # the search as it was before it had the no-transfer baseline
+        params["candidates"] = [c for c in default_candidates(task.modality) if c["strategy"] != "baseline"]
 
     # Its own temporary cache (the default): the suite's shared cache would
     # make its probe candidates look cheaper than a user's first fit is.
@@ -160,7 +164,8 @@ METHODS = {
     # head_init="auto" (LP-FT) is LoRA's default since the N = 8 runs chose it; "random" is the old default.
     "lora": (_lora, {"default": {}, "random": {"head_init": "random"}, "lrauto": {"lr": "auto"}, "ep10": {"max_epochs": 10}},
              ("text",), True),
-    "auto": (_auto, {"default": {}}, ("text", "image"), True),
+    # "transfer_only": the default search without the no-transfer baseline (its default until it had one).
+    "auto": (_auto, {"default": {}, "transfer_only": {"transfer_only": True}}, ("text", "image"), True),
 }
 
 # Recipes that only make sense for one modality (image_size is ignored for text).
