@@ -108,6 +108,9 @@ def run_one(method, recipe, task_name, n, seed, info):
             if hasattr(inner, attr):
                 v = getattr(inner, attr)
                 rec[attr] = v.item() if hasattr(v, "item") else (v if isinstance(v, (int, float, str)) else repr(v))
+        if hasattr(est, "leaderboard_"):  # what the search tried, and what the budget skipped
+            cols = ["strategy", "params", "iter", "n_resources", "mean_score", "total_seconds", "status"]
+            rec["leaderboard"] = json.loads(est.leaderboard_[cols].to_json(orient="records"))
     except Exception as exc:  # noqa: BLE001 - recorded, reported
         rec["error"] = f"{type(exc).__name__}: {exc}"
         rec["traceback"] = traceback.format_exc()[-3000:]
