@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmark scripts: machine and version info, timing,
-memory measurement and the per-section update of ``benchmarks/RESULTS.md``.
+"""Low-level helpers of the benchmarks (used through ``_harness.py``, and by
+``suite/run.py``): machine and version info, timing, memory measurement,
+markdown tables, the git commit.
 
 Only the standard library, numpy, psutil and torch are used here, so that a
 benchmark can import this module before deciding what else it needs.
@@ -11,33 +12,13 @@ import datetime as _dt
 import gc
 import os
 import platform
-import re
 import statistics
-import sys
 import threading
 import time
 from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS_MD = HERE / "RESULTS.md"
-
-RESULTS_HEADER = """\
-# Benchmark results
-
-Measured figures for sktransfer, produced by the scripts in `benchmarks/`
-(`make bench`, or run a script directly with
-`HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/<script>.py`). Each script owns
-one `## ...` section below and rewrites only that section when it runs; the
-section records the exact command, the machine, the library versions and the
-date of the run. Figures are written by the scripts from real runs, not typed
-in by hand, and targets that a run missed are reported as missed.
-
-Machines used for these runs are often shared and noisy: the arms of one
-comparison are measured side by side in the same process (interleaved), and
-the ratios between them are more meaningful than absolute throughputs, which
-can move by 2x between runs.
-"""
 
 
 # ------------------------------------------------------------------ machine
@@ -184,28 +165,6 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t, result
 
 
-def alternate(arms, reps, log=None):
-    """Run each arm ``reps`` times, interleaved (ABBA order) to share drift.
-
-    ``arms`` maps a name to a zero-argument callable. Returns
-    ``{name: [seconds, ...]}``.
-    """
-    names = list(arms)
-    times = {n: [] for n in names}
-    for r in range(reps):
-        order = names if r % 2 == 0 else names[::-1]
-        for n in order:
-            dt, _ = timed(arms[n])
-            times[n].append(dt)
-            if log:
-                log(f"    {n}: rep {r + 1}/{reps} {dt:.2f} s")
-    return times
-
-
-def best(xs):
-    return min(xs)
-
-
 def median(xs):
     return statistics.median(xs)
 
@@ -286,38 +245,6 @@ def md_table(headers, rows, align=None):
     for row in rows:
         out.append("| " + " | ".join(str(c) for c in row) + " |")
     return "\n".join(out)
-
-
-def update_results(section_heading, body, path=RESULTS_MD):
-    """Replace (or append) the ``## section_heading`` section of RESULTS.md.
-
-    Other sections, and marker comments between sections, are kept as they
-    are. The shared header is written when the file is new or lacks it.
-    """
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    if not text.lstrip().startswith("# Benchmark results"):
-        text = RESULTS_HEADER + ("\n" + text.lstrip() if text.strip() else "")
-    heading = f"## {section_heading}"
-    section = f"{heading}\n\n{body.strip()}\n"
-    # The section ends at the next "## " heading, or at an HTML comment line (a marker that another
-    # tool, e.g. assemble_results.py, keeps between sections), or at the end of the file.
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |^<!--|\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    text = text.rstrip("\n") + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def command_line():
-    args = " ".join(sys.argv[1:])
-    script = os.path.relpath(sys.argv[0], HERE.parent) if sys.argv[0] else "bench"
-    return f"HF_HUB_OFFLINE=1 python {script}" + (f" {args}" if args else "")
 
 
 def log(msg):

@@ -1,28 +1,32 @@
-"""Append the per-benchmark sections (benchmarks/sections/*.md) to RESULTS.md.
+"""Rebuild RESULTS.md from the per-benchmark sections (benchmarks/sections/*.md).
 
-bench_extractor.py writes its section into RESULTS.md directly; the other
-scripts write their own file under sections/ so that they can run in
-parallel without overwriting each other. This script rebuilds RESULTS.md
-from the extractor part plus every section file, in a fixed order.
+Every script writes its own file under sections/ (so that scripts can run in
+parallel without overwriting each other). RESULTS.md = its own introduction
+(the text before the first ``## `` heading, kept as it is), the extractor's
+section, then every section of ORDER, in that order.
 """
 
 from pathlib import Path
 
 HERE = Path(__file__).parent
+FIRST = "extractor"
 ORDER = ["suite", "suite_decisions", "da_selection", "dann_recipe", "confirm_top_k", "fine_tuning", "forgetting", "lora", "few_shot", "selection", "adaptation"]
 MARK = "<!-- sections below are copied from benchmarks/sections/ by assemble_results.py -->"
 
 
+def section(name):
+    path = HERE / "sections" / f"{name}.md"
+    if path.exists():
+        return path.read_text().strip() + "\n"
+    return f"## {name.replace('_', ' ').title()}\n\nNot measured yet: `benchmarks/sections/{name}.md` is missing.\n"
+
+
 def main():
     results = HERE / "RESULTS.md"
-    text = results.read_text()
-    text = text.split(MARK)[0].rstrip() + "\n\n" + MARK + "\n"
+    intro = results.read_text().split(MARK)[0].split("\n## ", 1)[0].rstrip()
+    text = intro + "\n\n" + section(FIRST) + "\n" + MARK + "\n"
     for name in ORDER:
-        path = HERE / "sections" / f"{name}.md"
-        if path.exists():
-            text += "\n" + path.read_text().strip() + "\n"
-        else:
-            text += f"\n## {name.replace('_', ' ').title()}\n\nNot measured yet: `benchmarks/sections/{name}.md` is missing.\n"
+        text += "\n" + section(name)
     results.write_text(text)
 
 

@@ -24,17 +24,16 @@ seeds inside it, two at a time.
 
 Usage::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_forgetting.py          # ~12 min on 2 cores
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_forgetting.py --quick  # smoke run, writes nothing
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_forgetting.py               # ~12 min on 2 cores
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_forgetting.py --quick       # smoke run, writes nothing
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_forgetting.py --report-only # rebuild from the records
 
-Writes ``benchmarks/sections/forgetting.md`` and ``benchmarks/forgetting.png``.
+Records: ``benchmarks/results/forgetting/results.json``; prose: ``sections/forgetting_notes.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import os
 import sys
 import time
@@ -49,13 +48,12 @@ if str(HERE) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-import _common as C  # noqa: E402
-import bench_fine_tuning as B  # noqa: E402
+import _harness as H  # noqa: E402
 
-SECTION_MD = HERE / "sections" / "forgetting.md"
+RECORD = H.RESULTS / "forgetting" / "results.json"
 PLOT = HERE / "forgetting.png"
 TASK_NAMES = {"fmnist": "Fashion-MNIST → digits", "bbc": "BBC News (2 topics) → the 3 other topics"}
-BACKBONES = {"fmnist": B.IMAGE, "bbc": B.TEXT}
+BACKBONES = {"fmnist": H.IMAGE, "bbc": H.TEXT}
 TEXT_TARGET = ["business", "politics"]
 TEXT_REFERENCE = ["entertainment", "sports", "tech"]
 
@@ -99,38 +97,38 @@ CONFIGS = {
                   bbc_shots=4, bbc_test=8, bbc_ref=10, bbc_epochs=1, seeds=[0]),
 }
 
-log = C.log
+log = H.log
 
 
 # --------------------------------------------------------------------- data
 def base_params(task, cfg):
     """The setting's plain `full` recipe (before an arm's parameters)."""
     if task == "fmnist":
-        return B.strategy_params("fmnist", "full", cfg["fmnist_epochs"], cfg)
+        return H.strategy_params("fmnist", "full", cfg["fmnist_epochs"], cfg)
     # Text: the strategy benchmark's hyper-parameters with a 10x larger backbone
     # rate, at which plain fine-tuning forgets measurably (see the section).
-    return {**B.HP["bbc"]["common"], **B.HP["bbc"]["full"], "backbone_lr_ratio": 0.03, "strategy": "full",
+    return {**H.FT_HP["bbc"]["common"], **H.FT_HP["bbc"]["full"], "backbone_lr_ratio": 0.03, "strategy": "full",
             "max_epochs": cfg["bbc_epochs"], "max_length": cfg["max_length"]}
 
 
 def load_setting(task, cfg, seeds):
     """``(X_test, y_test, {seed: (X_train, y_train)}, X_ref, y_ref)``."""
     if task == "fmnist":
-        Xte, yte, train = B.load_task("fmnist", cfg["fmnist_shots"], seeds, cfg["fmnist_test"])
-        Xr, yr = B.load_reference(cfg["ref_n"])
+        Xte, yte, train = H.load_task("fmnist", cfg["fmnist_shots"], seeds, cfg["fmnist_test"])
+        Xr, yr = H.load_reference(cfg["ref_n"])
         return Xte, yte, train, Xr, yr
     from sktransfer.datasets import load_bbc_news
 
     bbc = load_bbc_news()
     names = np.asarray(bbc.target_names)[np.asarray(bbc.target)]
     target = np.flatnonzero(np.isin(names, TEXT_TARGET))
-    te = target[B.per_class(names[target], cfg["bbc_test"], np.random.RandomState(0))]
+    te = target[H.per_class(names[target], cfg["bbc_test"], np.random.RandomState(0))]
     ref_pool = np.flatnonzero(np.isin(names, TEXT_REFERENCE))
-    ref = ref_pool[B.per_class(names[ref_pool], cfg["bbc_ref"], np.random.RandomState(1))]
+    ref = ref_pool[H.per_class(names[ref_pool], cfg["bbc_ref"], np.random.RandomState(1))]
     train = {}
     for s in seeds:
         pool = np.setdiff1d(target, te)
-        i = pool[B.per_class(names[pool], cfg["bbc_shots"], np.random.RandomState(1000 + s))]
+        i = pool[H.per_class(names[pool], cfg["bbc_shots"], np.random.RandomState(1000 + s))]
         train[s] = ([bbc.data[j] for j in i], names[i])
     return [bbc.data[j] for j in te], names[te], train, [bbc.data[j] for j in ref], names[ref]
 
@@ -157,7 +155,7 @@ def child_forgetting(spec):
             fit_s = time.perf_counter() - t
             acc = float(clf.score(Xte, yte))
             rep = forgetting_report(clf, Xr, yr, cv=3)
-            rec = {"seed": seed, "acc": acc, "fit_s": fit_s, "forgetting": rep, "dist": B.weight_distances(clf, shared.body),
+            rec = {"seed": seed, "acc": acc, "fit_s": fit_s, "forgetting": rep, "dist": H.weight_distances(clf, shared.body),
                    "epoch_s": [float(d) for d in clf.history_[:, "dur"]], "n_train": len(y), "n_test": len(yte), "n_ref": len(yr)}
             runs.append(rec)
             log(f"      seed {seed}: target {acc:.3f}, reference {rep['ref_accuracy_pretrained']:.3f} -> "
@@ -174,8 +172,7 @@ def build_specs(cfg, tasks, threads):
         base = base_params(task, cfg)
         for arm, extra in ARMS[task].items():
             job = dict(method=arm, shots=cfg[f"{task}_shots"], seeds=cfg["seeds"], params={**base, **extra})
-            specs.append(dict(task=task, kind="forgetting", module="bench_forgetting", function="child_forgetting",
-                              threads=threads, label=f"{task} {arm}", cfg=cfg, jobs=[job]))
+            specs.append(dict(task=task, kind="forgetting", threads=threads, label=f"{task} {arm}", cfg=cfg, jobs=[job]))
     return specs
 
 
@@ -228,36 +225,11 @@ def label(arm, params, task="fmnist"):
 
 
 def pm(m_s, scale=100, nd=1):
-    return f"{scale * m_s[0]:.{nd}f} ± {scale * m_s[1]:.{nd}f}"
+    return H.pm(*m_s, scale=scale, nd=nd)
 
 
-def report(res, meta, cfg):
-    lines = [C.machine_md(meta["info"], meta["versions"], meta["command"], meta["started"], meta["elapsed"], meta["calib"]), ""]
-    lines += [
-        "### Protocol",
-        "",
-        f"- **Images**: `{B.IMAGE}` at image_size={cfg['image_size']}, fine-tuned on Fashion-MNIST, {cfg['fmnist_shots']} "
-        f"images per class drawn per seed from the official train split, target accuracy on {cfg['fmnist_test']} official test "
-        f"images; reference: {cfg['ref_n']} of sklearn's 8x8 digits (pixels x16 as uint8, upscaled like the target images). "
-        "Recipe: the `full` strategy of the strategy benchmark (lr 3e-3, backbone_lr_ratio 0.3, batch 16, "
-        f"{cfg['fmnist_epochs']} epochs, augmentation). `freeze_bn_stats=True` keeps every BatchNorm in inference mode "
-        "(pretrained running statistics) while its scale and shift train; it is the library's default since this run, "
-        "which measured it. The arms marked `freeze_bn_stats=False` let BatchNorm update its statistics (the torch/timm "
-        "default, and this library's before); WiSE-FT then recomputes them after interpolation.",
-        f"- **Text**: `{B.TEXT}`, max_length={cfg['max_length']} tokens, fine-tuned on BBC News {' vs '.join(TEXT_TARGET)} "
-        f"({cfg['bbc_shots']} articles per topic drawn per seed, target accuracy on {2 * cfg['bbc_test']} held-out articles); "
-        f"reference: {3 * cfg['bbc_ref']} articles of the three other topics ({', '.join(TEXT_REFERENCE)}), never trained on. "
-        f"Recipe: `full`, head lr 3e-2, batch 8, {cfg['bbc_epochs']} epochs, **backbone_lr_ratio 0.03**: 10x the strategy "
-        "benchmark's rate, chosen because plain fine-tuning forgets measurably with it; the gentle rate (0.003) is shown as "
-        "its own row.",
-        "- Reference accuracy: `forgetting_report(model, X_ref, y_ref, cv=3)`, a standardised logistic regression (C=0.1, "
-        "3-fold CV) on the pretrained and on the fine-tuned features of the same reference inputs; *retained* = fine-tuned / "
-        "pretrained. CKA = linear CKA of the two feature sets. ‖w − w0‖ / ‖w0‖: relative L2 distance of the backbone to the "
-        "pretrained one, of the parameters and of the BatchNorm running statistics.",
-        f"- Seeds {cfg['seeds']}; a seed draws the training subset and the initialisation. Mean ± sample std over seeds. "
-        f"'Similar target accuracy' = on average within {SIMILAR_POINTS:g} points of the plain arm.",
-        "",
-    ]
+def report(res, run, cfg, out=None):
+    lines = []
     for task in ("fmnist", "bbc"):
         if task not in res:
             continue
@@ -273,7 +245,7 @@ def report(res, meta, cfg):
                 pm(s["retained"], 1, 3), f"{s['cka'][0]:.3f}", f"{s['dist_params']:.4f}",
                 "–" if s["dist_bn"] is None else f"{s['dist_bn']:.3f}", f"{s['fit_s']:.0f}",
             ])
-        lines.append(C.md_table(
+        lines.append(H.md_table(
             ["fine-tuning", "target accuracy %", "reference accuracy %, pretrained → fine-tuned", "retained", "CKA",
              "‖w − w0‖ / ‖w0‖", "same, BN running stats", "fit s (median)"], rows))
         lines.append("")
@@ -292,46 +264,15 @@ def report(res, meta, cfg):
                 f"{d_ret.mean():+.3f} ({', '.join(f'{x:+.3f}' for x in d_ret)})",
                 claim(d_acc, d_ret),
             ])
-    lines.append(C.md_table(["setting", "controlled vs plain", "Δ target, points (per seed)", "Δ retained (per seed)", "keeps more at similar target accuracy?"],
+    lines.append(H.md_table(["setting", "controlled vs plain", "Δ target, points (per seed)", "Δ retained (per seed)", "keeps more at similar target accuracy?"],
                             rows, "lllll"))
-    lines += ["", "### Observations", ""] + observations(res) + ["", meta.get("notes", ""), ""]
-    lines.append("Plot: `benchmarks/forgetting.png` (target accuracy against reference accuracy retained, one point per arm).")
-    return "## Forgetting control: L2-SP, WiSE-FT, frozen BatchNorm statistics (fine-tuning issue)\n\n" + "\n".join(lines).strip() + "\n"
-
-
-def observations(res):
-    out = []
-    for task in ("fmnist", "bbc"):
-        if task not in res:
-            continue
-        name = TASK_NAMES[task].split(" →")[0].split(" (")[0]
-        for arm, plain in PAIRS[task]:
-            if arm not in res[task] or plain not in res[task]:
-                continue
-            d_acc, d_ret = paired(res, task, arm, plain)
-            a, b = res[task][arm]["summary"], res[task][plain]["summary"]
-            out.append(
-                f"- {name}, {label(arm, res[task][arm]['params'], task)} vs {label(plain, res[task][plain]['params'], task)}: retained "
-                f"{a['retained'][0]:.3f} vs {b['retained'][0]:.3f} (higher on {int((d_ret > 0).sum())} of {len(d_ret)} seeds), "
-                f"target accuracy {100 * a['acc'][0]:.1f} vs {100 * b['acc'][0]:.1f} % ({d_acc.mean():+.1f} points), CKA "
-                f"{a['cka'][0]:.3f} vs {b['cka'][0]:.3f}."
-            )
-        r = res[task]
-        if task == "fmnist" and "fbn" in r and "full" in r:
-            a, b = r["fbn"]["summary"], r["full"]["summary"]
-            out.append(
-                f"- {name}, frozen BatchNorm statistics alone (no other control): target {100 * a['acc'][0]:.1f} vs "
-                f"{100 * b['acc'][0]:.1f} % for plain `full`, retained {a['retained'][0]:.3f} vs {b['retained'][0]:.3f}, "
-                f"‖w − w0‖/‖w0‖ of the parameters {a['dist_params']:.4f} vs {b['dist_params']:.4f}."
-            )
-        if task == "bbc" and "gentle" in r and "full" in r:
-            a, b = r["gentle"]["summary"], r["full"]["summary"]
-            verdict = ("the small rate forgets less" if a["retained"][0] > b["retained"][0] else "the small rate does not forget less")
-            out.append(
-                f"- {name}, the strategy benchmark's backbone rate (0.003) against 0.03: target {100 * a['acc'][0]:.1f} vs "
-                f"{100 * b['acc'][0]:.1f} %, retained {a['retained'][0]:.3f} vs {b['retained'][0]:.3f} ({verdict})."
-            )
-    return out
+    blocks = {"header": H.header(run), "image": H.IMAGE, "text": H.TEXT, "image_size": cfg["image_size"],
+              "fmnist_shots": cfg["fmnist_shots"], "fmnist_test": cfg["fmnist_test"], "ref_n": cfg["ref_n"],
+              "fmnist_epochs": cfg["fmnist_epochs"], "max_length": cfg["max_length"], "text_target": " vs ".join(TEXT_TARGET),
+              "bbc_shots": cfg["bbc_shots"], "bbc_test": 2 * cfg["bbc_test"], "bbc_ref": 3 * cfg["bbc_ref"],
+              "text_reference": ", ".join(TEXT_REFERENCE), "bbc_epochs": cfg["bbc_epochs"], "seeds": cfg["seeds"],
+              "similar": f"{SIMILAR_POINTS:g}", "tables": "\n".join(lines), "notes": run.get("notes", "")}
+    H.write_section("forgetting", blocks, out)
 
 
 def plot(res, path):
@@ -369,66 +310,35 @@ def plot(res, path):
 
 
 # ---------------------------------------------------------------------- main
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny smoke run; writes nothing")
-    p.add_argument("--tasks", default="fmnist,bbc", help="comma-separated subset of fmnist,bbc")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per child (default 1)")
-    p.add_argument("--jobs", type=int, default=2, help="children at a time (default 2, one per core)")
-    p.add_argument("--no-write", action="store_true")
-    p.add_argument("--json", default=None, help="also dump raw results to this JSON file")
-    p.add_argument("--render", default=None, metavar="JSON", help="only rewrite the section and plot from a --json dump")
-    return p.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    if args.render:
-        import datetime as dt
-
-        dump = json.loads(Path(args.render).read_text())
-        meta = dict(dump["meta"], started=dt.datetime.fromisoformat(dump["meta"]["started"]))
-        SECTION_MD.write_text(report(dump["res"], meta, dump["cfg"]))
-        plot(dump["res"], PLOT)
-        return 0
-    import torch
-
-    cfg = dict(CONFIGS["quick" if args.quick else "full"])
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if set(tasks) - set(ARMS):
-        raise SystemExit(f"unknown tasks: {tasks}; choose from {sorted(ARMS)}")
-    write = not args.no_write and not args.quick
-    started, t0 = C.utc_now(), time.perf_counter()
-    info = C.machine_info()
-    info["threads_set"] = args.threads
-    vers = C.versions(extra=["skorch", "numpy"])
-    calib = C.sgemm_gflops()
-    log(f"Machine: {info['cpu']}, torch threads {torch.get_num_threads()}, load {info.get('loadavg_start')}, sgemm {calib:.0f} GFLOP/s")
-    specs = build_specs(cfg, tasks, args.threads)
-    outs = B.run_all(Path(B.__file__).resolve(), specs, args.jobs, t0)
-    res = {}
-    for spec, out in zip(specs, outs):
-        for j in out["jobs"]:
-            res.setdefault(spec["task"], {})[j["job"]["method"]] = {"runs": j["runs"], "params": j["params"], "summary": summarize(j["runs"])}
-    try:
-        info["loadavg_end"] = tuple(round(x, 2) for x in os.getloadavg())
-    except OSError:
-        pass
-    info["cpu_pressure_end"] = C.cpu_pressure()
-    elapsed = time.perf_counter() - t0
-    meta = {"info": info, "versions": vers, "command": C.command_line(), "started": started, "elapsed": elapsed, "calib": calib,
-            "notes": f"Budget: the whole run took {elapsed / 60:.1f} min of wall time ({args.jobs} child processes at a time, "
-                     f"{args.threads or 'default'} torch thread(s) each)."}
-    body = report(res, meta, cfg)
-    print("\n" + body)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"cfg": cfg, "res": res, "meta": {**meta, "started": started.isoformat()}}, indent=1, default=str))
-    if write:
-        SECTION_MD.parent.mkdir(parents=True, exist_ok=True)
-        SECTION_MD.write_text(body)
-        plot(res, PLOT)
-        log(f"wrote {SECTION_MD} and {PLOT}")
-    return 0
+    p = H.parser(__doc__)
+    p.add_argument("--tasks", default="fmnist,bbc", help="comma-separated subset of fmnist,bbc")
+    p.add_argument("--jobs", type=int, default=2, help="children at a time (default 2, one per core)")
+    p.add_argument("--record", default=str(RECORD), help="JSON record to write (full run) or read (--report-only)")
+    args = p.parse_args(argv)
+    if args._child:
+        return H.child_main(args._child, {"forgetting": child_forgetting})
+    if args.report_only:
+        rec = H.read_json(args.record)
+        cfg, res, run = rec["cfg"], rec["res"], {**rec["run"], "started": H.dt.datetime.fromisoformat(rec["run"]["started"])}
+    else:
+        cfg = dict(CONFIGS["quick" if args.quick else "full"])
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if set(tasks) - set(ARMS):
+            raise SystemExit(f"unknown tasks: {tasks}; choose from {sorted(ARMS)}")
+        run = H.start_run(args.threads, ["skorch", "numpy"], calibrate=True, limit=False)
+        specs = build_specs(cfg, tasks, args.threads)
+        res = {}
+        for spec, out in zip(specs, H.run_children(Path(__file__).resolve(), specs, args.jobs)):
+            for j in out["jobs"]:
+                res.setdefault(spec["task"], {})[j["job"]["method"]] = {"runs": j["runs"], "params": j["params"],
+                                                                      "summary": summarize(j["runs"])}
+        run = H.finish_run(run, notes=f"Budget: {args.jobs} child processes at a time, {args.threads} torch thread(s) each.")
+        if args.quick:
+            return log(str({t: {m: v["summary"]["acc"] for m, v in r.items()} for t, r in res.items()}))
+        H.write_json(args.record, {"cfg": cfg, "res": res, "run": run})
+    report(res, run, cfg)
+    plot(res, PLOT)
 
 
 if __name__ == "__main__":
