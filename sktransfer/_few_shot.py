@@ -16,22 +16,23 @@ so image backbones (timm, torchvision, CLIP's image tower) train the same
 way.
 """
 
-import copy
 import os
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import _persistence
-from ._inputs import as_rows, check_in_range_int
-from ._transfer_module import TransferModule
+from ._inputs import as_rows
+from ._transfer_module import TransferModule, run_in_batches
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
-from ._validation import check_model_params, encode_labels
+from ._validation import check_backbone_and_device, check_params, encode_known_labels, encode_labels
 from ._zero_shot import check_templates, fill_templates, label_texts
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
@@ -158,6 +159,22 @@ def _freeze_vocabulary(body, min_rows=1000):
     for module in body.modules():
         if isinstance(module, nn.Embedding) and module.num_embeddings >= min_rows:
             module.weight.requires_grad_(False)
+
+
+def _body_module(bb, body):
+    """The module contrastive tuning trains and inference runs: ``body`` with the backbone's
+    input normalisation and no head."""
+    return TransferModule(body, nn.Identity(), bb.modality, bb.input_normalization(), False)
+
+
+def _legacy_layout(meta):
+    """A config.json written before 0.3 (classes and label_descriptions beside ``params``, not in
+    ``fitted`` and ``params``) in today's layout, that of the other estimators' saves."""
+    fitted = meta.get("fitted")
+    if "classes" not in meta or not isinstance(fitted, dict) or "classes" in fitted:
+        return meta
+    params = {**meta["params"], "label_descriptions": meta.get("label_descriptions")}
+    return {**meta, "params": params, "fitted": {**fitted, "classes": meta["classes"]}}
 
 
 # -------------------------------------------------------------- estimator
@@ -287,6 +304,27 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     (1, 384)
     """
 
+    _parameter_constraints: dict = {
+        "backbone": [str, nn.Module],
+        "estimator": [HasMethods(["fit"]), None],
+        "n_pairs": [Interval(Integral, 2, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "warmup": [Interval(Real, 0, 1, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_length": [Interval(Integral, 2, None, closed="left"), None],
+        "image_size": [Interval(Integral, 8, None, closed="left"), None],
+        "init_from_labels": ["boolean"],
+        "template": [str, "array-like"],
+        "label_descriptions": [dict, None],
+        "pooling": [StrOptions({"mean", "cls"})],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "head": [StrOptions({"deprecated"}), HasMethods(["fit"])],
+    }
+
     def __init__(
         self,
         backbone="sentence-transformers/all-MiniLM-L6-v2",
@@ -357,28 +395,14 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         return self.estimator_
 
     def _check_params(self):
+        """The declared constraints, then what they cannot say; returns the classifier to fit (or None)."""
+        check_params(self)
         estimator, name = self._resolve_estimator()
-        if estimator is not None and not (is_classifier(estimator) and hasattr(estimator, "fit")):
+        if estimator is not None and not is_classifier(estimator):
             raise ValueError(
                 f"{name} must be a scikit-learn classifier (e.g. LogisticRegression()), got {estimator!r}."
             )
-        check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
-        check_in_range_int(self.n_pairs, "n_pairs", 2)
-        check_in_range_int(self.max_epochs, "max_epochs", 1)
-        check_in_range_int(self.batch_size, "batch_size", 1)
-        for name, lo, hi in (("lr", 0.0, None), ("warmup", 0.0, 1.0), ("weight_decay", 0.0, None)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or v < lo or (hi is not None and v > hi):
-                rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-                raise ValueError(f"{name} must be a number {rng}, got {v!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}.")
-        if self.max_length is not None:
-            check_in_range_int(self.max_length, "max_length", 2)
-        if self.image_size is not None:
-            check_in_range_int(self.image_size, "image_size", 8)
-        if not isinstance(self.init_from_labels, (bool, np.bool_)):
-            raise ValueError(f"init_from_labels must be a bool, got {self.init_from_labels!r}.")
+        check_backbone_and_device(self.get_params(deep=False))  # before the backbone loads
         return estimator
 
     @staticmethod
@@ -443,26 +467,20 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.backbone_source_ = bb.source
         seed = fit_seed(self.random_state)
         seed_torch(seed, self.device_)
-        if prompts and bb.modality != "text":
-            raise ValueError(
-                "init_from_labels=True needs a text backbone: the label names are added as text examples, "
-                f"but {self.backbone!r} reads images."
-            )
+        label_rows = bb.prompts_as_inputs([p for ps in prompts for p in ps], "init_from_labels=True") if prompts else []
         items = bb.check_inputs(X)
         y_train = y_enc.astype(np.int64)
         if prompts:
-            items = items + [p for ps in prompts for p in ps]
+            items = items + label_rows
             y_train = np.concatenate([y_train, np.repeat(np.arange(len(classes)), len(prompts[0]))])
-        if bb.modality == "text":
-            bb.warn_truncation(items, self.max_length)
+        bb.warn_truncation(items, self.max_length)
 
         n_pairs = int(self.n_pairs)
         body = trainable_copy(bb.body)
         for p in body.parameters():
             p.requires_grad_(True)
         _freeze_vocabulary(body)
-        normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
-        module = TransferModule(body, nn.Identity(), bb.modality, normalize, False)
+        module = _body_module(bb, body)
 
         net = make_net(
             module,
@@ -507,22 +525,13 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         return bb
 
     def _embed(self, items):
-        # Our own inference loop: PretrainedFeatureExtractor embeds with the
-        # shared frozen backbone (and caches by its weights), not with this
-        # estimator's tuned body. Same batching: longest texts first.
-        bb = self._get_backbone()
+        # The tuned body's embeddings, through the shared inference loop (not
+        # PretrainedFeatureExtractor: it embeds with the frozen backbone).
         module = self.body_.eval()
-        device = next(module.parameters()).device
-        order = np.argsort([-len(t) for t in items], kind="stable") if bb.modality == "text" else np.arange(len(items))
-        out = np.empty((len(items), self.embedding_dim_), dtype=np.float32)
-        bs = max(32, self.batch_size)
-        with torch.inference_mode():
-            for s in range(0, len(items), bs):
-                idx = order[s : s + bs]
-                batch = bb.module_inputs(items, idx, self.max_length, self.image_size)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                out[idx] = module.features(**batch).float().cpu().numpy()
-        return out
+        return run_in_batches(
+            module.features, self._get_backbone(), items, batch_size=max(32, self.batch_size),
+            device=next(module.parameters()).device, max_length=self.max_length, image_size=self.image_size,
+        )
 
     def transform(self, X):
         """Embeddings from the tuned backbone (the head's input).
@@ -559,11 +568,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     def score(self, X, y, sample_weight=None):
         """Accuracy. Labels never seen in ``fit`` raise an error."""
         check_is_fitted(self, "classes_")
-        unseen = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()), key=str)
-        if unseen:
-            raise ValueError(
-                f"y contains labels never seen during fit: {unseen[:10]}. Known classes: {self.classes_.tolist()}."
-            )
+        y, _ = encode_known_labels(y, self.classes_)
         return super().score(X, y, sample_weight=sample_weight)
 
     # ------------------------------------------------------- persistence
@@ -578,33 +583,27 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         """Save to directory ``path``: safetensors, skops and JSON, no pickle.
 
         ``body.safetensors`` holds the tuned backbone's tensors,
-        ``head.skops`` the fitted head (skops format: loading it runs no
-        arbitrary code), ``config.json`` the parameters and classes, and
+        ``head.skops`` the fitted classifier (skops format: loading it runs
+        no arbitrary code), ``config.json`` the parameters, classes and
+        fitted state (the layout of every estimator's save), and
         ``manifest.json`` the SHA-256 of each, checked by :meth:`load`.
         The backbone must be given by name or path (it is rebuilt from it).
         """
-        import skops.io as sio
-        from safetensors.torch import save_file
-
         check_is_fitted(self, "estimator_")
         if not isinstance(self.backbone, str):
             raise ValueError("save() needs a backbone given by name or path (not an nn.Module) to rebuild it.")
         params = self.get_params(deep=False)
-        params.pop("estimator")
-        params.pop("head")
-        descriptions = params.pop("label_descriptions")
-        meta = {
-            "class": type(self).__name__,
-            "params": params,
-            "label_descriptions": None if descriptions is None else [[k, v] for k, v in descriptions.items()],
+        del params["estimator"], params["head"]  # the fitted classifier is head.skops; head= is never saved
+        params["label_descriptions"] = _persistence.dict_to_pairs(params["label_descriptions"])
+        fitted = {
             "classes": [c.item() if hasattr(c, "item") else c for c in self.classes_],
-            "fitted": {"n_pairs": self.n_pairs_, "n_label_examples": self.n_label_examples_},
+            "n_pairs": self.n_pairs_,
+            "n_label_examples": self.n_label_examples_,
         }
         os.makedirs(path, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.body_.state_dict().items()}
-        save_file(state, os.path.join(path, "body.safetensors"))
-        sio.dump(self.estimator_, os.path.join(path, "head.skops"))
-        _persistence.write_config(path, meta)
+        _persistence.write_tensors(path, "body.safetensors", self.body_.state_dict())
+        _persistence.dump_skops(path, "head.skops", self.estimator_)
+        _persistence.write_config(path, {"class": type(self).__name__, "params": params, "fitted": fitted})
         _persistence.write_manifest(path, self._SAVED_FILES, type(self).__name__)
         return path
 
@@ -617,61 +616,51 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         :class:`~sktransfer.SaveIntegrityError` naming it (a
         ``ValueError``), as do invalid parameters and tensors that don't
         fit the configured backbone. A save without a manifest (older
-        versions) loads with an :class:`~sktransfer.UnverifiedSaveWarning`.
+        versions) loads with an :class:`~sktransfer.UnverifiedSaveWarning`;
+        saves of every earlier version load.
 
         Parameters
         ----------
         path : str
         trusted : list of str or None, default=None
             Types skops may build besides the ones it trusts by default
-            (scikit-learn's own). A head from another library needs its
+            (scikit-learn's own). A classifier from another library needs its
             types listed, e.g. ``["xgboost.core.Booster",
             "xgboost.sklearn.XGBClassifier"]``; the error lists them.
         """
-        import skops.io as sio
-
-        meta = _persistence.read_saved_config(path, cls, cls._SAVED_FILES)
+        meta = _legacy_layout(_persistence.read_saved_config(path, cls, cls._SAVED_FILES))
         config = os.path.join(str(path), "config.json")
-        head_file = os.path.join(path, "head.skops")
+        head = _persistence.load_skops(path, "head.skops", trusted)
         try:
-            untrusted = [t for t in sio.get_untrusted_types(file=head_file) if t not in (trusted or [])]
-        except Exception as exc:  # skops raises zipfile/KeyError/... on a damaged file
-            raise _persistence.SaveIntegrityError(f"{head_file!r} is not a readable skops file: {exc!r}") from exc
-        if untrusted:
-            raise ValueError(
-                f"The head saved in {head_file!r} uses types skops does not trust by default: {untrusted}. "
-                f"If you trust this file, load it with trusted={untrusted}."
+            params = dict(meta["params"])
+            params["label_descriptions"] = _persistence.pairs_to_dict(
+                params.get("label_descriptions"), "label_descriptions", path
             )
-        try:
-            descriptions = meta.get("label_descriptions")
-            params = {**meta["params"], "label_descriptions": None if descriptions is None else dict(map(tuple, descriptions))}
-            n_pairs, n_label_examples = meta["fitted"]["n_pairs"], meta["fitted"]["n_label_examples"]
-        except (KeyError, TypeError, ValueError) as exc:
+            fitted = meta["fitted"]
+            n_pairs, n_label_examples = fitted["n_pairs"], fitted["n_label_examples"]
+            classes = fitted["classes"]
+        except (KeyError, TypeError) as exc:
             raise _persistence.SaveIntegrityError(f"{config!r} is missing or garbles a field: {exc!r}.") from exc
-        classes = _persistence.check_classes(meta.get("classes"), config)
-        try:
-            head = sio.load(head_file, trusted=list(trusted or []))
-        except Exception as exc:  # as above: a damaged file fails in many ways
-            raise _persistence.SaveIntegrityError(f"{head_file!r} is not a readable skops file: {exc!r}") from exc
+        classes = _persistence.check_classes(classes, config)
         # head= (the deprecated name) is never saved; the fitted classifier is the estimator.
         est = _persistence.build_estimator(cls, {**params, "estimator": clone(head), "head": "deprecated"}, path)
         head_classes = getattr(head, "classes_", None)
         if head_classes is not None and not np.array_equal(np.asarray(head_classes), np.arange(len(classes))):
             raise _persistence.SaveIntegrityError(
-                f"{config!r} lists {len(classes)} classes but the head in {head_file!r} was fitted on "
-                f"{len(head_classes)}: the files come from different models."
+                f"{config!r} lists {len(classes)} classes but the classifier in "
+                f"{os.path.join(str(path), 'head.skops')!r} was fitted on {len(head_classes)}: "
+                "the files come from different models."
             )
         with isolated_torch_rng():  # a backbone's first load draws random numbers: not from the user's generator
             bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
-        est.backbone_source_ = bb.source
-        normalize = copy.deepcopy(bb.normalize) if bb.modality == "image" else None
-        module = TransferModule(trainable_copy(bb.body), nn.Identity(), bb.modality, normalize, False)
+        module = _body_module(bb, trainable_copy(bb.body))
         state = _persistence.load_tensors(path, "body.safetensors")
         _persistence.check_state_fits(module.state_dict(), state, path, "body.safetensors", f"backbone {est.backbone!r}")
         module.load_state_dict(state, strict=True)
-        est.body_ = module.to(resolve_device(est.device)).eval()
         est.device_ = resolve_device(est.device)
+        est.body_ = module.to(est.device_).eval()
         est._backbone_obj = bb
+        est.backbone_source_ = bb.source
         est.estimator_ = head
         est.classes_ = classes
         est.modality_ = bb.modality

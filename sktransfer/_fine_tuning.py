@@ -1,11 +1,13 @@
 """`FineTunedClassifier` and `FineTunedRegressor`: skorch underneath, sklearn on top."""
 
-import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin
+import os
+from numbers import Integral, Real
 
-from ._training import _ClassifierOutputs, _RegressorOutputs, _SkorchTransferBase
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._training import _CLASS_WEIGHT, _ClassifierOutputs, _RegressorOutputs, _SkorchTransferBase
 from .callbacks import L2SP, FreezeSchedule, apply_wise_ft
-from ._inputs import check_in_range_int
 
 STRATEGIES = ("linear_probe", "partial", "full", "progressive")
 
@@ -80,22 +82,18 @@ class _FineTunedBase(_SkorchTransferBase):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _check_params(self):
-        self._validate_common()
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
-        check_in_range_int(self.unfreeze_last, "unfreeze_last", 1)
-        check_in_range_int(self.unfreeze_every, "unfreeze_every", 1)
-        self._check_reals(("backbone_lr_ratio", 0.0, None), ("l2sp", 0.0, None), ("wise_alpha", 0.0, 1.0))
-        if self.layer_decay is not None and not (0 < self.layer_decay <= 1):
-            raise ValueError(f"layer_decay must be None or in (0, 1], got {self.layer_decay!r}.")
-        if not (isinstance(self.augment, (bool, np.bool_)) or (isinstance(self.augment, str) and self.augment == "auto")):
-            raise ValueError(f"augment must be True, False or 'auto', got {self.augment!r}.")
-        if not isinstance(self.freeze_bn_stats, (bool, np.bool_)):
-            raise ValueError(f"freeze_bn_stats must be True or False, got {self.freeze_bn_stats!r}.")
-        from ._head_init import check_head_init
-
-        check_head_init(self)
+    _parameter_constraints: dict = {
+        **_SkorchTransferBase._parameter_constraints,
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "unfreeze_last": [Interval(Integral, 1, None, closed="left")],
+        "unfreeze_every": [Interval(Integral, 1, None, closed="left")],
+        "backbone_lr_ratio": [Interval(Real, 0, None, closed="left")],
+        "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
+        "l2sp": [Interval(Real, 0, None, closed="left")],
+        "wise_alpha": [Interval(Real, 0, 1, closed="both")],
+        "freeze_bn_stats": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
+    }
 
     def _augments(self):
         # "auto": no augmentation for a linear probe (docs/fine_tuning.md, LP-FT).
@@ -306,6 +304,8 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     >>> clf.predict(["a late goal won the cup"])[0]
     'sport'
     """
+
+    _parameter_constraints: dict = {**_FineTunedBase._parameter_constraints, "class_weight": _CLASS_WEIGHT}
 
     def __init__(
         self,

@@ -10,16 +10,17 @@ makes it train with the adapter and come back from an adapter-only save
 
 import copy
 import os
+from numbers import Integral, Real
 
 import torch
 from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import _persistence
-from ._inputs import check_in_range_int
 from ._seeding import isolated_torch_rng
-from ._training import _ClassifierOutputs, _SkorchTransferBase
+from ._training import _CLASS_WEIGHT, _ClassifierOutputs, _SkorchTransferBase
 from .backbones import load_backbone
 from .backbones._base import mean_pool
 
@@ -291,12 +292,23 @@ callbacks, class_weight
         self.class_weight = class_weight
 
     # -------------------------------------------------------- validation
+    _parameter_constraints: dict = {
+        **_SkorchTransferBase._parameter_constraints,
+        "method": [StrOptions(set(METHODS))],
+        "r": [Interval(Integral, 1, None, closed="left")],
+        "lora_alpha": [Interval(Real, 0, None, closed="neither")],
+        "lora_dropout": [Interval(Real, 0, 1, closed="both")],
+        "use_dora": ["boolean"],  # deprecated: method="dora"
+        # "auto", a regex, or layer names (matched against the model in fit).
+        "target_modules": [str, list, tuple],
+        "num_virtual_tokens": [Interval(Integral, 1, None, closed="left")],
+        "quantize": [StrOptions({"4bit"}), None],
+        "head_lr": [Interval(Real, 0, None, closed="neither"), None],
+        "class_weight": _CLASS_WEIGHT,
+    }
+
     def _check_params(self):
-        self._validate_common()
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
-        check_in_range_int(self.r, "r", 1)
-        check_in_range_int(self.num_virtual_tokens, "num_virtual_tokens", 1)
+        super()._check_params()
         if self.use_dora:
             import warnings
 
@@ -307,19 +319,7 @@ callbacks, class_weight
                 FutureWarning,
                 stacklevel=user_stacklevel(),
             )
-        self._check_reals(("lora_alpha", 0.0, None), ("lora_dropout", 0.0, 1.0))
-        if self.lora_alpha <= 0:
-            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha!r}.")
-        if self.head_lr is not None:
-            self._check_reals(("head_lr", 0.0, None))
-            if not self.head_lr > 0:
-                raise ValueError(f"head_lr must be None or > 0, got {self.head_lr!r}.")
-        from ._head_init import check_head_init
-
-        check_head_init(self)
-        if self.quantize not in (None, "4bit"):
-            raise ValueError(f"quantize must be None or '4bit', got {self.quantize!r}.")
-        if self.quantize == "4bit":
+        if self.quantize == "4bit":  # what this machine has, which no table can say
             if not torch.cuda.is_available():
                 raise RuntimeError(
                     "quantize='4bit' (QLoRA) needs a CUDA GPU and the bitsandbytes package; this machine has "

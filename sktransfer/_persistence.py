@@ -204,7 +204,14 @@ def build_estimator(cls, params, path, legacy=None):
         raise SaveIntegrityError(f"{config!r} does not fit {cls.__name__}: {what}. The file was edited or is damaged.")
     est = cls(**params)
     try:
-        est._check_params()
+        # The estimator's own checks, as at fit: its ``_check_params`` (which
+        # includes the declared constraints, where it has both) or sklearn's
+        # ``_validate_params`` on ``_parameter_constraints`` alone.
+        check = getattr(est, "_check_params", None)
+        if check is not None:
+            check()
+        elif getattr(cls, "_parameter_constraints", None):
+            est._validate_params()
         _check_model_params(params)
     except (ValueError, TypeError) as exc:
         raise SaveIntegrityError(f"{config!r} holds an invalid parameter: {exc}") from exc
@@ -222,6 +229,67 @@ def _check_model_params(params):
             isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)
         ):
             raise ValueError(f"target_modules must be 'auto', a regex or a list of layer names, got {targets!r}")
+
+
+def write_tensors(path, name, state):
+    """Write ``state`` (name → tensor, e.g. a module's ``state_dict()``) as safetensors file ``name``."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(str(path), name))
+
+
+def dump_skops(path, name, obj):
+    """Write a fitted sklearn object as skops file ``name`` (loading it runs no arbitrary code)."""
+    import skops.io as sio
+
+    sio.dump(obj, os.path.join(str(path), name))
+
+
+def load_skops(path, name, trusted=None):
+    """The sklearn object in skops file ``name``, building only types skops trusts and ``trusted``.
+
+    Types beyond those are refused with a ValueError that lists them (to
+    pass as ``trusted=`` when the file is trusted); a damaged file raises
+    a :class:`SaveIntegrityError` naming it.
+    """
+    import skops.io as sio
+
+    full = os.path.join(str(path), name)
+    if not os.path.isfile(full):
+        raise _missing(path, name)
+    trusted = list(trusted or [])
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(file=full) if t not in trusted]
+    except Exception as exc:  # skops raises zipfile/KeyError/... on a damaged file
+        raise SaveIntegrityError(f"{full!r} is not a readable skops file: {exc!r}") from exc
+    if untrusted:
+        raise ValueError(
+            f"The estimator saved in {full!r} uses types skops does not trust by default: {untrusted}. "
+            f"If you trust this file, load it with trusted={untrusted}."
+        )
+    try:
+        return sio.load(full, trusted=trusted)
+    except Exception as exc:  # as above: a damaged file fails in many ways
+        raise SaveIntegrityError(f"{full!r} is not a readable skops file: {exc!r}") from exc
+
+
+def dict_to_pairs(mapping):
+    """A dict parameter as JSON: a list of ``[key, value]`` pairs (JSON object keys are strings only)."""
+    if mapping is None:
+        return None
+    return [[getattr(k, "item", lambda: k)(), getattr(v, "item", lambda: v)()] for k, v in mapping.items()]
+
+
+def pairs_to_dict(pairs, name, path):
+    """The dict :func:`dict_to_pairs` wrote; garbled pairs raise a :class:`SaveIntegrityError` naming ``name``."""
+    if pairs is None:
+        return None
+    try:
+        return {k: v for k, v in pairs}
+    except (TypeError, ValueError) as exc:
+        raise SaveIntegrityError(
+            f"{os.path.join(str(path), 'config.json')!r}: {name} is not a list of [key, value] pairs, got {pairs!r}."
+        ) from exc
 
 
 def load_tensors(path, name):

@@ -8,24 +8,24 @@ three hooks: ``_build_module`` (the torch module), ``_method_callbacks``
 parameters).
 """
 
-import copy
 import math
-import numbers
 import os
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from . import _lr_finder, _persistence
-from ._inputs import as_rows, check_in_range_int
+from ._inputs import as_rows
 from ._trainer import TransferNet as _TransferNet, make_net  # _TransferNet: the name old pickles use
 from ._transfer_module import TransferModule, make_head
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
-from ._validation import check_model_params, encode_labels
+from ._validation import check_backbone_and_device, check_params, check_targets, encode_known_labels, encode_labels
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
 from .callbacks import ResumableCheckpoint, WarmupCosine
@@ -52,6 +52,10 @@ def _with_legacy_params(cls, params):
         if name in cls._get_param_names():
             params.setdefault(name, value)
     return params
+
+
+# The constraint of ``class_weight``, for the classifiers' tables.
+_CLASS_WEIGHT = [dict, StrOptions({"balanced"}), None]
 
 
 # Stands in a pickle for a net's ``module`` when it is its ``module_``.
@@ -85,7 +89,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         for p in body.parameters():
             p.requires_grad_(True)
         head = make_head(shared.embedding_dim, n_out, self.head, self.head_hidden, self.head_dropout)
-        normalize = copy.deepcopy(shared.normalize) if shared.modality == "image" else None
+        normalize = shared.input_normalization()
         return TransferModule(
             body, head, shared.modality, normalize, self._augments(), shared.block_groups(),
             freeze_bn_stats=self._freezes_bn_stats(),
@@ -114,53 +118,61 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         return {}
 
     # -------------------------------------------------------- validation
-    def _validate_common(self):
-        check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
-        if self.head not in ("linear", "mlp"):
-            raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}.")
-        check_in_range_int(self.head_hidden, "head_hidden", 1)
-        check_in_range_int(self.max_epochs, "max_epochs", 1)
-        check_in_range_int(self.batch_size, "batch_size", 1)
-        self._check_reals(
-            ("warmup", 0.0, 1.0), ("weight_decay", 0.0, None),
-            ("validation_fraction", 0.0, 0.9), ("head_dropout", 0.0, 1.0),
-        )
-        lr = self.lr
-        if not (isinstance(lr, str) and lr == "auto") and (
-            isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not 0 < lr < float("inf")
-        ):
-            raise ValueError(
-                f"lr must be a number > 0 or 'auto' (a learning-rate range test on the training data), got {lr!r}."
-            )
-        if self.grad_clip is not None and not (self.grad_clip > 0):
-            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip!r}.")
-        if self.early_stopping is not None:
-            check_in_range_int(self.early_stopping, "early_stopping", 1)
-            if not self.validation_fraction:
-                raise ValueError("early_stopping needs validation data: set validation_fraction, e.g. 0.2.")
+    # What each parameter shared by every trained estimator may be, checked
+    # by sklearn in fit (``_check_params``) before any model loads. Each
+    # estimator's table is ``{**_SkorchTransferBase._parameter_constraints, ...}``
+    # with its own parameters (sklearn merges nothing itself).
+    _parameter_constraints: dict = {
+        "backbone": [str, torch.nn.Module],
+        "head": [StrOptions({"linear", "mlp"})],
+        "head_hidden": [Interval(Integral, 1, None, closed="left")],
+        "head_dropout": [Interval(Real, 0, 1, closed="both")],
+        "head_init": [StrOptions({"auto", "random", "probe"})],
+        # "auto": a learning-rate range test on the training data (_lr_finder).
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "warmup": [Interval(Real, 0, 1, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "grad_clip": [Interval(Real, 0, None, closed="neither"), None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 0.9, closed="both")],
+        "early_stopping": [Interval(Integral, 1, None, closed="left"), None],
+        "augment": ["boolean", StrOptions({"auto"})],
+        "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "max_length": [Interval(Integral, 1, None, closed="left"), None],
+        "pooling": [StrOptions({"mean", "cls"})],
+        "bf16": ["boolean"],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [list, tuple, None],
+    }
 
-    def _check_reals(self, *specs):
-        for name, lo, hi in specs:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < lo or (hi is not None and v > hi):
-                rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-                raise ValueError(f"{name} must be a number {rng}, got {v!r}.")
+    def _check_params(self):
+        """Validate the parameters (fit, and ``load`` on a saved config), before any model loads.
+
+        The table first (:func:`~sktransfer._validation.check_params`), then
+        what it can't express: rules between parameters and the device's
+        syntax. Subclasses extend this with their own such rules.
+        """
+        check_params(self)
+        check_backbone_and_device(self.get_params(deep=False))
+        if self.early_stopping is not None and not self.validation_fraction:
+            raise ValueError(
+                f"early_stopping needs validation data (early_stopping={self.early_stopping!r}, "
+                f"validation_fraction={self.validation_fraction!r}): set validation_fraction, e.g. 0.2."
+            )
+        from ._head_init import check_head_init
+
+        check_head_init(self)
 
     # ------------------------------------------------------------ inputs
     def _encode_X(self, X, bb, fitting):
         """Validate and preprocess X into arrays skorch can batch (the backbone knows how)."""
         return bb.encode(bb.check_inputs(X), self.max_length, self.image_size, warn_truncation=fitting)
 
-    @staticmethod
-    def _check_lengths(X, y):
-        n_x = len(as_rows(X))
-        if n_x != len(y):
-            raise ValueError(f"X and y have different lengths: {n_x} inputs but {len(y)} targets.")
-
     # --------------------------------------------------------------- fit
     def _fit(self, X, y_enc, n_out, stratify):
-        if len(y_enc) == 0:  # before any backbone loads (every fit checks y first; this is the backstop)
-            raise ValueError(f"{type(self).__name__}.fit got empty input: it needs at least one row.")
         self.device_ = resolve_device(self.device)
         # Everything random runs on a fork of torch's global generators, which
         # are the user's and are left as they were (sktransfer._seeding).
@@ -488,8 +500,7 @@ class _ClassifierOutputs:
         self
         """
         self._check_params()
-        y, classes, y_enc = encode_labels(y)
-        self._check_lengths(X, y)
+        y, classes, y_enc = encode_labels(y, n_rows=len(as_rows(X)))
         self.classes_ = classes
         return self._fit(X, y_enc.astype(np.int64), len(classes), True)
 
@@ -497,17 +508,13 @@ class _ClassifierOutputs:
         cw = self.class_weight
         if cw is None:
             return torch.nn.CrossEntropyLoss
-        if isinstance(cw, str):
-            if cw != "balanced":
-                raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
+        if isinstance(cw, str):  # "balanced" (the table refuses other strings)
             weights = compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=y_enc)
-        elif isinstance(cw, dict):
+        else:  # a dict; its keys are checked here, against the classes (no table can)
             unknown = set(cw) - set(self.classes_.tolist())
             if unknown:
                 raise ValueError(f"class_weight names classes not in y: {sorted(unknown, key=str)}.")
             weights = np.array([cw.get(c, 1.0) for c in self.classes_.tolist()], dtype=float)
-        else:
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
         return _WeightedCrossEntropy(torch.as_tensor(weights, dtype=torch.float32))
 
     def _fitted_json(self):
@@ -537,12 +544,7 @@ class _ClassifierOutputs:
     def score(self, X, y, sample_weight=None):
         """Accuracy. Labels never seen in ``fit`` raise an error."""
         check_is_fitted(self, "classes_")
-        y = np.asarray(y)
-        unseen = sorted(set(y.tolist()) - set(self.classes_.tolist()), key=str)
-        if unseen:
-            raise ValueError(
-                f"y contains labels never seen during fit: {unseen[:10]}. Known classes: {self.classes_.tolist()}."
-            )
+        y, _ = encode_known_labels(y, self.classes_)
         return super().score(X, y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
@@ -555,18 +557,9 @@ class _RegressorOutputs:
     def fit(self, X, y):
         """Train on ``X`` and continuous targets ``y`` (1-D or 2-D)."""
         self._check_params()
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim not in (1, 2):
-            raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}.")
-        if y.shape[0] == 0:
-            raise ValueError("y is empty (and so, presumably, is X): a regressor needs at least one input with a target.")
-        y2 = y[:, None] if y.ndim == 1 else y
-        bad = np.flatnonzero(~np.isfinite(y2).all(axis=1))
-        if bad.size:
-            raise ValueError(f"Row {bad[0]} of y is NaN or infinite; every input needs a finite target.")
-        self._check_lengths(X, y2)
+        y2 = check_targets(y, n_rows=len(as_rows(X)))
         self.n_outputs_ = y2.shape[1]
-        self._y_1d = y.ndim == 1
+        self._y_1d = np.ndim(y) == 1
         self.y_mean_ = y2.mean(axis=0)
         std = y2.std(axis=0)
         self.y_scale_ = np.where(std > 0, std, 1.0)

@@ -6,6 +6,9 @@ arrives as token ids with an attention mask; padding beyond the longest
 text of the batch is trimmed.
 """
 
+import contextlib
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,11 +56,14 @@ class TransferModule(nn.Module):
         self.freeze_bn_stats = bool(freeze_bn_stats)
 
     def features(self, X=None, input_ids=None, attention_mask=None, token_type_ids=None):
-        if self.modality == "image":
+        # The inputs are what the backbone's ``encode`` / ``module_inputs`` gave:
+        # uint8 crops under ``X``, or token ids with their attention mask.
+        if X is not None:
             x = X
             if self.training and self.augment:
                 x = _augment(x)
-            x = self.normalize(x)
+            if self.normalize is not None:
+                x = self.normalize(x)
             return self.body(x)
         length = int(attention_mask.sum(1).max())
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
@@ -80,3 +86,26 @@ class TransferModule(nn.Module):
                     if freeze_all or (params and not any(p.requires_grad for p in params)):
                         m.eval()
         return self
+
+
+def run_in_batches(fn, backbone, items, *, batch_size, device, max_length=None, image_size=None, precision=None):
+    """``fn(**inputs)`` over validated ``items``, batch by batch; float32 array ``(n, d)``.
+
+    The one inference loop over rows: each batch is prepared by the
+    backbone's ``module_inputs`` (texts padded to the batch's longest,
+    images decoded batch by batch, never all at once), in the backbone's
+    ``batch_order`` (longest texts first), and run under ``inference_mode``
+    and ``precision`` (e.g. a net's bf16 autocast; None: as is). ``fn`` is
+    a module's ``features`` (embeddings) or the module itself (outputs).
+    """
+    order = backbone.batch_order(items)
+    out = None
+    with torch.inference_mode(), (precision or contextlib.nullcontext)():
+        for s in range(0, len(items), batch_size):
+            rows = order[s : s + batch_size]
+            batch = backbone.module_inputs(items, rows, max_length, image_size)
+            res = fn(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(items), res.shape[1]), dtype=np.float32)
+            out[rows] = res
+    return np.empty((0, 0), dtype=np.float32) if out is None else out

@@ -1,8 +1,16 @@
-"""Validation of targets shared by every estimator.
+"""Validation shared by every estimator: targets and parameters.
 
 One label validator for the whole package: the classifiers, the zero-shot
-candidate labels, the domain-adaptation source labels and the
-transferability scores all read ``y`` through :func:`check_labels`.
+candidate labels, the domain-adaptation source labels, the transferability
+scores and ``score`` all read ``y`` through :func:`check_labels`
+(:func:`encode_labels` in ``fit``, :func:`encode_known_labels` when scoring);
+continuous targets through :func:`check_targets`.
+
+Parameters are declared, not hand-checked: each estimator's
+``_parameter_constraints`` table (scikit-learn's ``_param_validation``) is
+checked in ``fit`` by :func:`check_params`; what a table can't say (a device
+that must parse, rules between parameters, limits of the loaded model) is
+checked by small explicit code after it.
 
 Why not ``np.asarray(y)`` alone: numpy coerces a list that mixes strings and
 numbers to strings (``["a", 1]`` becomes ``["a", "1"]``) and a missing value
@@ -14,6 +22,7 @@ elements are inspected as the user gave them, before any coercion.
 import numbers
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, InvalidParameterError, make_constraint
 from sklearn.utils.multiclass import type_of_target
 
 
@@ -51,7 +60,10 @@ def _show(v):
     return repr(v.item() if isinstance(v, np.generic) else v)
 
 
-def check_labels(y, *, name="y", n_rows=None, min_classes=2, task="a classifier"):
+_REGRESSOR_ADVICE = "For continuous targets use a regressor (e.g. FineTunedRegressor)."
+
+
+def check_labels(y, *, name="y", n_rows=None, min_classes=2, task="a classifier", advice=_REGRESSOR_ADVICE):
     """Validate class labels; return them as a 1-D ndarray with their types intact.
 
     Parameters
@@ -65,6 +77,8 @@ def check_labels(y, *, name="y", n_rows=None, min_classes=2, task="a classifier"
         Fewest distinct labels accepted (0 to skip the check).
     task : str, default="a classifier"
         What needs the labels, for the error messages.
+    advice : str, default="For continuous targets use a regressor (e.g. FineTunedRegressor)."
+        What to do instead, when ``y`` is continuous.
 
     Returns
     -------
@@ -113,8 +127,7 @@ def check_labels(y, *, name="y", n_rows=None, min_classes=2, task="a classifier"
         raise ValueError(f"{name} must hold one scalar label per input; row 0 is {_show(raw[0])}.")
     if out.dtype.kind == "f" and type_of_target(out) == "continuous":
         raise ValueError(
-            f"{name} is continuous (e.g. {_show(out[0])}); {task} needs class labels. "
-            "For continuous targets use a regressor (e.g. FineTunedRegressor)."
+            f"{name} is continuous (e.g. {_show(out[0])}); {task} needs class labels. {advice}"
         )
     if min_classes:
         classes = np.unique(out)
@@ -131,27 +144,90 @@ def encode_labels(y, **kwargs):
     return y, classes, codes.astype(np.int64)
 
 
-def check_model_params(est=None, *, params=None, saved=False):
-    """The parameters that pick and feed the backbone, checked before it loads.
+def check_targets(y, *, name="y", n_rows=None, task="a regressor"):
+    """Validate continuous targets; return them as float64 of shape (n_samples, n_outputs).
 
-    ``fit`` (through each estimator's ``_check_params``) and ``load`` (on a
-    saved config, ``saved=True``) check them alike, so that
-    ``max_length="evil"`` or ``device="evil"`` is refused up front, naming
-    the parameter, not deep inside the tokenizer or torch. ``device`` must
-    parse, not be present (a model saved on a GPU may be loaded where there
-    is none: resolving it then says so). A save always names its backbone;
-    a fit may be given a module.
+    Raises
+    ------
+    ValueError
+        ``y`` is not numeric, not 1-D or 2-D, empty, of another length than
+        ``n_rows``, or has a NaN or infinite value (the row is named).
+    """
+    try:
+        y = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numeric targets, one per input, for {task}.") from None
+    if y.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {y.shape}.")
+    if y.shape[0] == 0:
+        raise ValueError(f"{name} is empty (and so, presumably, is X): {task} needs at least one input with a target.")
+    if n_rows is not None and len(y) != n_rows:
+        raise ValueError(f"X and {name} have different lengths: {n_rows} inputs but {len(y)} targets.")
+    y2 = y[:, None] if y.ndim == 1 else y
+    bad = np.flatnonzero(~np.isfinite(y2).all(axis=1))
+    if bad.size:
+        raise ValueError(f"Row {bad[0]} of {name} is NaN or infinite; every input needs a finite target.")
+    return y2
+
+
+def encode_known_labels(y, classes, *, name="y"):
+    """Labels to score or evaluate: :func:`check_labels` (any number of classes), all among ``classes``.
+
+    Returns ``(y, codes)``, ``codes`` the index of each label in ``classes``
+    (sorted, as :func:`encode_labels` makes them). Labels ``fit`` never saw
+    raise a ``ValueError`` that names them and the known classes.
+    """
+    y = check_labels(y, name=name, min_classes=0, task="scoring")
+    classes = np.asarray(classes)
+    unseen = sorted(set(y.tolist()) - set(classes.tolist()), key=str)
+    if unseen:
+        raise ValueError(
+            f"{name} contains labels never seen during fit: {unseen[:10]}. Known classes: {classes.tolist()}."
+        )
+    return y, np.searchsorted(classes, y).astype(np.int64)
+
+
+def check_params(est):
+    """Validate ``est``'s parameters against its ``_parameter_constraints``.
+
+    scikit-learn's own check (``est._validate_params()``: an
+    :class:`~sklearn.utils._param_validation.InvalidParameterError`, a
+    ``ValueError``, naming the parameter, what it must be and the value),
+    plus the one thing sklearn's ``Interval`` lets through: ``True`` or
+    ``False`` where a number is expected (``lr=True`` is not a rate).
+    """
+    est._validate_params()
+    params = est.get_params(deep=False)
+    for name, constraints in est._parameter_constraints.items():
+        value = params.get(name)
+        if (
+            constraints != "no_validation"
+            and isinstance(value, bool)
+            and any(isinstance(c, Interval) for c in constraints)
+            and not any(c == "boolean" or c == "verbose" or c is bool for c in constraints)
+        ):
+            shown = [c for c in map(make_constraint, constraints) if not c.hidden]
+            what = str(shown[0]) if len(shown) == 1 else f"{', '.join(map(str, shown[:-1]))} or {shown[-1]}"
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {type(est).__name__} must be {what}. Got {value!r} instead."
+            )
+
+
+def check_backbone_and_device(params, *, saved=False):
+    """What a constraint table can't say about ``backbone`` and ``device``, checked before the backbone loads.
+
+    ``backbone``: a name must not be blank (a save always names its
+    backbone; a fit may be given a module). ``device`` must parse as a
+    torch device (``"cuda:x"`` is refused naming the parameter, not deep
+    inside torch); it need not be present: a model saved on a GPU may be
+    loaded where there is none, and resolving it then says so.
     """
     import torch
 
-    if params is None:
-        params = est.get_params(deep=False)
     backbone = params.get("backbone")
     if saved or isinstance(backbone, (str, bytes)) or backbone is None:
         if not isinstance(backbone, str) or not backbone.strip():
             raise ValueError(f"backbone must be a model name or path, got {backbone!r}.")
-    if "pooling" in params and not (isinstance(params["pooling"], str) and params["pooling"] in ("mean", "cls")):
-        raise ValueError(f"pooling must be 'mean' or 'cls', got {params['pooling']!r}.")
     device = params.get("device")
     if device is not None and device != "auto":
         try:
@@ -162,6 +238,24 @@ def check_model_params(est=None, *, params=None, saved=False):
             raise ValueError(
                 f"device must be 'auto', None or a torch device name such as 'cpu' or 'cuda:0', got {device!r}."
             ) from None
+
+
+def check_model_params(est=None, *, params=None, saved=False):
+    """The parameters that pick and feed the backbone, checked before it loads.
+
+    For what declares no ``_parameter_constraints`` (a saved config,
+    ``saved=True``, read by ``load``; estimators not yet converted):
+    ``backbone`` and ``device`` (:func:`check_backbone_and_device`),
+    ``pooling`` and ``max_length``, so that ``max_length="evil"`` is refused
+    up front, naming the parameter, not deep inside the tokenizer. An
+    estimator with a constraint table checks ``pooling`` and ``max_length``
+    there and calls :func:`check_backbone_and_device` only.
+    """
+    if params is None:
+        params = est.get_params(deep=False)
+    check_backbone_and_device(params, saved=saved)
+    if "pooling" in params and not (isinstance(params["pooling"], str) and params["pooling"] in ("mean", "cls")):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {params['pooling']!r}.")
     max_length = params.get("max_length")
     if max_length is not None and (
         isinstance(max_length, (bool, np.bool_)) or not isinstance(max_length, numbers.Integral) or max_length < 1

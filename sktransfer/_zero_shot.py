@@ -4,16 +4,19 @@ Also holds the label-prompt helpers that :class:`~sktransfer.FewShotClassifier`
 uses to start from the label names (``init_from_labels=True``).
 """
 
-import numbers
+import os
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from torch import device as _TorchDevice, nn
 
 from ._feature_extractor import PretrainedFeatureExtractor
 from ._inputs import as_rows
 from ._utils import resolve_device
-from ._validation import check_labels
+from ._validation import check_backbone_and_device, check_labels, check_params
 from .backbones import load_backbone
 
 # Softmax temperature for sentence encoders, whose cosine similarities
@@ -88,14 +91,6 @@ def label_texts(classes, label_descriptions=None):
 def fill_templates(texts, templates):
     """One prompt per (class, template): ``prompts[k]`` lists class k's prompts."""
     return [[t.replace("{}", text) for t in templates] for text in texts]
-
-
-def _check_temperature(temperature):
-    if temperature is None:
-        return None
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
-        raise ValueError(f"temperature must be None or a number > 0, got {temperature!r}.")
-    return float(temperature)
 
 
 def _l2_normalize(a):
@@ -178,6 +173,19 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     ['sport', 'business']
     """
 
+    _parameter_constraints: dict = {
+        "backbone": [str, nn.Module],
+        "template": [str, "array-like"],
+        "label_descriptions": [dict, None],
+        "temperature": [Interval(Real, 0, None, closed="neither"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "max_length": [Interval(Integral, 2, None, closed="left"), None],
+        "pooling": [StrOptions({"mean", "cls"})],
+        "device": [str, _TorchDevice, None],
+        "cache": ["boolean", str, bytes, os.PathLike, None],
+        "progress": [StrOptions({"auto"}), "boolean"],
+    }
+
     def __init__(
         self,
         backbone="sentence-transformers/all-MiniLM-L6-v2",
@@ -243,11 +251,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : ZeroShotClassifier
         """
-        from ._validation import check_model_params
-
-        check_model_params(self)  # backbone, pooling, device, max_length: before the backbone loads
+        check_params(self)
+        check_backbone_and_device(self.get_params(deep=False))  # before the backbone loads
         templates = check_templates(self.template)
-        temperature = _check_temperature(self.temperature)
         classes = self._candidate_labels(X, y)
         texts = label_texts(classes, self.label_descriptions)
         prompts = fill_templates(texts, templates)
@@ -255,11 +261,9 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         bb = load_backbone(self.backbone, device=device, pooling=self.pooling)
         self.backbone_source_ = bb.source
-        if bb.modality != "text" and not hasattr(bb, "embed_text"):
-            raise ValueError(
-                f"Backbone {self.backbone!r} reads images but has no text tower to embed the label prompts. "
-                "Zero-shot image classification needs a CLIP model, e.g. 'open_clip/ViT-B-32'."
-            )
+        # The prompts in the inputs' space (a sentence encoder, CLIP's text
+        # tower); a model that can't embed them refuses here, naming why.
+        emb = _l2_normalize(bb.embed_prompts([p for ps in prompts for p in ps], self.max_length).numpy())
         ext = PretrainedFeatureExtractor(
             self.backbone,
             pooling=self.pooling,
@@ -270,30 +274,18 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             cache=self.cache,
             progress=self.progress,
         )
-        flat = [p for ps in prompts for p in ps]
-        if bb.modality == "text":
-            # The prompts are inputs of the same kind as X: the extractor
-            # embeds them (and validates the backbone) like any text.
-            ext.fit(flat if X is None else X)
-            emb = ext.transform(flat)
-        else:
-            if X is not None:
-                ext.fit(X)
-            else:
-                # The extractor checks inputs at fit: one blank image of the
-                # model's size stands in for the absent X.
-                size = bb.preprocess_config()["input_size"]
-                ext.fit([np.zeros((size, size, 3), dtype=np.uint8)])
-            emb = _l2_normalize(bb.embed_text(flat).numpy())
+        # The extractor checks inputs at fit: one input of the model's kind
+        # stands in for an absent X.
+        ext.fit(bb.example_inputs() if X is None else X)
         per_class = emb.reshape(len(classes), len(templates), -1).mean(axis=1)
 
         self.classes_ = classes
         self.prompts_ = prompts
         self.label_embeddings_ = _l2_normalize(per_class).astype(np.float32)
         self.modality_ = bb.modality
+        temperature = self.temperature
         if temperature is None:
-            scale = getattr(bb, "logit_scale", None)
-            temperature = 1.0 / scale if scale else _TEXT_TEMPERATURE
+            temperature = 1.0 / bb.logit_scale if bb.logit_scale else _TEXT_TEMPERATURE
         self.temperature_ = float(temperature)
         self.extractor_ = ext
         return self

@@ -25,19 +25,20 @@ previous setting, and runs skada's pipelines inside
 """
 
 import math
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import Callback
 from torch import nn
 
 from ._fine_tuning import _FineTunedBase
 from ._inputs import as_rows
-from ._validation import encode_labels
-from ._training import _ClassifierOutputs
+from ._validation import check_params, encode_known_labels, encode_labels
+from ._training import _CLASS_WEIGHT, _ClassifierOutputs
 from .callbacks import _n_train_batches_done, planned_train_steps
 
 __all__ = [
@@ -155,8 +156,8 @@ def _split_domains(X, y, X_target, sample_domain):
     return _take(X, src), y[src], _take(X, tgt), sd[src].astype(np.int64), int(targets[0])
 
 
-def _check_source_labels(y):
-    _, classes, y_enc = encode_labels(y, name="the source labels")
+def _check_source_labels(y, n_rows):
+    _, classes, y_enc = encode_labels(y, name="the source labels", n_rows=n_rows)
     return classes, y_enc
 
 
@@ -289,17 +290,21 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.adapter_params = adapter_params
         self.scale = scale
 
-    def _check_adapter(self):
-        if self.adapter is None or isinstance(self.adapter, str):
-            if self.adapter is not None and self.adapter not in ADAPTERS:
-                raise ValueError(f"Unknown adapter {self.adapter!r}; use one of {sorted(ADAPTERS)}, a skada adapter or None.")
-            if self.adapter_params is not None and not isinstance(self.adapter_params, dict):
-                raise ValueError(f"adapter_params must be a dict or None, got {type(self.adapter_params).__name__}.")
-        else:
-            if not hasattr(self.adapter, "fit_transform"):
-                raise ValueError(f"adapter must be a name, a skada adapter or None, got {self.adapter!r}.")
-            if self.adapter_params:
-                raise ValueError("adapter_params applies to adapters given by name; set the parameters on the adapter instance.")
+    _parameter_constraints: dict = {
+        "extractor": [HasMethods(["fit", "transform"]), None],
+        "adapter": [StrOptions(set(ADAPTERS)), HasMethods(["fit_transform"]), None],
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "adapter_params": [dict, None],
+        "scale": ["boolean"],
+    }
+
+    def _check_params(self):
+        check_params(self)
+        if self.adapter_params and not (self.adapter is None or isinstance(self.adapter, str)):
+            raise ValueError(
+                f"adapter_params={self.adapter_params!r} applies to adapters given by name; set the parameters "
+                f"on the adapter instance ({type(self.adapter).__name__})."
+            )
 
     def _make_adapter(self, skada, n_source, n_target, n_features):
         if self.adapter is None:
@@ -344,15 +349,11 @@ class EmbeddingDAClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        if not isinstance(self.scale, (bool, np.bool_)):
-            raise ValueError(f"scale must be a bool, got {self.scale!r}.")
-        self._check_adapter()
+        self._check_params()
         skada = _import_skada()
         estimator = clone(self.estimator) if self.estimator is not None else _default_estimator()
         X_s, y_s, X_t, sd_s, target = _split_domains(X, y, X_target, sample_domain)
-        classes, y_enc = _check_source_labels(y_s)
-        if len(y_enc) != _n_rows(X_s):
-            raise ValueError(f"X and y have different lengths: {_n_rows(X_s)} inputs but {len(y_enc)} targets.")
+        classes, y_enc = _check_source_labels(y_s, _n_rows(X_s))
         self.extractor_ = clone(self.extractor) if self.extractor is not None else None
         if self.extractor_ is None:
             from .selection._scores import _check_matrix
@@ -774,21 +775,22 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         self.class_weight = class_weight
 
     # ---------------------------------------------------------- validation
+    _parameter_constraints: dict = {
+        **_FineTunedBase._parameter_constraints,
+        "domain_weight": [Interval(Real, 0, None, closed="left")],
+        "domain_schedule": [StrOptions({"ganin", "constant"})],
+        "domain_hidden": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": _CLASS_WEIGHT,
+    }
+
     def _check_params(self):
         super()._check_params()
+        # Explicit rather than a narrower StrOptions: the message says what to use instead.
         if self.strategy == "linear_probe":
             raise ValueError(
                 "DANNClassifier adapts the backbone's features: strategy='linear_probe' freezes them. "
                 "Use 'full', 'partial' or 'progressive' (or EmbeddingDAClassifier for frozen features)."
             )
-        w = self.domain_weight
-        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not w >= 0:
-            raise ValueError(f"domain_weight must be a number >= 0, got {w!r}.")
-        if self.domain_schedule not in ("ganin", "constant"):
-            raise ValueError(f"domain_schedule must be 'ganin' or 'constant', got {self.domain_schedule!r}.")
-        from ._inputs import check_in_range_int
-
-        check_in_range_int(self.domain_hidden, "domain_hidden", 1)
 
     # --------------------------------------------------------------- hooks
     def _build_module(self, shared, n_out):
@@ -856,8 +858,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         """
         self._check_params()
         X_s, y_s, X_t, _, _ = _split_domains(X, y, X_target, sample_domain)
-        classes, y_enc = _check_source_labels(y_s)
-        self._check_lengths(X_s, y_enc)
+        classes, y_enc = _check_source_labels(y_s, _n_rows(X_s))
         self.classes_ = classes
         n_t = _n_rows(X_t)
         X_all = _concat(X_s, X_t)
@@ -894,16 +895,12 @@ def _dev_scorer_class(skada):
                 check_is_fitted(estimator, "pipeline_")
                 Z = estimator._embed(X, "X")
                 sd = np.asarray(sample_domain) if sample_domain is not None else None
-                y = np.asarray(y)
+                y = y if isinstance(y, np.ndarray) else np.asarray(y, dtype=object)  # each label's type kept
                 if sd is None or len(sd) != len(Z):
                     raise ValueError("DeepEmbeddedValidation needs sample_domain, one id per row of X.")
                 src = sd > 0
                 y_enc = np.full(len(Z), _MASKED, dtype=np.int64)
-                pos = np.searchsorted(estimator.classes_, y[src])
-                pos = np.clip(pos, 0, len(estimator.classes_) - 1)
-                if not np.array_equal(estimator.classes_[pos], y[src]):
-                    raise ValueError("The source labels of the scored fold hold a class unseen in fit.")
-                y_enc[src] = pos
+                _, y_enc[src] = encode_known_labels(y[src], estimator.classes_, name="the source labels of the scored fold")
                 sd = np.where(sd < 0, estimator.target_domain_, sd)
                 with _routing():
                     return super()._score(method_caller, estimator.pipeline_, Z, y_enc, sd, **kwargs)

@@ -157,7 +157,7 @@ def test_embedding_da_bad_input():
         EmbeddingDAClassifier().fit(bad, ys, X_target=Xt)
     with pytest.raises(ValueError, match="single class"):
         EmbeddingDAClassifier().fit(Xs, np.zeros(20), X_target=Xt)
-    with pytest.raises(ValueError, match="Unknown adapter"):
+    with pytest.raises(ValueError, match=r"'adapter' parameter of EmbeddingDAClassifier must be a str among .*'coral'.* Got 'magic'"):
         EmbeddingDAClassifier(adapter="magic").fit(Xs, ys, X_target=Xt)
     with pytest.raises(ValueError, match="2 target domains"):
         EmbeddingDAClassifier().fit(np.r_[Xs, Xt], np.r_[ys, ys], sample_domain=np.r_[np.ones(20, int), [-2] * 10, [-3] * 10])

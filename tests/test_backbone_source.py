@@ -270,3 +270,36 @@ def test_the_reachability_memo_is_bounded(monkeypatch):
         assert not _offline.hub_reachable(f"host{i}.invalid")
     assert len(_offline._probe_memo) == _offline._PROBE_MEMO_MAXSIZE
     assert "host0.invalid" not in _offline._probe_memo
+
+
+# ------------------------------------------- what estimators ask a backbone
+def test_estimators_ask_the_backbone_not_its_modality():
+    """What FewShot, ZeroShot and the trainable module used to decide by ``modality``."""
+    import numpy as np
+
+    from sktransfer.backbones._base import ImageNormalize
+
+    text, image = load_backbone(TEXT), load_backbone(IMAGE)
+    # The normalisation a trainable module applies: a fresh copy for images, none for text.
+    norm = image.input_normalization()
+    assert isinstance(norm, ImageNormalize) and norm is not image.normalize
+    assert torch.equal(norm.mean, image.normalize.mean) and text.input_normalization() is None
+    # Inference batches: longest texts first; images as given.
+    assert text.batch_order(["ab", "abcd", "a", "abcd"]).tolist() == [1, 3, 0, 2]
+    assert image.batch_order([0, 1, 2]).tolist() == [0, 1, 2]
+    # Truncation: texts longer than the limit are counted (and warned about); images never are.
+    with pytest.warns(UserWarning, match="1 of 2 texts are longer"):
+        assert text.warn_truncation(["word " * 20, "short"], 8) == 1
+    assert image.warn_truncation([np.zeros((8, 8, 3), np.uint8)], 8) == 0
+    # Label prompts: inputs and embeddings of a text model; an image model without a text tower refuses.
+    assert text.prompts_as_inputs(["about sport"], "init_from_labels=True") == ["about sport"]
+    with pytest.raises(ValueError, match=r"init_from_labels=True needs a text backbone"):
+        image.prompts_as_inputs(["about sport"], "init_from_labels=True")
+    emb = text.embed_prompts(["about sport", "a much longer prompt about business and markets"], batch_size=1)
+    direct = text.embed(text.collate(["about sport"]))
+    assert emb.shape == (2, 384) and torch.allclose(emb[0], direct[0], atol=1e-5)
+    with pytest.raises(ValueError, match="no text tower"):
+        image.embed_prompts(["about sport"])
+    assert text.logit_scale is None and image.logit_scale is None
+    # A stand-in input of the model's kind passes its own input check.
+    assert text.check_inputs(text.example_inputs()) and image.check_inputs(image.example_inputs())

@@ -265,11 +265,11 @@ def test_unknown_model_names_fail_fast_and_clearly():
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"max_length": "long"}, "max_length must be None or a positive integer"),
-        ({"progress": "yes"}, "progress must be"),
-        ({"pooling": "max"}, "pooling must be 'mean' or 'cls'"),
-        ({"layer": "last"}, "layer must be None or an int"),
+        ({"batch_size": 0}, r"'batch_size' parameter of PretrainedFeatureExtractor must be an int in the range \[1, inf\) or None\. Got 0"),
+        ({"max_length": "long"}, r"'max_length' parameter of PretrainedFeatureExtractor must be an int .* or None\. Got 'long'"),
+        ({"progress": "yes"}, r"'progress' parameter of PretrainedFeatureExtractor must be .* Got 'yes'"),
+        ({"pooling": "max"}, r"'pooling' parameter of PretrainedFeatureExtractor must be a str among \{.*'mean'.*\}\. Got 'max'"),
+        ({"layer": "last"}, r"'layer' parameter of PretrainedFeatureExtractor must be an int .* or None\. Got 'last'"),
         ({"device": "cuda:7"} , "CUDA is not available"),
     ],
 )

@@ -7,6 +7,7 @@ benchmarks/sections/few_shot.md.
 """
 
 import pickle
+import re
 import tracemalloc
 import types
 
@@ -163,6 +164,17 @@ def test_pair_sampler_is_lazy_balanced_and_seeded():
 def test_bad_input_fails_clearly(X, y, params, match):
     with pytest.raises(ValueError, match=match):
         FewShotClassifier(TEXT, **params).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("warmup", 1.5), ("init_from_labels", "yes"), ("batch_size", 0), ("max_epochs", True), ("pooling", "max"),
+     ("label_descriptions", ["a"]), ("image_size", 4), ("estimator", "logistic")],
+)
+def test_every_parameter_is_checked_against_the_declared_table(name, value):
+    assert set(FewShotClassifier._parameter_constraints) == set(FewShotClassifier._get_param_names())
+    with pytest.raises(ValueError, match=rf"'{name}' parameter of FewShotClassifier must be .*Got {re.escape(repr(value))}"):
+        FewShotClassifier(TEXT, **{name: value}).fit(["a", "b", "c", "d"], ["x", "x", "y", "y"])
 
 
 def test_label_init_needs_a_text_backbone():

@@ -121,9 +121,10 @@ def test_all_bool_and_all_bytes_labels_keep_their_type():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"max_length": "evil"}, "max_length must be"),
-        ({"device": "evil"}, "device must be"),
-        ({"pooling": "max"}, "pooling must be"),
+        # Each names the parameter and the value (a table's error, or a hand-written one).
+        ({"max_length": "evil"}, r"max_length'? (parameter of \w+ )?must be .*'evil'"),
+        ({"device": "evil"}, r"device'? (parameter of \w+ )?must be .*'evil'"),
+        ({"pooling": "max"}, r"pooling'? (parameter of \w+ )?must be .*'max'"),
     ],
 )
 @pytest.mark.parametrize(

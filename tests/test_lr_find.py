@@ -182,7 +182,7 @@ def test_clone_and_grid_search_with_auto(digits, short_sweep):
 @pytest.mark.parametrize("cls", [FineTunedClassifier, FineTunedRegressor, LoRAClassifier, DANNClassifier])
 @pytest.mark.parametrize("bad", [0, -1e-3, float("nan"), float("inf"), "fast", "Auto", None, True, [1e-3]])
 def test_invalid_lr_is_refused_naming_the_parameter(cls, bad):
-    with pytest.raises(ValueError, match=r"lr must be a number > 0 or 'auto'"):
+    with pytest.raises(ValueError, match=r"The 'lr' parameter of \w+ must be a float in the range \(0\.0, inf\) or a str among \{'auto'\}\. Got "):
         cls(IMAGE, lr=bad).fit(np.zeros((4, 8, 8), np.uint8), [0, 1, 0, 1])
 
 

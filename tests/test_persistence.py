@@ -117,6 +117,51 @@ def test_every_save_writes_a_manifest_and_loads_back(name, fitted, saves, data):
     np.testing.assert_allclose(_outputs(back, X[20:24]), _outputs(fitted[name], X[20:24]), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["ft", "lora", "fewshot"])
+def test_classifier_saves_share_one_config_layout(name, saves):
+    cfg = json.loads(open(os.path.join(saves[name], "config.json")).read())
+    assert cfg["class"] == CLASSES[name].__name__ and isinstance(cfg["params"], dict)
+    assert isinstance(cfg["fitted"]["classes"], list) and "classes" not in cfg
+
+
+def _as_saved_by_0_1(path, label_descriptions):
+    """A FewShotClassifier save rewritten in the layout sktransfer 0.1 wrote (body and head files
+    unchanged): ``classes`` and ``label_descriptions`` (as pairs) beside ``params``, not in
+    ``fitted`` and ``params``; the manifest rewritten to match, as 0.1 wrote one."""
+
+    def old_layout(cfg):
+        cfg["classes"] = cfg["fitted"].pop("classes")
+        del cfg["params"]["label_descriptions"]
+        cfg["label_descriptions"] = label_descriptions
+
+    _edit_config(path, old_layout)
+
+
+def test_a_few_shot_save_in_the_0_1_layout_loads(fitted, saves, data, tmp_path):
+    path = _copy(saves, "fewshot", tmp_path)
+    _as_saved_by_0_1(path, [["business", "money and markets"]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = FewShotClassifier.load(str(path))
+    X, _ = data
+    np.testing.assert_allclose(back.predict_proba(X[20:24]), fitted["fewshot"].predict_proba(X[20:24]), atol=1e-5)
+    assert back.classes_.tolist() == fitted["fewshot"].classes_.tolist()
+    assert back.get_params()["label_descriptions"] == {"business": "money and markets"}
+    # And one without label descriptions (the usual case), re-saved in today's layout.
+    path = _copy(saves, "fewshot", tmp_path / "plain")
+    _as_saved_by_0_1(path, None)
+    again = FewShotClassifier.load(FewShotClassifier.load(str(path)).save(str(tmp_path / "resaved")))
+    assert again.get_params()["label_descriptions"] is None
+    np.testing.assert_allclose(again.predict_proba(X[20:24]), back.predict_proba(X[20:24]), atol=1e-6)
+
+
+def test_garbled_label_descriptions_in_a_few_shot_save_are_named(saves, tmp_path):
+    path = _copy(saves, "fewshot", tmp_path)
+    _edit_config(path, lambda cfg: cfg["params"].update(label_descriptions=[["a", "b", "c"]]))
+    with pytest.raises(ValueError, match=r"config\.json': label_descriptions is not a list of \[key, value\] pairs"):
+        FewShotClassifier.load(str(path))
+
+
 @pytest.mark.parametrize("name", sorted(WEIGHTS))
 def test_one_flipped_byte_in_the_weights_is_refused_naming_the_file(name, saves, tmp_path):
     path = _copy(saves, name, tmp_path)
@@ -146,8 +191,7 @@ def test_reversed_classes_in_the_config_are_refused(name, saves, tmp_path):
     path = _copy(saves, name, tmp_path)
 
     def reverse(cfg):
-        table = cfg if name == "fewshot" else cfg["fitted"]
-        table["classes"] = table["classes"][::-1]
+        cfg["fitted"]["classes"] = cfg["fitted"]["classes"][::-1]
 
     _edit_config(path, reverse, resign=False)
     with pytest.raises(ValueError, match=r"config\.json.*SHA-256"):
@@ -255,8 +299,7 @@ def test_a_class_count_that_does_not_fit_the_weights_is_named(name, fitted, save
     n = len(fitted[name].classes_) - 1
 
     def drop_one(cfg):
-        table = cfg if name == "fewshot" else cfg["fitted"]
-        table["classes"] = table["classes"][:-1]
+        cfg["fitted"]["classes"] = cfg["fitted"]["classes"][:-1]
 
     _edit_config(path, drop_one)
     with pytest.raises(ValueError, match=f"{n} classes") as err:
@@ -272,7 +315,7 @@ def test_a_class_count_that_does_not_fit_the_weights_is_named(name, fitted, save
 )
 def test_garbled_classes_in_a_consistent_save_are_refused(name, classes, match, saves, tmp_path):
     path = _copy(saves, name, tmp_path)
-    _edit_config(path, lambda cfg: (cfg if name == "fewshot" else cfg["fitted"]).update(classes=classes))
+    _edit_config(path, lambda cfg: cfg["fitted"].update(classes=classes))
     with pytest.raises(ValueError, match=rf"config\.json': 'classes' {match}"):
         _load(name, path)
 
@@ -301,13 +344,19 @@ def test_lora_refuses_another_base_and_names_both(saves):
         LoRAClassifier.load(saves["lora"], backbone=IMAGE)
 
 
+def _invalid(name, value):
+    """The refusal of ``name=value`` in a config, naming both: ``name must be ...`` or sklearn's
+    ``The 'name' parameter of <class> must be ... Got value instead.``"""
+    return rf"config\.json' holds an invalid parameter: (The '{name}' parameter of \w+ must be .*Got {re.escape(repr(value))}|{name} must be)"
+
+
 _INVALID = {
-    "lr": ({"lr": "evil"}, r"config\.json' holds an invalid parameter: lr must be"),
+    "lr": ({"lr": "evil"}, _invalid("lr", "evil")),
     "unknown": ({"evil": 1}, r"unknown parameters \['evil'\]"),
-    "device": ({"device": "evil"}, r"config\.json' holds an invalid parameter: device must be"),
-    "max_length": ({"max_length": "evil"}, r"config\.json' holds an invalid parameter: max_length must be"),
-    "backbone": ({"backbone": []}, r"config\.json' holds an invalid parameter: backbone must be"),
-    "pooling": ({"pooling": 0}, r"config\.json' holds an invalid parameter: pooling must be"),
+    "device": ({"device": "evil"}, _invalid("device", "evil")),
+    "max_length": ({"max_length": "evil"}, _invalid("max_length", "evil")),
+    "backbone": ({"backbone": []}, _invalid("backbone", [])),
+    "pooling": ({"pooling": 0}, _invalid("pooling", 0)),
 }
 # Every case on one estimator, and one case on each of the others (they share the checks).
 _INVALID_CASES = [("ft", case) for case in _INVALID] + [
@@ -327,7 +376,7 @@ def test_an_invalid_parameter_in_the_config_is_refused(name, case, saves, tmp_pa
 def test_lora_target_modules_in_the_config_are_checked(saves, tmp_path):
     path = _copy(saves, "lora", tmp_path)
     _edit_config(path, lambda cfg: cfg["params"].update(target_modules=5))
-    with pytest.raises(ValueError, match=r"config\.json' holds an invalid parameter: target_modules must be"):
+    with pytest.raises(ValueError, match=_invalid("target_modules", 5)):
         LoRAClassifier.load(str(path))
 
 

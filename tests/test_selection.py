@@ -379,7 +379,7 @@ def test_selector_when_every_candidate_fails(digits):
         ({"candidates": [{"layer": 1}]}, "without a 'backbone'"),
         ({"candidates": [3]}, r"candidates\[0\] is a int"),
         ({"candidates": ["timm/x", "timm/x"]}, "unique"),
-        ({"candidates": ["timm/x"], "metric": "auc"}, "Unknown transferability metric"),
+        ({"candidates": ["timm/x"], "metric": "auc"}, r"'metric' parameter of BackboneSelector must be a str among .*'logme'.* Got 'auc'"),
         ({"candidates": ["timm/x"], "confirm_top_k": -1}, "confirm_top_k"),
         ({"candidates": ["timm/x"], "extractor_params": {"layer": 2}}, "may not set"),
     ],

@@ -134,6 +134,31 @@ def test_sklearn_data_free_checks(estimator, check):
     check(name, clone(estimator))
 
 
+DECLARED = [e for e in ESTIMATORS if hasattr(e, "_parameter_constraints")]
+
+
+@pytest.mark.parametrize("estimator", DECLARED, ids=_label)
+def test_parameters_are_declared_and_checked_in_fit(estimator):
+    # sklearn's check_param_validation (parametrize_with_checks does not yield
+    # it): one constraint per parameter, and fit refuses a value of no valid
+    # type, or a valid type but out of range, with sklearn's
+    # InvalidParameterError naming the parameter, before any model loads.
+    ec.check_param_validation(type(estimator).__name__, clone(estimator))
+
+
+@pytest.mark.parametrize(
+    "estimator, name",
+    [(FineTunedClassifier(IMAGE), "max_epochs"), (LoRAClassifier(TEXT), "r"), (FineTunedRegressor(TEXT), "lr"),
+     (DANNClassifier(IMAGE), "domain_weight"), (PretrainedFeatureExtractor(TEXT), "batch_size"),
+     (BackboneSelector([IMAGE]), "confirm_top_k")],
+    ids=lambda v: v if isinstance(v, str) else type(v).__name__,
+)
+def test_a_bool_is_not_a_number(estimator, name):
+    # sklearn's Interval lets True through as 1; a bool is refused where a number is meant.
+    with pytest.raises(ValueError, match=rf"The '{name}' parameter of {type(estimator).__name__} must be .* Got True"):
+        clone(estimator).set_params(**{name: True}).fit(np.zeros((4, 8, 8), np.uint8), [0, 1, 0, 1])
+
+
 def test_clone_and_set_params_reach_nested_and_list_params():
     few_shot = FewShotClassifier(TEXT, estimator=LogisticRegression(C=2.0))
     assert clone(few_shot).get_params()["estimator"].C == 2.0

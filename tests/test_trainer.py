@@ -125,5 +125,5 @@ def test_augmentation_default_follows_the_strategy(strategy, augments, one_threa
 
 
 def test_bad_augment_is_refused():
-    with pytest.raises(ValueError, match="augment must be True, False or 'auto'"):
+    with pytest.raises(ValueError, match=r"'augment' parameter of FineTunedClassifier must be .* or a str among \{'auto'\}\. Got 'yes'"):
         FineTunedClassifier(TEXT, augment="yes").fit(["a b", "c d"], [0, 1])

@@ -8,6 +8,7 @@ functions, not accuracy.
 """
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -129,6 +130,15 @@ def test_labeled_X_gives_the_candidates_and_pickle_round_trips(news, zs_news):
 def test_bad_labels_and_templates_fail_clearly(X, y, params, match):
     with pytest.raises(ValueError, match=match):
         ZeroShotClassifier(TEXT, **params).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "name, value", [("temperature", -1.0), ("batch_size", 0), ("progress", "yes"), ("cache", 3), ("label_descriptions", [1])]
+)
+def test_every_parameter_is_checked_against_the_declared_table(name, value):
+    assert set(ZeroShotClassifier._parameter_constraints) == set(ZeroShotClassifier._get_param_names())
+    with pytest.raises(ValueError, match=rf"'{name}' parameter of ZeroShotClassifier must be .*Got {re.escape(repr(value))}"):
+        ZeroShotClassifier(TEXT, **{name: value}).fit(None, ["sport", "business"])
 
 
 def test_image_backbone_without_text_tower_is_refused():

@@ -7,6 +7,7 @@ the model's own pretrained configuration.
 """
 
 import hashlib
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -36,10 +37,14 @@ class Backbone:
         removed. Fine-tuning trains this module.
     embedding_dim : int
         Width of the pooled features.
+    logit_scale : float or None
+        The model's learned inverse temperature between inputs and label
+        prompts (CLIP); None for models without one.
     """
 
     family = "base"
     modality = None
+    logit_scale = None
 
     def __init__(self, name, body, embedding_dim, source, weights_path=None):
         self.name = name
@@ -107,6 +112,35 @@ class Backbone:
         (padded to its longest text; images decoded here, batch by batch)."""
         raise NotImplementedError
 
+    def batch_order(self, items):
+        """The order in which to batch ``items`` for inference (default: as given)."""
+        import numpy as np
+
+        return np.arange(len(items))
+
+    def warn_truncation(self, items, max_length=None):
+        """Warn when some ``items`` will be truncated; returns how many (default: none are)."""
+        return 0
+
+    def example_inputs(self):
+        """One valid input row, standing in for absent inputs when an estimator is fitted without ``X``."""
+        raise NotImplementedError
+
+    # -- label prompts ----------------------------------------------------
+    def prompts_as_inputs(self, texts, purpose):
+        """Label prompts as input rows of this model (text models), else a ValueError naming ``purpose``."""
+        raise ValueError(
+            f"{purpose} needs a text backbone: the label names are added as text examples, "
+            f"but {self.name!r} reads images."
+        )
+
+    def embed_prompts(self, texts, max_length=None):
+        """Label prompts → float32 tensor ``(n, d)`` in the space of the inputs' embeddings (not normalised)."""
+        raise ValueError(
+            f"Backbone {self.name!r} reads images but has no text tower to embed the label prompts. "
+            "Zero-shot image classification needs a CLIP model, e.g. 'open_clip/ViT-B-32'."
+        )
+
     # -- forward ----------------------------------------------------------
     def collate(self, items, max_length=None, image_size=None):
         """Turn a list of validated inputs into a batch for :meth:`embed`."""
@@ -128,7 +162,25 @@ class Backbone:
             "timm or torchvision image classifier. Use logme_score or h_score."
         )
 
+    # -- export (fast CPU backends) ---------------------------------------
+    def export_spec(self, layer=None, max_length=None, image_size=None):
+        """What an ONNX export of the body needs: an :class:`ExportSpec`.
+
+        Raises ``NotImplementedError`` with the reason when this backbone
+        cannot be exported (``sktransfer._runtime`` turns it into an error
+        naming the backbone and the backend).
+        """
+        raise NotImplementedError(f"the {self.family!r} family has no exportable body")
+
     # -- fine-tuning ------------------------------------------------------
+    def input_normalization(self):
+        """A fresh copy of the normalisation a trainable module applies to its inputs, or None.
+
+        Image models normalise uint8 crops inside the module (after
+        augmentation); text models need none.
+        """
+        return None
+
     def block_groups(self):
         """Parameter names grouped from the stem (first) to the top (last).
 
@@ -180,3 +232,63 @@ def trainable_copy(body):
         if getattr(module, "_output_capturing_hooks_installed", False):
             module._output_capturing_hooks_installed = False
     return body
+
+
+@dataclass
+class ExportSpec:
+    """How to export a backbone's body to ONNX (``Backbone.export_spec``).
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        Takes the inputs positionally, in ``input_names`` order, and returns
+        the pooled features ``(n, d)`` (the final embedding).
+    input_names : tuple of str
+        The keyword inputs of :meth:`Backbone.module_inputs`, in the order
+        ``module`` takes them (they become the ONNX graph's input names).
+    example : tuple of torch.Tensor
+        Example inputs for tracing, in ``input_names`` order (batch of 2).
+    dynamic_axes : dict
+        ``torch.onnx.export``'s dynamic axes (batch; sequence for text).
+    graph_key : dict
+        The preprocessing that shapes the exported graph (part of its cache
+        key: image size; nothing for text, whose length is dynamic).
+    int8 : {"dynamic", "static"}
+        ONNX int8 scheme that keeps this model accurate: dynamic (ONNX
+        Runtime, weights only, per channel, on MatMuls: transformers) or
+        static with calibration (NNCF's QDQ, per channel: CNNs).
+    nncf_model_type : str or None
+        NNCF's ``ModelType`` name for OpenVINO int8 (``"TRANSFORMER"``) or None.
+    """
+
+    module: nn.Module
+    input_names: tuple
+    example: tuple
+    dynamic_axes: dict
+    graph_key: dict = field(default_factory=dict)
+    int8: str = "static"
+    nncf_model_type: str = None
+
+
+class PositionalBody(nn.Module):
+    """A body taking keyword inputs, called with them positionally in ``names`` order.
+
+    ``torch.onnx.export`` binds inputs by position: wrapping fixes the order
+    to ``names`` whatever the body's signature (``attention_mask`` can never
+    receive the token types).
+    """
+
+    def __init__(self, body, names, normalize=None):
+        super().__init__()
+        self.body = body
+        self.names = tuple(names)
+        self.normalize = normalize
+
+    def forward(self, *tensors):
+        kwargs = dict(zip(self.names, tensors))
+        if self.normalize is not None:  # image bodies: uint8 crops under "X"
+            out = self.body(self.normalize(kwargs["X"]))
+        else:
+            out = self.body(**kwargs)
+        # No Cast node when already float32 (NNCF's ONNX passes fail on a no-op Cast at the output).
+        return out if out.dtype == torch.float32 else out.float()

@@ -135,6 +135,9 @@ class ClipBackbone(ImageBackbone):
                 outs.append(self.clip_model.encode_text(tokens).float().cpu())
         return torch.cat(outs)
 
+    def embed_prompts(self, texts, max_length=None):
+        return self.embed_text(texts)
+
     # -- layers -----------------------------------------------------------
     def _blocks(self):
         """The image tower's repeated blocks: the first ModuleList of 2+ modules."""

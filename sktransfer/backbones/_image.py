@@ -84,6 +84,38 @@ class ImageBackbone(Backbone):
             crops[start : start + len(chunk)] = self.collate(chunk, image_size=image_size).numpy()
         return {"X": crops}
 
+    def example_inputs(self):
+        size = self.preprocess_config()["input_size"]
+        return [np.zeros((size, size, 3), dtype=np.uint8)]
+
+    def input_normalization(self):
+        import copy
+
+        return copy.deepcopy(self.normalize)
+
+    def export_spec(self, layer=None, max_length=None, image_size=None):
+        """The body with its normalisation as an ONNX-exportable module: uint8 crops ``X``, dynamic batch."""
+        import copy
+
+        from ._base import ExportSpec, PositionalBody
+
+        if layer is not None:
+            raise NotImplementedError(
+                f"layer={layer} (an intermediate layer) is not exported: only the final embedding "
+                "(layer=None) is"
+            )
+        size = self.preprocess_config(image_size)["input_size"]
+        module = PositionalBody(self.body, ("X",), normalize=copy.deepcopy(self.normalize).cpu()).eval()
+        return ExportSpec(
+            module=module,
+            input_names=("X",),
+            example=(torch.zeros((2, 3, size, size), dtype=torch.uint8),),
+            dynamic_axes={"X": {0: "batch"}, "embedding": {0: "batch"}},
+            graph_key={"input_size": int(size)},
+            int8="static",
+            nncf_model_type=None,
+        )
+
     def to(self, device):
         super().to(device)
         self.normalize.to(device)

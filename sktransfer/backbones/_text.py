@@ -119,6 +119,50 @@ class TextBackbone(Backbone):
 
         return check_texts(X)
 
+    def batch_order(self, items):
+        """Longest texts first, as ``SentenceTransformer.encode`` batches: less padding."""
+        import numpy as np
+
+        return np.argsort([-len(t) for t in items], kind="stable")
+
+    def example_inputs(self):
+        return ["example"]
+
+    def prompts_as_inputs(self, texts, purpose):
+        return self.check_inputs(texts)
+
+    def embed_prompts(self, texts, max_length=None, batch_size=64):
+        texts = list(texts)
+        order = self.batch_order(texts)
+        out = torch.empty((len(texts), self.embedding_dim), dtype=torch.float32)
+        for s in range(0, len(texts), batch_size):
+            idx = order[s : s + batch_size]
+            out[torch.as_tensor(idx)] = self.embed(self.module_inputs(texts, idx, max_length)).cpu()
+        return out
+
+    def export_spec(self, layer=None, max_length=None, image_size=None):
+        """The body as an ONNX-exportable module: token inputs by name, dynamic batch and length."""
+        from ._base import ExportSpec, PositionalBody
+
+        if layer is not None:
+            raise NotImplementedError(
+                f"layer={layer} (an intermediate layer) is not exported: only the final embedding "
+                "(layer=None) is"
+            )
+        batch = self.collate(["an example text to trace the body with", "short"], max_length=max_length)
+        names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch)
+        axes = {k: {0: "batch", 1: "sequence"} for k in names}
+        axes["embedding"] = {0: "batch"}
+        return ExportSpec(
+            module=PositionalBody(self.body, names).eval(),
+            input_names=names,
+            example=tuple(batch[k] for k in names),
+            dynamic_axes=axes,
+            graph_key={},
+            int8="dynamic",
+            nncf_model_type="TRANSFORMER",
+        )
+
     def encode(self, items, max_length=None, image_size=None, warn_truncation=False):
         """Token ids and attention masks padded to ``max_length``, int64 (``warn_truncation``: at fit)."""
         import numpy as np

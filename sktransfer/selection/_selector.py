@@ -1,17 +1,18 @@
 """`BackboneSelector`: rank candidate backbones (and layers) by transferability."""
 
-import numbers
+import os
 import time
+from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import get_tags
+from sklearn.utils._param_validation import HasMethods, Hidden, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_labels
-from ._scores import PROBABILITY_SCORES, SourceProbabilityExtractor, _check_targets, get_score_function
+from .._validation import check_labels, check_params, check_targets
+from ._scores import PROBABILITY_SCORES, SCORES, SourceProbabilityExtractor, get_score_function
 
 _EXTRACTOR_PARAMS = (
     "backbone", "layer", "pooling", "normalize", "batch_size", "max_length",
@@ -226,7 +227,24 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         return given if given is not None else _default_head()
 
     # -------------------------------------------------------------- checks
+    _parameter_constraints: dict = {
+        # Any iterable of candidates; what each may be is checked by
+        # _parse_candidate (a structure no table can describe).
+        "candidates": "no_validation",
+        "metric": [StrOptions(set(SCORES)), callable],
+        "estimator": [HasMethods(["fit"]), None],
+        "confirm_top_k": [Interval(Integral, 0, None, closed="left")],
+        "cv": ["cv_object"],
+        "probe_scoring": [str, callable, None],
+        "extractor_params": [dict, None],
+        "cache": ["boolean", str, bytes, os.PathLike, None],
+        "refit": ["boolean"],
+        "verbose": [Interval(Integral, 0, 2, closed="both"), "boolean"],
+        "head": [Hidden(StrOptions({"deprecated"})), HasMethods(["fit"]), None],  # deprecated: estimator=
+    }
+
     def _check_params(self):
+        check_params(self)
         if isinstance(self.candidates, (str, dict, tuple)) or not hasattr(self.candidates, "__iter__"):
             raise ValueError(f"candidates must be a list of candidates, got {type(self.candidates).__name__}.")
         parsed = [_parse_candidate(c, i) for i, c in enumerate(self.candidates)]
@@ -236,13 +254,7 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
         dup = sorted({n for n in labels if labels.count(n) > 1})
         if dup:
             raise ValueError(f"Candidate labels must be unique, got duplicates {dup}; give them a 'name'.")
-        get_score_function(self.metric)
-        k = self.confirm_top_k
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
-            raise ValueError(f"confirm_top_k must be an int >= 0, got {k!r}.")
         if self.extractor_params is not None:
-            if not isinstance(self.extractor_params, dict):
-                raise ValueError(f"extractor_params must be a dict or None, got {type(self.extractor_params).__name__}.")
             unknown = set(self.extractor_params) - set(_EXTRACTOR_PARAMS) - {"backbone", "layer"}
             bad = unknown | ({"backbone", "layer"} & set(self.extractor_params))
             if bad:
@@ -250,11 +262,7 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
                     f"extractor_params may not set {sorted(bad)}: backbone and layer come from the "
                     f"candidates, and the allowed keys are {[p for p in _EXTRACTOR_PARAMS if p not in ('backbone', 'layer')]}."
                 )
-        probe = self._estimator(warn=True)
-        if not hasattr(probe, "fit"):
-            raise ValueError(f"estimator must be an estimator with fit, got {probe!r}.")
-        if self.verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}.")
+        self._estimator(warn=True)  # estimator and head both given: an error; head alone: a FutureWarning
         return parsed
 
     def _check_y(self, y, n):
@@ -285,26 +293,17 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
                     f"{np.asarray(y, dtype=object).ravel()[:3].tolist()!r}...; for class labels use a "
                     "classifier head."
                 ) from None
-            if targets.ndim == 0 or len(targets) != n:
-                raise ValueError(f"X and y have different lengths: {n} inputs but {targets.size} targets.")
-            _check_targets(targets, n)  # names the first NaN/infinite row
+            check_targets(targets, n_rows=n, task=f"the regressor head {head_name}")  # names a NaN/infinite row
             return targets, "regression"
 
-        raw = y if isinstance(y, np.ndarray) else np.asarray(y) if y is not None else None
-        if raw is not None and raw.dtype.kind == "f" and raw.size and np.isfinite(raw).all():
-            if type_of_target(raw.reshape(len(raw), -1) if raw.ndim > 1 else raw) in (
-                "continuous", "continuous-multioutput"
-            ):
-                if labels_only:
-                    why = f"metric={self.metric!r} scores class labels"
-                else:
-                    why = f"the head {head_name} is a classifier"
-                raise ValueError(
-                    f"y is continuous (e.g. {raw.ravel()[0].item()!r}); {why}. To rank backbones for continuous "
-                    "targets use metric='logme' with a regressor head, e.g. "
-                    "BackboneSelector(candidates, estimator=Ridge())."
-                )
-        labels = check_labels(y, n_rows=n, task="ranking backbones for a classifier")
+        why = f"metric={self.metric!r} scores class labels" if labels_only else f"the head {head_name} is a classifier"
+        labels = check_labels(
+            y, n_rows=n, task="ranking backbones for a classifier",
+            advice=(
+                f"Here {why}: to rank backbones for continuous targets use metric='logme' with a regressor "
+                "head, e.g. BackboneSelector(candidates, estimator=Ridge())."
+            ),
+        )
         return labels, "classification"
 
     def _extractor_params(self, params):
