@@ -73,6 +73,28 @@ def summarize(runs):
     }
 
 
+def alternate(arms, reps, log=None):
+    """Time each arm ``reps`` times, interleaved: ``{name: [seconds per rep]}``.
+
+    ``arms`` maps a name to a zero-argument callable. Every repetition runs
+    every arm once; the order rotates by one arm per repetition and is
+    reversed on odd ones (ABBA for two arms), so that drift and bursts of
+    load on a shared machine fall on all arms alike, and the ``r``-th times
+    of two arms are a pair (same conditions) for paired ratios.
+    """
+    names = list(arms)
+    times = {n: [] for n in names}
+    for r in range(reps):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order if r % 2 == 0 else order[::-1]:
+            t = time.perf_counter()
+            arms[n]()
+            times[n].append(time.perf_counter() - t)
+        if log:
+            log(f"    rep {r + 1}/{reps}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names))
+    return times
+
+
 # --------------------------------------------------------------------- data
 def per_class(y, n, rng, exclude=None):
     """``n`` indices per class of ``y``, drawn without replacement, shuffled.

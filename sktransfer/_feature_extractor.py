@@ -1,7 +1,7 @@
 """`PretrainedFeatureExtractor`: frozen backbones as sklearn transformers."""
 
 import os
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -22,6 +22,13 @@ from .backbones import load_backbone
 # throughput"; on a loaded machine the ranking is noisy). Text: as
 # SentenceTransformer.encode. CUDA values are conventional, not measured here.
 _DEFAULT_BATCH = {("image", "cpu"): 4, ("text", "cpu"): 32, ("image", "cuda"): 64, ("text", "cuda"): 64}
+
+# Output precisions, as sentence-transformers' ``quantize_embeddings``.
+_PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+
+# Texts tokenized together with long_texts chunking: their windows share
+# forward passes of batch_size windows (bounded memory for the token lists).
+_CHUNK_GROUP_BATCHES = 8
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -52,14 +59,52 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         Token pooling for ``hf/`` encoders (sentence-transformers models use
         their own pooling).
     normalize : bool, default=False
-        L2-normalise each embedding (useful with cosine-based heads).
+        L2-normalise each embedding (useful with cosine-based heads), after
+        ``truncate_dim`` and before ``precision``.
+    truncate_dim : int or None, default=None
+        Keep the first ``truncate_dim`` dimensions of each embedding
+        (Matryoshka-style), then ``normalize``. Models trained with a
+        Matryoshka loss (e.g. ``nomic-embed-text-v1.5``) keep most of their
+        accuracy down to 64-256 dimensions; others, all-MiniLM-L6-v2
+        included, were not trained for it and lose more: measure what it
+        costs on your task. More than the embedding's dimension is a
+        ValueError at ``fit``.
+    precision : {"float32", "float16", "int8", "uint8", "binary", "ubinary"}, default="float32"
+        Type of the output, as sentence-transformers' ``quantize_embeddings``:
+        ``"float16"`` halves it; ``"int8"`` / ``"uint8"`` map each
+        dimension's range onto 256 levels (4x smaller), with the ranges
+        learned from the embeddings of the ``X`` given to ``fit``
+        (``quantization_ranges_``; values outside are clipped), so every
+        ``transform`` uses the same scale; ``"binary"`` (int8) /
+        ``"ubinary"`` (uint8) keep the sign of each dimension, 8 per byte
+        (``ceil(dim / 8)`` columns, 32x smaller; compare them with Hamming
+        distance). Binary precisions need ``normalize=False``. The
+        embedding cache always stores the full float32 embedding, so one
+        cache serves every ``truncate_dim`` and ``precision``.
     batch_size : int or None, default=None
         Inputs per forward pass. None picks a measured default per modality
         and device.
     max_length : int or None, default=None
-        Token limit for text (None: the model's default). Longer texts are
-        truncated. At most the model's positional limit (512 for BERT-like
-        encoders); more raises a ValueError at ``fit``.
+        Token limit for text (None: the model's default), per window with
+        ``long_texts`` chunking. At most the model's positional limit (512
+        for BERT-like encoders); more raises a ValueError at ``fit``.
+    long_texts : {"truncate", "chunk_mean", "chunk_max"}, default="truncate"
+        What to do with a text longer than ``max_length`` tokens.
+        ``"truncate"`` reads its beginning only. ``"chunk_mean"`` and
+        ``"chunk_max"`` split it into overlapping token windows of
+        ``max_length`` tokens, embed every window (the windows of many
+        texts share batches of ``batch_size`` windows), and pool the
+        windows of each text by their mean or elementwise maximum. A text
+        that fits in one window gets the same embedding as with
+        ``"truncate"``; a long one costs one forward per window. Text
+        backbones only.
+    chunk_overlap : float in [0, 0.5], default=0.125
+        With ``long_texts`` chunking: the fraction of a window's tokens
+        repeated at the start of the next one (32 of MiniLM's 254 text
+        tokens), so that a sentence cut at one window's edge is read whole
+        in the next, for about 14% more windows than no overlap. A
+        fraction rather than a token count, so that it suits every
+        ``max_length``. Ignored with ``"truncate"``.
     image_size : int or None, default=None
         Square input size for images (None: the model's pretrained size).
         Smaller is faster and often enough for small images.
@@ -83,7 +128,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     cache : None, True or str, default=None
         Directory of the persistent embedding cache (True: the configured
         default, ``~/.cache/sktransfer``). Each input is embedded once per
-        backbone/preprocessing/layer and reused across folds, clones,
+        backbone/preprocessing/layer/backend/``long_texts`` (full float32
+        embeddings, before ``truncate_dim``, ``normalize`` and
+        ``precision``) and reused across folds, clones,
         processes and restarts. A path that is a file is an error at
         ``fit``; a directory that can't be written is still read (one
         warning, the rest is computed and not stored).
@@ -95,7 +142,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     modality_ : {"text", "image"}
         What the backbone reads.
     embedding_dim_ : int
-        Number of output features.
+        Dimension of the embeddings (``truncate_dim`` when set). The output
+        has this many columns, except with binary precisions:
+        ``ceil(embedding_dim_ / 8)`` bytes.
+    quantization_ranges_ : ndarray of shape (2, embedding_dim_) or None
+        With ``precision="int8"`` or ``"uint8"``: the minimum and maximum of
+        each dimension over the (truncated, normalised) embeddings of the
+        ``X`` given to ``fit``; None otherwise.
     layer_ : int or None
         The resolved (non-negative) layer index.
     backbone_source_ : str
@@ -137,8 +190,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         layer=None,
         pooling="mean",
         normalize=False,
+        truncate_dim=None,
+        precision="float32",
         batch_size=None,
         max_length=None,
+        long_texts="truncate",
+        chunk_overlap=0.125,
         image_size=None,
         device="auto",
         backend="torch",
@@ -150,8 +207,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.layer = layer
         self.pooling = pooling
         self.normalize = normalize
+        self.truncate_dim = truncate_dim
+        self.precision = precision
         self.batch_size = batch_size
         self.max_length = max_length
+        self.long_texts = long_texts
+        self.chunk_overlap = chunk_overlap
         self.image_size = image_size
         self.device = device
         self.backend = backend
@@ -166,9 +227,14 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "layer": [Interval(Integral, None, None, closed="neither"), None],
         "pooling": [StrOptions({"mean", "cls"})],
         "normalize": ["boolean"],
+        # Also at most the embedding's dimension: checked in fit, when it is known.
+        "truncate_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "precision": [StrOptions(set(_PRECISIONS))],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         # Also at most the model's positional limit: checked in fit, when it is known.
         "max_length": [Interval(Integral, 2, None, closed="left"), None],
+        "long_texts": [StrOptions({"truncate", "chunk_mean", "chunk_max"})],
+        "chunk_overlap": [Interval(Real, 0, 0.5, closed="both")],
         "image_size": [Interval(Integral, 8, None, closed="left"), None],
         "device": [str, torch.device, None],
         "backend": [StrOptions({"torch", "onnx", "openvino"})],
@@ -181,6 +247,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _check_params(self):
         check_params(self)
         check_backbone_and_device(self.get_params(deep=False))  # before the backbone loads
+        if self.precision in ("binary", "ubinary") and self.normalize:
+            raise ValueError(
+                f"precision={self.precision!r} keeps only the sign of each dimension, which normalize=True "
+                "cannot change (it divides by a positive norm), and packed bits are not unit vectors: "
+                "compare binary codes with Hamming distance. Set normalize=False."
+            )
         if self.quantize is not None and self.backend == "torch":
             raise ValueError(
                 f"quantize={self.quantize!r} needs backend='onnx' or 'openvino' (torch's own dynamic int8 "
@@ -199,7 +271,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def fit(self, X, y=None):
         """Load the backbone and check that ``X`` suits it.
 
-        Nothing is learned: the backbone stays frozen. ``y`` is ignored.
+        The backbone stays frozen. The only thing learned from ``X`` is the
+        per-dimension range of its embeddings with ``precision="int8"`` or
+        ``"uint8"`` (``quantization_ranges_``). ``y`` is ignored.
 
         Parameters
         ----------
@@ -211,17 +285,56 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         -------
         self : PretrainedFeatureExtractor
         """
+        self._fit(X)
+        return self
+
+    @property
+    def _n_features_out(self):
+        if self.precision in ("binary", "ubinary"):
+            return -(-self.embedding_dim_ // 8)
+        return self.embedding_dim_
+
+    def fit_transform(self, X, y=None):
+        """Fit to ``X`` and embed it (each row embedded once, also when ``fit`` needs the embeddings).
+
+        Parameters
+        ----------
+        X : list, array, Series or one-column DataFrame
+            Texts, or images (paths, PIL images, arrays).
+        y : ignored
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features_out)
+        """
+        items, rows = self._fit(X)
+        if rows is None:
+            rows = self._finish(self._embed(items))
+        return self._quantize(rows)
+
+    def _fit(self, X):
+        """Fit; returns the validated rows and, when fit embedded them, their finished float rows."""
         self._check_params()
         self.device_ = resolve_device(self.device)
         bb = load_backbone(self.backbone, device=self.device_, pooling=self.pooling)
         self._backbone_obj = bb
         self.modality_ = bb.modality
         self.layer_ = bb.check_layer(self.layer)
-        self.embedding_dim_ = bb.layer_dim(self.layer_)
+        dim = bb.layer_dim(self.layer_)
+        if self.truncate_dim is not None and self.truncate_dim > dim:
+            raise ValueError(
+                f"truncate_dim={self.truncate_dim} is more than the {dim} dimensions of {self.backbone!r}'s "
+                f"embedding{'' if self.layer_ is None else f' at layer {self.layer_}'}. Use truncate_dim <= {dim}, "
+                "or None to keep them all."
+            )
+        self._backbone_dim = dim
+        self.embedding_dim_ = dim if self.truncate_dim is None else int(self.truncate_dim)
         self.backbone_fingerprint_ = bb.fingerprint()
         self.backbone_source_ = bb.source
         if self.modality_ == "text":
             bb.check_max_length(self.max_length)
+        if self.long_texts != "truncate":  # a backbone without token windows says so here
+            bb.chunk(bb.example_inputs(), self.max_length, self.chunk_overlap)
         directory = self._cache_directory()
         if directory is not None:
             _cache.check_cache_directory(directory, self.cache)
@@ -236,11 +349,17 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 max_length=self.max_length, image_size=self.image_size,
             )
             self._runner, self.compiled_key_, self.compiled_path_ = runner, runner.key, runner.path
-        return self
-
-    @property
-    def _n_features_out(self):
-        return self.embedding_dim_
+        self.quantization_ranges_ = rows = None
+        if self.precision in ("int8", "uint8"):
+            if len(items) < 2:
+                raise ValueError(
+                    f"precision={self.precision!r} learns each dimension's range from the embeddings of the X "
+                    f"given to fit: it needs at least 2 rows, got {len(items)} (a few hundred representative "
+                    "rows give stable ranges)."
+                )
+            rows = self._finish(self._embed(items))
+            self.quantization_ranges_ = np.stack([rows.min(axis=0), rows.max(axis=0)]).astype(np.float32)
+        return items, rows
 
     # ------------------------------------------------------------ transform
     def _get_backbone(self):
@@ -308,9 +427,16 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             weights=self.backbone_fingerprint_,
             preprocessing=pre,
             layer=self.layer_,
-            # None for torch: the keys of caches written before backends existed stay valid.
+            # Absent for torch / truncation: the keys of caches written before these options stay valid.
             **({} if self.backend == "torch" else {"compiled": self.compiled_key_}),
+            **self._windows_key(),
         )
+
+    def _windows_key(self):
+        long_texts = getattr(self, "long_texts", "truncate")  # absent in extractors pickled before it existed
+        if long_texts == "truncate":
+            return {}
+        return {"long_texts": long_texts, "chunk_overlap": float(self.chunk_overlap)}
 
     def transform(self, X):
         """Embed ``X``.
@@ -322,12 +448,44 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
         Returns
         -------
-        X_new : ndarray of shape (n_samples, embedding_dim_), float32
+        X_new : ndarray of shape (n_samples, n_features_out)
+            ``embedding_dim_`` columns of type ``precision`` (float32 by
+            default); ``ceil(embedding_dim_ / 8)`` packed bytes with binary
+            precisions.
         """
         check_is_fitted(self, "embedding_dim_")
-        items = self._check_inputs(X)
+        return self._quantize(self._finish(self._embed(self._check_inputs(X))))
+
+    def _finish(self, out):
+        """Full float32 embeddings → ``truncate_dim``, then ``normalize`` (float32)."""
+        if getattr(self, "truncate_dim", None) is not None:
+            out = np.ascontiguousarray(out[:, : self.truncate_dim])
+        if self.normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.maximum(norms, 1e-12)
+        return out
+
+    def _quantize(self, out):
+        """Float32 rows → ``precision``, as sentence-transformers' ``quantize_embeddings``
+        (int8/uint8 with ``ranges=quantization_ranges_``): the same codes."""
+        precision = getattr(self, "precision", "float32")
+        if precision == "float32":
+            return out
+        if precision == "float16":
+            return out.astype(np.float16)
+        if precision in ("int8", "uint8"):
+            starts, ends = self.quantization_ranges_
+            steps = (ends - starts) / 255
+            steps = np.where(steps == 0, np.float32(1), steps)  # a constant dimension maps to its start
+            levels = np.clip(np.floor((out - starts) / steps), 0, 255)  # outside the fitted range: clipped
+            return levels.astype(np.uint8) if precision == "uint8" else (levels - 128).astype(np.int8)
+        bits = np.packbits(out > 0, axis=1)
+        return bits if precision == "ubinary" else (bits.astype(np.int16) - 128).astype(np.int8)
+
+    def _embed(self, items):
+        """Full float32 embeddings of validated ``items``: the cache, then the backbone for the rest."""
         bb = self._get_backbone()
-        n, dim = len(items), self.embedding_dim_
+        n, dim = len(items), getattr(self, "_backbone_dim", self.embedding_dim_)
         out = np.empty((n, dim), dtype=np.float32)
         store = self._cache_store()
         todo = list(range(n))
@@ -350,14 +508,26 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                     out[i] = vec
             _cache.count("cache_hits", n - len(todo) - len(duplicates))
         if todo:
-            self._compute(bb, items, todo, out, store, keys)
+            if getattr(self, "long_texts", "truncate") == "truncate":
+                self._compute(bb, items, todo, out, store, keys)
+            else:
+                self._compute_windows(bb, items, todo, out, store, keys)
         if keys is not None:
             for i in duplicates:
                 out[i] = out[first_of[keys[i]]]
-        if self.normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out /= np.maximum(norms, 1e-12)
         return out
+
+    def _forward(self, bb):
+        """Keyword inputs of the body (``module_inputs`` / ``window_inputs``) → float32 numpy rows."""
+        if self.backend != "torch":
+            return lambda inputs: self._get_runner(bb)(**inputs)
+        return lambda inputs: bb.embed(inputs, self.layer_).cpu().numpy()
+
+    def _store(self, store, keys, rows, emb):
+        _cache.count("computed", len(rows))
+        if store is not None:
+            written = sum(store.put(keys[i], emb[j]) for j, i in enumerate(rows))
+            _cache.count("cache_writes", written)
 
     def _compute(self, bb, items, todo, out, store, keys):
         bs = self._batch_size()
@@ -378,10 +548,34 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                     batch = bb.collate([to_rgb(items[i], i) for i in idx], image_size=self.image_size)
                 emb = bb.embed(batch, self.layer_).cpu().numpy()
             out[idx] = emb
-            _cache.count("computed", len(idx))
-            if store is not None:
-                written = sum(store.put(keys[i], emb[j]) for j, i in enumerate(idx))
-                _cache.count("cache_writes", written)
+            self._store(store, keys, idx, emb)
+
+    def _compute_windows(self, bb, items, todo, out, store, keys):
+        """``long_texts`` chunking: every window of a group of texts in shared batches, pooled per text."""
+        bs = self._batch_size()
+        forward = self._forward(bb)
+        todo = [todo[i] for i in bb.batch_order([items[i] for i in todo])]
+        size = bs * _CHUNK_GROUP_BATCHES
+        groups = [todo[s : s + size] for s in range(0, len(todo), size)]
+        show = want_progress(self.progress, len(todo))
+        desc = f"Embedding {len(todo)} texts in windows"
+        for group in progress_bar(groups, total=len(groups), enabled=show, desc=desc):
+            windows, owner = bb.chunk([items[i] for i in group], self.max_length, self.chunk_overlap)
+            order = np.argsort([-len(w["input_ids"]) for w in windows], kind="stable")  # less padding
+            emb = np.empty((len(windows), out.shape[1]), dtype=np.float32)
+            for s in range(0, len(order), bs):
+                rows = order[s : s + bs]
+                emb[rows] = forward(bb.window_inputs(windows, rows))
+            if self.long_texts == "chunk_mean":
+                pooled = np.zeros((len(group), out.shape[1]), dtype=np.float64)
+                np.add.at(pooled, owner, emb)
+                pooled /= np.bincount(owner, minlength=len(group))[:, None]
+            else:
+                pooled = np.full((len(group), out.shape[1]), -np.inf, dtype=np.float32)
+                np.maximum.at(pooled, owner, emb)
+            pooled = pooled.astype(np.float32)
+            out[group] = pooled
+            self._store(store, keys, group, pooled)
 
     # ----------------------------------------------------------- pickling
     def __getstate__(self):

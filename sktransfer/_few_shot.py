@@ -29,7 +29,9 @@ from torch import nn
 
 from . import _persistence
 from ._inputs import as_rows
-from ._transfer_module import TransferModule, run_in_batches
+from ._training import INFERENCE_CONSTRAINTS, _forget_compiled, _inference_settings, check_inference_backend, compiled_forward
+from ._training import compiled_runner, export_model
+from ._transfer_module import TransferModule, export_spec, run_in_batches
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
 from ._validation import check_backbone_and_device, check_params, encode_known_labels, encode_labels
@@ -263,6 +265,16 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         ``FutureWarning``, until 0.4.
     verbose : int, default=0
         1 prints skorch's epoch table.
+    inference_backend : {"torch", "onnx", "openvino"}, default="torch"
+        What ``transform`` (and so ``predict``) runs: the tuned torch body,
+        or the tuned body compiled for ONNX Runtime or OpenVINO on the CPU,
+        as :meth:`export` writes it; the sklearn classifier stays in
+        Python. Inference only (the classifier is fitted on the torch
+        embeddings), as in :class:`FineTunedClassifier`: ``set_params`` on
+        a fitted model takes effect at its next ``predict``.
+    inference_quantize : {None, "int8"}, default=None
+        int8 with a compiled ``inference_backend``; a calibrated model
+        (images, OpenVINO) is calibrated on the rows given to ``fit``.
 
     Attributes
     ----------
@@ -323,6 +335,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "head": [StrOptions({"deprecated"}), HasMethods(["fit"])],
+        **INFERENCE_CONSTRAINTS,
     }
 
     def __init__(
@@ -346,6 +359,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=0,
         head="deprecated",
+        inference_backend="torch",
+        inference_quantize=None,
     ):
         self.backbone = backbone
         self.estimator = estimator
@@ -365,6 +380,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.head = head
+        self.inference_backend = inference_backend
+        self.inference_quantize = inference_quantize
 
     # ------------------------------------------------------------ checks
     def _resolve_estimator(self):
@@ -403,6 +420,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
                 f"{name} must be a scikit-learn classifier (e.g. LogisticRegression()), got {estimator!r}."
             )
         check_backbone_and_device(self.get_params(deep=False))  # before the backbone loads
+        check_inference_backend(self)
         return estimator
 
     @staticmethod
@@ -447,6 +465,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             prompts = fill_templates(label_texts(classes, self.label_descriptions), templates)
         self._check_class_sizes(y, classes, y_enc, len(prompts[0]) if prompts else 0)
 
+        _forget_compiled(self, refs=True)
         self.device_ = resolve_device(self.device)
         # Training runs on a fork of torch's global generators (the user's,
         # left as they were; see sktransfer._seeding).
@@ -512,7 +531,10 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.n_label_examples_ = len(items) - len(y)
         self.history_ = net.history
         self.estimator_ = clone(estimator) if estimator is not None else _default_head()
-        self.estimator_.fit(self._embed(items), y_train)
+        self.estimator_.fit(self._embed(items, backend="torch"), y_train)
+        backend, quantize = _inference_settings(self)
+        if backend != "torch":  # built now: a calibrated int8 model needs the training rows
+            compiled_runner(self, bb, backend, quantize, calibration=items)
         return self
 
     # --------------------------------------------------------- inference
@@ -524,9 +546,12 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             self._backbone_obj = bb
         return bb
 
-    def _embed(self, items):
+    def _embed(self, items, backend=None):
         # The tuned body's embeddings, through the shared inference loop (not
         # PretrainedFeatureExtractor: it embeds with the frozen backbone).
+        backend, quantize = (backend, None) if backend else _inference_settings(self)
+        if backend != "torch":
+            return compiled_forward(self, self._get_backbone(), items, backend, quantize, "embedding", max(32, self.batch_size))
         module = self.body_.eval()
         return run_in_batches(
             module.features, self._get_backbone(), items, batch_size=max(32, self.batch_size),
@@ -571,11 +596,58 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         y, _ = encode_known_labels(y, self.classes_)
         return super().score(X, y, sample_weight=sample_weight)
 
+    # ------------------------------------------------ compiled inference
+    def _export_spec(self, bb):
+        import copy
+
+        module = self.body_
+        if any(p.device.type != "cpu" for p in module.parameters()):
+            module = copy.deepcopy(module).cpu()
+        return export_spec(module.eval(), bb, output=None, max_length=self.max_length, image_size=self.image_size)
+
+    def _export_name(self):
+        return f"{type(self).__name__} on {self.backbone if isinstance(self.backbone, str) else type(self.backbone).__name__!r}"
+
+    def export(self, path, backend="onnx", quantize=None, calibration=None):
+        """Write the tuned body (inputs → ``"embedding"``) for ONNX Runtime or OpenVINO.
+
+        The classifier ``estimator_`` is a scikit-learn model and stays in
+        Python: deploy the file for the embeddings and ``estimator_`` (e.g.
+        with skops, as :meth:`save` writes it) on them. The file is the model
+        ``transform`` runs with ``inference_backend=backend`` and
+        ``inference_quantize=quantize``; inputs are the backbone's
+        (``input_ids``, ``attention_mask`` for text; uint8 crops ``X`` for
+        images).
+
+        Parameters
+        ----------
+        path : str or path-like
+            ONNX: the file to write. OpenVINO: the ``.xml`` file (weights in ``.bin`` beside it).
+        backend : {"onnx", "openvino"}, default="onnx"
+        quantize : {None, "int8"}, default=None
+        calibration : rows of X, default=None
+            Inputs to calibrate static int8 on (images; OpenVINO); not
+            needed when fitted with the same ``inference_backend`` and
+            ``inference_quantize``.
+
+        Returns
+        -------
+        path : str, or tuple of str (xml, bin) for OpenVINO
+        """
+        check_is_fitted(self, "estimator_")
+        return export_model(self, path, backend, quantize, calibration)
+
     # ------------------------------------------------------- persistence
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_backbone_obj", None)
+        state.pop("_runners", None)  # native sessions: loaded again from the cache
         return state
+
+    def __setstate__(self, state):
+        state.setdefault("inference_backend", "torch")  # pickles from before 0.4
+        state.setdefault("inference_quantize", None)
+        super().__setstate__(state)
 
     _SAVED_FILES = ("config.json", "body.safetensors", "head.skops")
 
@@ -643,6 +715,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             raise _persistence.SaveIntegrityError(f"{config!r} is missing or garbles a field: {exc!r}.") from exc
         classes = _persistence.check_classes(classes, config)
         # head= (the deprecated name) is never saved; the fitted classifier is the estimator.
+        params.setdefault("inference_backend", "torch")  # saves from before they existed
+        params.setdefault("inference_quantize", None)
         est = _persistence.build_estimator(cls, {**params, "estimator": clone(head), "head": "deprecated"}, path)
         head_classes = getattr(head, "classes_", None)
         if head_classes is not None and not np.array_equal(np.asarray(head_classes), np.arange(len(classes))):

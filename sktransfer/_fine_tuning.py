@@ -6,7 +6,7 @@ from numbers import Integral, Real
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._training import _CLASS_WEIGHT, _ClassifierOutputs, _RegressorOutputs, _SkorchTransferBase
+from ._training import INFERENCE_CONSTRAINTS, _CLASS_WEIGHT, _Exportable, _ClassifierOutputs, _RegressorOutputs, _SkorchTransferBase
 from .callbacks import L2SP, FreezeSchedule, apply_wise_ft
 
 STRATEGIES = ("linear_probe", "partial", "full", "progressive")
@@ -49,6 +49,8 @@ class _FineTunedBase(_SkorchTransferBase):
         random_state=None,
         verbose=0,
         callbacks=None,
+        inference_backend="torch",
+        inference_quantize=None,
     ):
         self.backbone = backbone
         self.strategy = strategy
@@ -81,6 +83,8 @@ class _FineTunedBase(_SkorchTransferBase):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.inference_backend = inference_backend
+        self.inference_quantize = inference_quantize
 
     _parameter_constraints: dict = {
         **_SkorchTransferBase._parameter_constraints,
@@ -138,7 +142,7 @@ class _FineTunedBase(_SkorchTransferBase):
         return {"backbone_lr_ratio": self.backbone_lr_ratio, "layer_decay": self.layer_decay, "l2sp": self.l2sp}
 
 
-class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
+class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _FineTunedBase):
     """Fine-tune a pretrained backbone with a new classification head.
 
     The source head is cut off and a new one sized from ``y`` is attached.
@@ -269,6 +273,24 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         Extra callbacks, appended to the ones the strategy needs.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss.
+    inference_backend : {"torch", "onnx", "openvino"}, default="torch"
+        What ``predict``, ``predict_proba``, ``decision_function`` and
+        ``transform`` run: the torch model, or the trained model (body +
+        head) compiled for ONNX Runtime or OpenVINO on the CPU
+        (``pip install 'sktransfer[onnx]'`` / ``'sktransfer[openvino]'``),
+        as :meth:`export` writes it. It changes inference only, never
+        training (as ``n_jobs`` does in scikit-learn): a parameter, so
+        that ``clone``, ``save`` and ``set_params`` on a fitted model carry
+        it. The compiled model is built at ``fit`` (or at the first
+        ``predict`` after ``set_params``) and cached on disk by the trained
+        weights, backend and quantization; an unpickled or loaded model
+        reads it back. fp32 gives the torch labels (see
+        ``docs/fast_inference.md`` for the measured agreement).
+    inference_quantize : {None, "int8"}, default=None
+        int8 with a compiled ``inference_backend``: dynamic weights-only
+        for transformers on ONNX Runtime; static, calibrated by NNCF on
+        (at most 256 of) the rows given to ``fit``, for CNNs and on
+        OpenVINO. Check the labels it gives on your data before keeping it.
 
     Attributes
     ----------
@@ -305,7 +327,9 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
     'sport'
     """
 
-    _parameter_constraints: dict = {**_FineTunedBase._parameter_constraints, "class_weight": _CLASS_WEIGHT}
+    _parameter_constraints: dict = {
+        **_FineTunedBase._parameter_constraints, **INFERENCE_CONSTRAINTS, "class_weight": _CLASS_WEIGHT,
+    }
 
     def __init__(
         self,
@@ -342,6 +366,8 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         verbose=0,
         callbacks=None,
         class_weight=None,
+        inference_backend="torch",
+        inference_quantize=None,
     ):
         super().__init__(
             backbone,
@@ -375,11 +401,13 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,
+            inference_backend=inference_backend,
+            inference_quantize=inference_quantize,
         )
         self.class_weight = class_weight
 
 
-class FineTunedRegressor(_RegressorOutputs, RegressorMixin, _FineTunedBase):
+class FineTunedRegressor(_RegressorOutputs, RegressorMixin, _Exportable, _FineTunedBase):
     """Fine-tune a pretrained backbone with a new regression head.
 
     Same parameters and strategies as :class:`FineTunedClassifier`, except
@@ -412,4 +440,6 @@ class FineTunedRegressor(_RegressorOutputs, RegressorMixin, _FineTunedBase):
     >>> reg.predict(["tiny"]).shape
     (1,)
     """
+
+    _parameter_constraints: dict = {**_FineTunedBase._parameter_constraints, **INFERENCE_CONSTRAINTS}
 

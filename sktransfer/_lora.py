@@ -20,7 +20,7 @@ from torch import nn
 
 from . import _persistence
 from ._seeding import isolated_torch_rng
-from ._training import _CLASS_WEIGHT, _ClassifierOutputs, _SkorchTransferBase
+from ._training import INFERENCE_CONSTRAINTS, _CLASS_WEIGHT, _Exportable, _ClassifierOutputs, _SkorchTransferBase
 from .backbones import load_backbone
 from .backbones._base import mean_pool
 
@@ -129,7 +129,7 @@ class _PromptTunedTextBody(nn.Module):
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
 
-class LoRAClassifier(_ClassifierOutputs, ClassifierMixin, _SkorchTransferBase):
+class LoRAClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _SkorchTransferBase):
     """Parameter-efficient fine-tuning (LoRA, DoRA, IA3, prompt tuning) with PEFT.
 
     The backbone's weights stay frozen; small adapters injected by PEFT and
@@ -193,6 +193,15 @@ callbacks, class_weight
         then; with ``"prompt_tuning"`` they include the initial virtual
         tokens. Costs one forward pass over the training rows. Needs
         ``head="linear"``.
+    inference_backend : {"torch", "onnx", "openvino"}, default="torch"
+        What ``predict``, ``predict_proba`` and ``transform`` run: the PEFT
+        model, or the adapter merged into the weights and compiled for
+        ONNX Runtime or OpenVINO (as :meth:`export` writes it). Inference
+        only, as in :class:`FineTunedClassifier`. Not for
+        ``method="prompt_tuning"`` (virtual tokens cannot be merged).
+    inference_quantize : {None, "int8"}, default=None
+        int8 with a compiled ``inference_backend``, as in
+        :class:`FineTunedClassifier`.
 
     Attributes
     ----------
@@ -257,6 +266,8 @@ callbacks, class_weight
         verbose=0,
         callbacks=None,
         class_weight=None,
+        inference_backend="torch",
+        inference_quantize=None,
     ):
         self.backbone = backbone
         self.method = method
@@ -290,10 +301,13 @@ callbacks, class_weight
         self.verbose = verbose
         self.callbacks = callbacks
         self.class_weight = class_weight
+        self.inference_backend = inference_backend
+        self.inference_quantize = inference_quantize
 
     # -------------------------------------------------------- validation
     _parameter_constraints: dict = {
         **_SkorchTransferBase._parameter_constraints,
+        **INFERENCE_CONSTRAINTS,
         "method": [StrOptions(set(METHODS))],
         "r": [Interval(Integral, 1, None, closed="left")],
         "lora_alpha": [Interval(Real, 0, None, closed="neither")],
@@ -559,6 +573,17 @@ callbacks, class_weight
             raise RuntimeError(f"could not rebuild the unpickled LoRAClassifier: {exc}") from exc
         del self.__dict__["_pickled_adapter"]
         return self.__dict__["net_"]
+
+    # ---------------------------------------------------- compiled inference
+    def _export_module(self):
+        # The adapter folded into the weights: a plain body + head, as fast as
+        # the base (PEFT's extra matmuls gone); predictions equal the PEFT model's.
+        if self.method_ == "prompt_tuning":
+            raise ValueError(
+                "method='prompt_tuning' cannot be exported or compiled: its virtual tokens cannot be merged "
+                "into the weights. Use inference_backend='torch', or method='lora'."
+            )
+        return self.merge().net_.module_
 
     # ------------------------------------------------------------ merging
     def merge(self):

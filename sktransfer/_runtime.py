@@ -1,9 +1,14 @@
-"""Fast CPU inference: a backbone's body compiled for ONNX Runtime or OpenVINO.
+"""Fast CPU inference: a backbone's body, or a trained model, compiled for ONNX Runtime or OpenVINO.
 
 :func:`compile_body` turns a :class:`~sktransfer.backbones.Backbone`'s body
 (final embedding) into a :class:`CompiledBody`: called with the keyword
 inputs of ``backbone.module_inputs`` for one batch, it returns the pooled
 embeddings as float32 numpy ``(n, d)``, as the torch body does.
+:func:`compile_module` does the same for any module an export spec
+describes, keyed by a fingerprint of its weights: the trained estimators'
+body + head (``_transfer_module.export_spec``; outputs named, e.g.
+``logits`` and ``embedding``), whose ``export`` writes the same files
+(:func:`compiled_files`, :func:`write_model_files`).
 
 - Export: ``torch.onnx.export`` (the TorchScript exporter) of the module the
   backbone describes (:meth:`Backbone.export_spec`): inputs in a fixed order,
@@ -102,6 +107,17 @@ def _require_all(backend, quantize, static):
         _require("nncf", backend, "to quantize the model with calibration")
 
 
+def require_backend(backend, quantize=None):
+    """Validate ``backend``/``quantize`` and import what they may need, before any work
+    (an estimator's ``fit``): a missing package is named with its extra."""
+    check_backend(backend, quantize)
+    _require_all(backend, None, False)
+    if quantize:
+        if backend == "onnx":
+            _require("onnxruntime.quantization", backend, "to quantize the model")
+        _require("nncf", backend, "to quantize the model with calibration")
+
+
 # -------------------------------------------------------------------- API
 def compile_body(
     backbone,
@@ -151,22 +167,84 @@ def compile_body(
         spec = backbone.export_spec(layer=layer, max_length=max_length, image_size=image_size)
     except NotImplementedError as exc:
         raise ValueError(f"backend={backend!r} cannot run backbone {name!r}: {exc}. Use backend='torch'.") from exc
-    static = quantize == "int8" and (backend == "openvino" or spec.int8 == "static")
-    _require_all(backend, quantize, static)
-    calib = None
-    if static:
-        if calibration is None or len(calibration) == 0:
-            why = "OpenVINO int8 (NNCF)" if backend == "openvino" else f"ONNX int8 for {name!r} (static, calibrated)"
-            raise ValueError(
-                f"quantize='int8' with backend={backend!r} needs calibration rows: {why} is calibrated on "
-                f"inputs of the model. Pass calibration=X (e.g. the rows given to fit), got calibration={calibration!r}."
-            )
-        calib = _calibration_batches(backbone, calibration, max_length, image_size)
+    calib = _prepare_calibration(backend, quantize, spec, name, calibration, backbone, max_length, image_size)
+    return _compile(backbone.fingerprint(), spec, name, backend, quantize, calib, cache_dir, n_threads, ("embedding",))
 
+
+def compile_module(
+    spec,
+    fingerprint,
+    backend,
+    quantize=None,
+    *,
+    name,
+    backbone=None,
+    calibration=None,
+    cache_dir=None,
+    max_length=None,
+    image_size=None,
+    n_threads=None,
+):
+    """Compile any module an :class:`~sktransfer.backbones.ExportSpec` describes (a trained model).
+
+    :func:`compile_body` for a backbone's frozen body; this, for a module of
+    one's own (a fine-tuned body + head, :func:`sktransfer._transfer_module.export_spec`),
+    cached by ``fingerprint`` (the hash of its weights) the same way.
+
+    Parameters
+    ----------
+    spec : ExportSpec
+        The module, its input names (those of ``backbone.module_inputs``),
+        example inputs and dynamic axes; ``spec.output_names`` (default
+        ``("embedding",)``) names the graph's outputs, in order.
+    fingerprint : str
+        What the module's outputs depend on (weights, head, output scaling).
+    backend, quantize
+        As :func:`compile_body`.
+    name : str
+        What the errors call the model.
+    backbone : Backbone, default=None
+        Prepares ``calibration`` rows (static int8 only).
+    calibration, cache_dir, max_length, image_size, n_threads
+        As :func:`compile_body`.
+
+    Returns
+    -------
+    runner : CompiledBody
+        ``runner(**inputs)`` → the first output; ``runner.run(inputs)`` → all of them by name.
+    """
+    check_backend(backend, quantize)
+    outputs = tuple(getattr(spec, "output_names", ("embedding",)))
+    calib = _prepare_calibration(backend, quantize, spec, name, calibration, backbone, max_length, image_size)
+    return _compile(fingerprint, spec, name, backend, quantize, calib, cache_dir, n_threads, outputs)
+
+
+def is_static(backend, quantize, spec):
+    """Whether this int8 model is calibrated (needs rows of inputs to build)."""
+    return quantize == "int8" and (backend == "openvino" or spec.int8 == "static")
+
+
+def _prepare_calibration(backend, quantize, spec, name, calibration, backbone, max_length, image_size):
+    static = is_static(backend, quantize, spec)
+    _require_all(backend, quantize, static)
+    if not static:
+        return None
+    if calibration is None or len(calibration) == 0:
+        why = "OpenVINO int8 (NNCF)" if backend == "openvino" else f"ONNX int8 for {name!r} (static, calibrated)"
+        raise ValueError(
+            f"quantize='int8' with backend={backend!r} needs calibration rows: {why} is calibrated on "
+            f"inputs of the model. Pass calibration=X (e.g. the rows given to fit), got calibration={calibration!r}."
+        )
+    return _calibration_batches(backbone, calibration, max_length, image_size)
+
+
+def _compile(fingerprint, spec, name, backend, quantize, calib, cache_dir, n_threads, outputs, files=False):
     from ._config import get_config
 
     root = os.path.join(os.path.expanduser(os.fsdecode(cache_dir or get_config()["cache_dir"])), "compiled")
-    ctx = _Context(backbone, spec, name, root, calib)
+    ctx = _Context(fingerprint, spec, name, root, calib, outputs)
+    if files:  # the model's files themselves (export)
+        return ctx.get(backend, quantize)[0]
     threads = int(n_threads) if n_threads else _torch_threads()
 
     def load(parts):
@@ -175,6 +253,76 @@ def compile_body(
     runner, path, built = ctx.get(backend, quantize, load)
     runner.path, runner.built, runner.key = path, built, ctx.key(backend, quantize)
     return runner
+
+
+def compiled_files(
+    spec, fingerprint, backend, quantize=None, *, name, backbone=None, calibration=None, cache_dir=None,
+    max_length=None, image_size=None,
+):
+    """The files of the model :func:`compile_module` runs (ONNX: ``[model]``; OpenVINO: ``[xml, bin]``), as bytes.
+
+    From the cache when there, built (and cached) otherwise: an exported file
+    is the very model a compiled ``predict`` runs.
+    """
+    check_backend(backend, quantize)
+    outputs = tuple(getattr(spec, "output_names", ("embedding",)))
+    calib = _prepare_calibration(backend, quantize, spec, name, calibration, backbone, max_length, image_size)
+    return _compile(fingerprint, spec, name, backend, quantize, calib, cache_dir, None, outputs, files=True)
+
+
+def load_entry(path, key):
+    """The files of a model cached at ``path`` under ``key`` (ONNX: one; OpenVINO: xml, bin), or None."""
+    return _read_entry(path, key) if path else None
+
+
+def write_model_files(parts, backend, path):
+    """Write a compiled model's files where a user asked: ``path`` (ONNX), or ``<stem>.xml`` + ``<stem>.bin``
+    (OpenVINO). Returns the path written (ONNX) or the pair ``(xml, bin)``.
+    """
+    from ._utils import atomic_write_bytes
+
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"Cannot export to {path!r}: the directory {parent!r} does not exist.")
+    if backend == "onnx":
+        atomic_write_bytes(path, parts[0])
+        return path
+    stem = path[: -len(".xml")] if path.endswith(".xml") else path
+    xml, bin_ = stem + ".xml", stem + ".bin"
+    atomic_write_bytes(bin_, parts[1])
+    atomic_write_bytes(xml, parts[0])
+    return xml, bin_
+
+
+def load_compiled_module(path, key, input_names, backend, quantize=None, *, n_threads=None):
+    """The runner of a model :func:`compile_module` cached at ``path`` under ``key``, or None when gone or damaged."""
+    check_backend(backend, quantize)
+    parts = _read_entry(path, key) if path else None
+    if parts is None:
+        return None
+    threads = int(n_threads) if n_threads else _torch_threads()
+    try:
+        runner = CompiledBody(backend, quantize, input_names, parts, threads)
+    except Exception as exc:  # noqa: BLE001 - any load failure: the caller rebuilds
+        _warn_damaged(path, f"it does not load ({type(exc).__name__}: {exc})")
+        return None
+    runner.path, runner.built, runner.key = path, False, key
+    _count("loads")
+    return runner
+
+
+def module_fingerprint(module):
+    """Hash of a module's state (weights and buffers): what its compiled model is keyed by."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        if str(t.dtype) == "torch.bfloat16":  # numpy has none: hashed as float32
+            t = t.float()
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def load_compiled(path, key, backbone, backend, quantize=None, *, max_length=None, image_size=None, n_threads=None):
@@ -210,6 +358,9 @@ class CompiledBody:
     backend, quantize : str, str or None
     input_names : tuple of str
         The keyword inputs it takes (those of ``backbone.module_inputs``).
+    output_names : tuple of str
+        The graph's outputs, in order (``"embedding"`` for a body; a
+        trained model's ``"logits"`` or ``"predictions"``, then ``"embedding"``).
     path : str or None
         The cached model file (None when the cache could not be written).
     built : bool
@@ -232,14 +383,21 @@ class CompiledBody:
             self._session = _ort_session(parts[0], n_threads)
             self._graph_inputs = tuple(i.name for i in self._session.get_inputs())
             self._dtypes = {i.name: _ORT_TYPES.get(i.type) for i in self._session.get_inputs()}
+            self.output_names = tuple(o.name for o in self._session.get_outputs())
         else:
             self._compiled = _ov_compiled(parts, n_threads)
             self._request = self._compiled.create_infer_request()
             self._graph_inputs = tuple(p.get_any_name() for p in self._compiled.inputs)
             self._dtypes = {p.get_any_name(): p.get_element_type().to_dtype() for p in self._compiled.inputs}
+            self.output_names = tuple(p.get_any_name() for p in self._compiled.outputs)
         self._lock = threading.Lock()
 
     def __call__(self, **inputs):
+        """The graph's first output (a body's embedding, a trained model's logits) for one batch."""
+        return self.run(inputs)[self.output_names[0]]
+
+    def run(self, inputs, outputs=None):
+        """``{output name: float32 array}`` for one batch (``outputs``: names to return; None: all)."""
         unknown = sorted(set(inputs) - set(self.input_names))
         if unknown:
             raise ValueError(
@@ -255,13 +413,17 @@ class CompiledBody:
                 value = value.detach().cpu().numpy()
             dtype = self._dtypes.get(key)
             feed[key] = np.ascontiguousarray(value, dtype=dtype) if dtype is not None else np.ascontiguousarray(value)
+        names = self.output_names if outputs is None else tuple(outputs)
+        missing = sorted(set(names) - set(self.output_names))
+        if missing:
+            raise ValueError(f"The compiled model has no output {missing}; its outputs: {list(self.output_names)}.")
         if self.backend == "onnx":
-            out = self._session.run(None, feed)[0]
+            values = self._session.run(list(names), feed)
         else:
             with self._lock:  # one infer request, not thread-safe
                 self._request.infer(feed)
-                out = self._request.get_output_tensor(0).data.copy()
-        return np.asarray(out, dtype=np.float32)
+                values = [self._request.get_output_tensor(self.output_names.index(n)).data.copy() for n in names]
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values)}
 
     def __getstate__(self):
         raise TypeError(
@@ -348,18 +510,20 @@ def _versions(backend, quantize, static):
 class _Context:
     """Builds and caches the models of one compile (the fp32 ONNX export is shared)."""
 
-    def __init__(self, backbone, spec, name, root, calib):
-        self.backbone = backbone
+    def __init__(self, source, spec, name, root, calib, outputs=("embedding",)):
+        # ``source``: the weights' fingerprint, or a Backbone (its body's fingerprint).
+        self.fingerprint = source if isinstance(source, str) else source.fingerprint()
+        self.outputs = tuple(outputs)
         self.spec = spec
         self.name = name
         self.root = root
         self.calib = calib
 
     def key(self, backend, quantize):
-        static = bool(quantize) and (backend == "openvino" or self.spec.int8 == "static")
+        static = is_static(backend, quantize, self.spec)
         parts = {
             "format": _FORMAT,
-            "fingerprint": self.backbone.fingerprint(),
+            "fingerprint": self.fingerprint,
             "backend": backend,
             "quantize": quantize,
             "opset": OPSET,
@@ -367,6 +531,8 @@ class _Context:
             "graph": self.spec.graph_key,
             "versions": _versions(backend, quantize, static),
         }
+        if self.outputs != ("embedding",):  # a trained model's graph (bodies keep their keys)
+            parts["outputs"] = list(self.outputs)
         if static:
             parts["calibration"] = _calibration_digest(self.calib)
             parts["scheme"] = "static"
@@ -440,7 +606,7 @@ class _Context:
                             tuple(spec.example),
                             out,
                             input_names=list(spec.input_names),
-                            output_names=["embedding"],
+                            output_names=list(self.outputs),
                             dynamic_axes=spec.dynamic_axes,
                             opset_version=OPSET,
                             do_constant_folding=True,
@@ -449,7 +615,7 @@ class _Context:
             except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds
                 first = (str(exc).strip().splitlines() or [""])[0]  # the rest is the traced graph
                 raise ValueError(
-                    f"Backbone {self.name!r} could not be exported to ONNX for a compiled backend "
+                    f"{'Backbone' if self.outputs == ('embedding',) else 'Model'} {self.name!r} could not be exported to ONNX for a compiled backend "
                     f"({type(exc).__name__}: {first}). Use backend='torch'."
                 ) from exc
             _count("exports")

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _lr_finder, _persistence
 from ._inputs import as_rows
 from ._trainer import TransferNet as _TransferNet, make_net  # _TransferNet: the name old pickles use
-from ._transfer_module import TransferModule, make_head
+from ._transfer_module import TransferModule, export_spec, make_head, run_in_batches
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
 from ._validation import check_backbone_and_device, check_params, check_targets, encode_known_labels, encode_labels
@@ -43,7 +43,10 @@ class _WeightedCrossEntropy:
 
 # Parameters added after the first release, with the value that reproduces
 # how an estimator saved or pickled before them was trained.
-_LEGACY_DEFAULTS = {"freeze_bn_stats": False, "head_lr": None, "head_init": "random"}
+_LEGACY_DEFAULTS = {
+    "freeze_bn_stats": False, "head_lr": None, "head_init": "random",
+    "inference_backend": "torch", "inference_quantize": None,
+}
 
 
 def _with_legacy_params(cls, params):
@@ -53,6 +56,13 @@ def _with_legacy_params(cls, params):
             params.setdefault(name, value)
     return params
 
+
+# Compiled inference (sktransfer._runtime), predict/transform only: in the
+# tables of the estimators that have these parameters (not DANNClassifier).
+INFERENCE_CONSTRAINTS = {
+    "inference_backend": [StrOptions({"torch", "onnx", "openvino"})],
+    "inference_quantize": [StrOptions({"int8"}), None],
+}
 
 # The constraint of ``class_weight``, for the classifiers' tables.
 _CLASS_WEIGHT = [dict, StrOptions({"balanced"}), None]
@@ -67,6 +77,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         state = super().__getstate__()
+        state = {k: v for k, v in state.items() if k != "_runners"}  # native sessions: loaded again from the cache
         net = state.get("net_")
         if net is not None and net.__dict__.get("module") is net.__dict__.get("module_"):
             # skorch pickles module_ apart from its constructor argument
@@ -165,6 +176,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         from ._head_init import check_head_init
 
         check_head_init(self)
+        check_inference_backend(self)
 
     # ------------------------------------------------------------ inputs
     def _encode_X(self, X, bb, fitting):
@@ -173,6 +185,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     # --------------------------------------------------------------- fit
     def _fit(self, X, y_enc, n_out, stratify):
+        self._forget_compiled(refs=True)
         self.device_ = resolve_device(self.device)
         # Everything random runs on a fork of torch's global generators, which
         # are the user's and are left as they were (sktransfer._seeding).
@@ -207,6 +220,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             module = self._build_module(shared, n_out)
             self._init_head(module, Xd, y_enc, stratify, seed)
             self._train(module, shared, Xd, y_enc, stratify, seed, generator, checkpoint, state)
+            self._compile_after_fit(X, shared)
         return self
 
     def _init_head(self, module, Xd, y_enc, stratify, seed):
@@ -323,6 +337,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         with isolated_torch_rng():  # for its tokenizer; a first load in a process draws random numbers
             bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        backend, quantize = _inference_settings(self)
+        if backend != "torch":
+            return self._compiled_forward(bb, X, backend, quantize, "embedding" if features else None)
         Xd = self._encode_X(X, bb, fitting=False)
         module = self.net_.module_
         module.eval()
@@ -338,6 +355,44 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
                 out = core.features(**batch) if features else module(**batch)
                 outs.append(out.float().cpu())
         return torch.cat(outs).numpy()
+
+    # ------------------------------------------------ compiled inference
+    def _export_module(self):
+        """Hook: the plain trained :class:`TransferModule` to export (LoRA: the merged model)."""
+        return self._core_module()
+
+    def _export_output(self):
+        return "logits"
+
+    def _export_rescale(self):
+        return None, None
+
+    def _export_spec(self, bb):
+        import copy
+
+        module = self._export_module()
+        if any(p.device.type != "cpu" for p in module.parameters()):
+            module = copy.deepcopy(module).cpu()
+        mean, scale = self._export_rescale()
+        return export_spec(
+            module.eval(), bb, output=self._export_output(), mean=mean, scale=scale,
+            max_length=self.max_length, image_size=self.image_size,
+        )
+
+    def _export_name(self):
+        return f"{type(self).__name__} on {self.backbone if isinstance(self.backbone, str) else type(self.backbone).__name__!r}"
+
+    def _compiled_forward(self, bb, X, backend, quantize, output):
+        return compiled_forward(self, bb, X, backend, quantize, output, max(self.batch_size, 32))
+
+    def _compile_after_fit(self, X, bb):
+        """With a compiled ``inference_backend``: build it now (a calibrated int8 model needs the training rows)."""
+        backend, quantize = _inference_settings(self)
+        if backend != "torch":
+            compiled_runner(self, bb, backend, quantize, calibration=bb.check_inputs(X))
+
+    def _forget_compiled(self, refs=False):
+        _forget_compiled(self, refs)
 
     def transform(self, X):
         """Embeddings from the trained backbone (the head's input).
@@ -439,6 +494,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             **self._net_kwargs(),
         )
         net.initialize()
+        self._forget_compiled()
         self.net_ = net
         self.modality_ = self._core_module().modality
         return self
@@ -481,6 +537,44 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         _persistence.check_state_fits(module.state_dict(), state, path, "model.safetensors", est._describe_saved())
         module.load_state_dict(state, strict=True)
         return est._attach_net(module)
+
+
+class _Exportable:
+    """``export``: for the estimators whose trained model is exported (FineTuned*, LoRA; not DANN yet)."""
+
+    def export(self, path, backend="onnx", quantize=None, calibration=None):
+        """Write the trained model (body + head → logits) for ONNX Runtime or OpenVINO.
+
+        The file is the model ``predict`` runs with ``inference_backend=backend``
+        and ``inference_quantize=quantize`` (both go through one cache, keyed
+        by the trained weights): a classifier's graph maps the backbone's
+        inputs to ``"logits"`` (softmax them for ``predict_proba``) and
+        ``"embedding"``; a regressor's to ``"predictions"`` in the units of
+        ``y``, and ``"embedding"``. Inputs are the backbone's: ``input_ids``
+        and ``attention_mask`` (int64, padded) for text, uint8 crops ``X``
+        ``(n, 3, S, S)`` for images, normalised inside the graph. A LoRA
+        model is exported merged.
+
+        Parameters
+        ----------
+        path : str or path-like
+            ONNX: the file to write (e.g. ``"clf.onnx"``). OpenVINO: the
+            ``.xml`` file; the weights go beside it in ``.bin``.
+        backend : {"onnx", "openvino"}, default="onnx"
+        quantize : {None, "int8"}, default=None
+            int8: dynamic weights-only for transformers on ONNX Runtime;
+            static, calibrated by NNCF, for CNNs and for OpenVINO.
+        calibration : rows of X, default=None
+            Inputs to calibrate static int8 on (e.g. the training rows; at
+            most 256 are used). Not needed when the model was fitted with
+            the same ``inference_backend`` and ``inference_quantize``.
+
+        Returns
+        -------
+        path : str, or tuple of str (xml, bin) for OpenVINO
+            What was written.
+        """
+        return export_model(self, path, backend, quantize, calibration)
 
 
 class _ClassifierOutputs:
@@ -581,10 +675,132 @@ class _RegressorOutputs:
     def _n_out_fitted(self):
         return self.n_outputs_
 
+    def _export_output(self):
+        return "predictions"
+
+    def _export_rescale(self):
+        return self.y_mean_, self.y_scale_
+
     def predict(self, X):
         """Predicted targets, in the units of ``y``."""
-        pred = self._forward(X) * self.y_scale_ + self.y_mean_
+        if _inference_settings(self)[0] != "torch":  # the compiled graph puts them back in y's units
+            pred = self._forward(X).astype(np.float64)
+        else:
+            pred = self._forward(X) * self.y_scale_ + self.y_mean_
         return pred[:, 0] if self._y_1d else pred
 
     def __sklearn_tags__(self):
         return _trained_model_tags(super().__sklearn_tags__(), self.random_state)
+
+
+# ------------------------------------------------------ compiled inference
+# Shared by every estimator with a trained body (FineTuned*, LoRA, FewShot).
+# ``inference_backend`` / ``inference_quantize`` are parameters that only
+# change predict/transform (as ``n_jobs`` does in sklearn): they are cloned,
+# saved and searched like any other, and ``set_params`` on a fitted model
+# takes effect at its next predict. A calibrated int8 model (images; any
+# OpenVINO int8) is built at ``fit``, on the rows it trains on.
+def _inference_settings(est):
+    return getattr(est, "inference_backend", "torch"), getattr(est, "inference_quantize", None)
+
+
+def check_inference_backend(est):
+    """``inference_quantize`` needs a compiled backend; a missing package is named (with its extra) before fit."""
+    backend, quantize = _inference_settings(est)
+    if quantize is not None and backend == "torch":
+        raise ValueError(
+            f"inference_quantize={quantize!r} needs inference_backend='onnx' or 'openvino' (the torch "
+            "model runs in float32). Set inference_backend, or inference_quantize=None."
+        )
+    if backend != "torch":
+        from ._runtime import require_backend
+
+        require_backend(backend, quantize)
+
+
+def _forget_compiled(est, refs=False):
+    est.__dict__.pop("_runners", None)
+    if refs:
+        est.__dict__.pop("_compiled_refs", None)
+
+
+def compiled_runner(est, bb, backend, quantize, calibration=None):
+    """The trained model compiled for ``backend`` (cached on ``est`` and on disk, by the trained weights)."""
+    from . import _runtime
+
+    runners = est.__dict__.setdefault("_runners", {})
+    runner = runners.get((backend, quantize))
+    if runner is not None:
+        return runner
+    spec = est._export_spec(bb)
+    refs = est.__dict__.setdefault("_compiled_refs", {})
+    ref = refs.get((backend, quantize))
+    if ref is not None:  # built at fit (calibrated int8): read back, e.g. after unpickling
+        runner = _runtime.load_compiled_module(ref[0], ref[1], spec.input_names, backend, quantize)
+    if runner is None:
+        if calibration is None and _runtime.is_static(backend, quantize, spec):
+            why = (
+                "its calibrated model is no longer in the compiled-model cache"
+                if ref is not None
+                else "it is calibrated on the rows given to fit, and this model was fitted (or loaded) with "
+                f"inference_backend={_inference_settings(est)[0]!r} at the time"
+            )
+            raise ValueError(
+                f"inference_backend={backend!r} with inference_quantize={quantize!r} needs calibration rows: {why}. "
+                "Fit again with these settings, or export(path, backend=..., quantize='int8', calibration=X) "
+                "and run the exported file."
+            )
+        runner = _runtime.compile_module(
+            spec, _runtime.module_fingerprint(spec.module), backend, quantize, name=est._export_name(),
+            backbone=bb, calibration=calibration, max_length=est.max_length, image_size=est.image_size,
+        )
+        if runner.path is not None:
+            refs[(backend, quantize)] = (runner.path, runner.key)
+    runners[(backend, quantize)] = runner
+    return runner
+
+
+def compiled_forward(est, bb, X, backend, quantize, output, batch_size):
+    """Rows ``X`` through the compiled model: its ``output`` (None: the first, logits/predictions)."""
+    runner = compiled_runner(est, bb, backend, quantize)
+    name = output or runner.output_names[0]
+    items = bb.check_inputs(X)
+
+    def fn(**batch):
+        return torch.from_numpy(runner.run(batch, (name,))[name])
+
+    return run_in_batches(
+        fn, bb, items, batch_size=batch_size, device="cpu", max_length=est.max_length, image_size=est.image_size,
+    )
+
+
+EXPORT_BACKENDS = ("onnx", "openvino")
+
+
+def export_model(est, path, backend, quantize, calibration):
+    """``est.export``: the compiled model's files written to ``path``."""
+    from . import _runtime
+
+    check_is_fitted(est)
+    if backend not in EXPORT_BACKENDS:
+        raise ValueError(
+            f"backend={backend!r} cannot be exported; valid values: "
+            + ", ".join(repr(b) for b in EXPORT_BACKENDS) + " (a torch model is saved with save(path))."
+        )
+    _runtime.check_backend(backend, quantize)
+    with isolated_torch_rng():
+        bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+    spec = est._export_spec(bb)
+    ref = est.__dict__.get("_compiled_refs", {}).get((backend, quantize))
+    parts = _runtime.load_entry(*ref) if ref is not None and calibration is None else None
+    if parts is None:
+        if calibration is None and _runtime.is_static(backend, quantize, spec):
+            raise ValueError(
+                f"quantize={quantize!r} with backend={backend!r} is calibrated on inputs of the model: pass "
+                "calibration=X (e.g. the rows given to fit; at most 256 are used)."
+            )
+        parts = _runtime.compiled_files(
+            spec, _runtime.module_fingerprint(spec.module), backend, quantize, name=est._export_name(),
+            backbone=bb, calibration=calibration, max_length=est.max_length, image_size=est.image_size,
+        )
+    return _runtime.write_model_files(parts, backend, path)

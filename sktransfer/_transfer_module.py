@@ -7,10 +7,13 @@ text of the batch is trimmed.
 """
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from .backbones._base import ExportSpec
 
 
 def make_head(in_features, out_features, head="linear", hidden=256, dropout=0.1):
@@ -109,3 +112,85 @@ def run_in_batches(fn, backbone, items, *, batch_size, device, max_length=None, 
                 out = np.empty((len(items), res.shape[1]), dtype=np.float32)
             out[rows] = res
     return np.empty((0, 0), dtype=np.float32) if out is None else out
+
+
+# ------------------------------------------------------------------ export
+@dataclass
+class TrainedExportSpec(ExportSpec):
+    """A backbone's :class:`ExportSpec` with the trained graph's ``output_names``, in order."""
+
+    output_names: tuple = ("embedding",)
+
+
+class _ExportedModule(nn.Module):
+    """A trained :class:`TransferModule` for ``torch.onnx.export``: positional inputs, named outputs.
+
+    Inputs come in the backbone's ``export_spec`` order (uint8 crops ``X``,
+    or token ids and masks already padded to their batch's longest, so no
+    trimming: a data-dependent slice would be traced as a constant). Outputs:
+    the head's (``"logits"``; a regressor's ``"predictions"``, put back in
+    the units of ``y`` by ``scale`` and ``mean``), then the body's
+    ``"embedding"``; with ``head=False`` only the embedding (FewShot).
+    """
+
+    def __init__(self, module, names, head=True, mean=None, scale=None):
+        super().__init__()
+        self.module = module
+        self.names = tuple(names)
+        self.head = bool(head)
+        self.rescale = mean is not None
+        if self.rescale:
+            self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)).view(1, -1))
+            self.register_buffer("scale", torch.as_tensor(np.asarray(scale, dtype=np.float32)).view(1, -1))
+
+    def forward(self, *tensors):
+        kwargs = dict(zip(self.names, tensors))
+        m = self.module
+        if "X" in kwargs:
+            x = kwargs["X"]
+            emb = m.body(m.normalize(x) if m.normalize is not None else x)
+        else:
+            emb = m.body(**kwargs)
+        emb = emb if emb.dtype == torch.float32 else emb.float()
+        if not self.head:
+            return emb
+        out = m.task_head(emb)
+        out = out if out.dtype == torch.float32 else out.float()
+        if self.rescale:
+            out = out * self.scale + self.mean
+        return out, emb
+
+
+def export_spec(module, backbone, *, output="logits", mean=None, scale=None, max_length=None, image_size=None):
+    """An :class:`~sktransfer.backbones.ExportSpec` (plus ``output_names``) of a trained module.
+
+    The inputs (names, order, example, dynamic axes, int8 scheme) are the
+    backbone's own, as its body's export describes them; the module is the
+    trained body (with its normalisation) and head.
+
+    Parameters
+    ----------
+    module : TransferModule
+        Plain (a PEFT model is merged first), in eval mode, on the CPU.
+    backbone : Backbone
+        The backbone the module was built from (its inputs).
+    output : {"logits", "predictions", None}
+        The head's output name; None: the body alone (``"embedding"``).
+    mean, scale : array-like or None
+        A regressor's target standardisation, undone inside the graph.
+    """
+    from dataclasses import fields
+
+    try:
+        base = backbone.export_spec(layer=None, max_length=max_length, image_size=image_size)
+    except NotImplementedError as exc:
+        raise ValueError(
+            f"The trained model cannot be exported: {exc}. Use inference_backend='torch'."
+        ) from exc
+    outputs = ("embedding",) if output is None else (output, "embedding")
+    wrapper = _ExportedModule(module, base.input_names, head=output is not None, mean=mean, scale=scale).eval()
+    axes = {k: v for k, v in base.dynamic_axes.items() if k in base.input_names}
+    axes.update({name: {0: "batch"} for name in outputs})
+    kwargs = {f.name: getattr(base, f.name) for f in fields(ExportSpec)}
+    kwargs.update(module=wrapper, dynamic_axes=axes)
+    return TrainedExportSpec(**kwargs, output_names=outputs)

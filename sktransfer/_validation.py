@@ -261,3 +261,29 @@ def check_model_params(est=None, *, params=None, saved=False):
         isinstance(max_length, (bool, np.bool_)) or not isinstance(max_length, numbers.Integral) or max_length < 1
     ):
         raise ValueError(f"max_length must be None or a positive integer, got {max_length!r}.")
+
+
+def renamed_param(est, old, new, *, why, warn=True):
+    """``(value, name)`` of the parameter ``new``, or of its deprecated old name ``old``.
+
+    ``old`` is unset while it holds the string ``"deprecated"`` (its
+    default); set, it is used (with a ``FutureWarning`` when ``warn``), and
+    setting both raises a ``ValueError``. ``why`` says, in the warning, why
+    the name changed.
+    """
+    value = getattr(est, old)
+    if isinstance(value, str) and value == "deprecated":
+        return getattr(est, new), new
+    if getattr(est, new) is not None:
+        raise ValueError(f"Give {new}= only: {old}= is its deprecated old name, and both were given.")
+    if warn:
+        import warnings
+
+        from ._utils import user_stacklevel
+
+        warnings.warn(
+            f"{type(est).__name__}({old}=...) was renamed {new}=... in 0.2 ({why}); {old}= will be removed in 0.4.",
+            FutureWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return value, old

@@ -440,7 +440,7 @@ def test_every_public_method_before_fit_raises_not_fitted(cls, methods, tmp_path
     by_name = {
         "predict": (X,), "predict_proba": (X,), "decision_function": (X,), "transform": (X,),
         "score": (X, [0, 1]), "save": (str(tmp_path / "m"),), "merge": (), "get_feature_names_out": (),
-        "plot_ranking": (), "plot_leaderboard": (),
+        "plot_ranking": (), "plot_leaderboard": (), "export": (str(tmp_path / "m.onnx"),),
     }
     unknown = sorted(set(methods) - set(by_name))
     assert not unknown, f"{cls.__name__} has public methods this test does not call yet: {unknown}"

@@ -112,6 +112,22 @@ class Backbone:
         (padded to its longest text; images decoded here, batch by batch)."""
         raise NotImplementedError
 
+    def chunk(self, items, max_length=None, overlap=0.125):
+        """Split texts into overlapping token windows (text backbones); returns ``(windows, owner)``.
+
+        Only a model that reads tokens has windows: the default raises a
+        ValueError naming this backbone.
+        """
+        raise ValueError(
+            f"long_texts='chunk_mean' or 'chunk_max' splits long texts into token windows, but {self.name!r} "
+            f"({self.family}) reads {self.modality or 'non-text input'}s, not texts. Use long_texts='truncate' "
+            "(the default) with this backbone."
+        )
+
+    def window_inputs(self, windows, rows):
+        """Rows of :meth:`chunk`'s windows → keyword inputs of the body (text backbones)."""
+        raise NotImplementedError(f"{self.name!r} has no token windows")
+
     def batch_order(self, items):
         """The order in which to batch ``items`` for inference (default: as given)."""
         import numpy as np

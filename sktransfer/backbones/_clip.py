@@ -21,15 +21,14 @@ or in open_clip's URL cache are used; otherwise a
 them. Nothing ever falls back to random weights.
 """
 
-import difflib
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._image import ImageBackbone
-from ._offline import not_found, use_local_only
+from ._image import ImageBackbone, check_arch
+from ._offline import hf_cached_file, not_found, use_local_only
 
 _CLIP_BPE_VOCAB = 49408  # open_clip's SimpleTokenizer (the original CLIP BPE)
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
@@ -59,6 +58,13 @@ class ClipBackbone(ImageBackbone):
     """
 
     family = "open_clip"
+    # The hook lets the tower's forward finish; layer widths are measured
+    # at the pretrained input size.
+    _stop_early = False
+
+    @property
+    def _probe_size(self):
+        return self.data_config["input_size"]
 
     def __init__(self, name, clip_model, source, preprocess_cfg, tokenizer):
         from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
@@ -153,36 +159,6 @@ class ClipBackbone(ImageBackbone):
         # ResNet towers (open_clip's ModifiedResNet): top-level children.
         return [(n, c) for n, c in self.body.named_children() if any(True for _ in c.parameters())]
 
-    def _pooled_at(self, x, layer):
-        stages = self._stage_modules()
-        captured = {}
-
-        def hook(_module, _inp, out):
-            captured["out"] = out[0] if isinstance(out, tuple) else out
-
-        handle = stages[layer][1].register_forward_hook(hook)
-        try:
-            self.body(x)
-        finally:
-            handle.remove()
-        out = captured["out"]
-        if out.ndim == 4:  # N×C×H×W
-            return out.mean(dim=(2, 3))
-        if out.ndim == 3:  # transformer tokens, batch first (N×L×D)
-            return out.mean(dim=1)
-        return out.reshape(out.shape[0], -1)
-
-    def layer_dim(self, layer):
-        if layer is None:
-            return self.embedding_dim
-        if layer not in self._dims:
-            size = self.data_config["input_size"]
-            was = self.body.training
-            self.body.eval()
-            self._dims[layer] = int(self.embed(torch.zeros((1, 3, size, size), dtype=torch.uint8), layer).shape[1])
-            self.body.train(was)
-        return self._dims[layer]
-
     def block_groups(self):
         """Stem, then each block of the tower, then the pooling/projection."""
         blocks = self._blocks()
@@ -212,16 +188,6 @@ def _parse_model_id(model_id):
     return arch, (tag or None)
 
 
-def _hf_cached(repo_id, filenames):
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in filenames:
-        path = try_to_load_from_cache(repo_id=repo_id, filename=filename)
-        if isinstance(path, str):
-            return path
-    return None
-
-
 def _weight_filenames(filename):
     """The file open_clip asks the hub for, preceded by its safetensors twin."""
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
@@ -246,7 +212,7 @@ def _cached_checkpoint(pretrained_cfg):
         # "org/repo/" → default file name; "org/repo/file.pt" → that file
         # (the convention of open_clip's pretrained table).
         repo, filename = os.path.split(hub)
-        path = _hf_cached(repo, _weight_filenames(filename))
+        path = hf_cached_file(repo, _weight_filenames(filename))
         if path is not None:
             return path
     url = pretrained_cfg.get("url", "")
@@ -264,10 +230,7 @@ def load_open_clip(model_id, name):
     arch, tag = _parse_model_id(model_id)
     if arch.startswith("hf-hub:"):
         return _load_hf_hub(arch[len("hf-hub:") :], name)
-    if arch not in open_clip.list_models():
-        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown open_clip model {arch!r} in backbone {name!r}.{hint}")
+    check_arch("open_clip", arch, name, known=arch in open_clip.list_models(), candidates=open_clip.list_models)
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if not tags:
         raise ValueError(
@@ -306,8 +269,8 @@ def _load_hf_hub(repo, name):
     from open_clip.constants import HF_CONFIG_NAME
 
     if use_local_only():
-        config = _hf_cached(repo, [HF_CONFIG_NAME])
-        weights = _hf_cached(repo, _weight_filenames(None))
+        config = hf_cached_file(repo, [HF_CONFIG_NAME])
+        weights = hf_cached_file(repo, _weight_filenames(None))
         if config is None or weights is None:
             raise not_found(
                 f"open_clip/hf-hub:{repo}",

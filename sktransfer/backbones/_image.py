@@ -45,6 +45,10 @@ class ImageBackbone(Backbone):
     """
 
     modality = "image"
+    # Stop the forward pass once an intermediate layer is captured.
+    _stop_early = True
+    # Side of the blank image whose forward pass measures a layer's width.
+    _probe_size = 32
 
     def __init__(self, name, body, embedding_dim, source, data_config):
         super().__init__(name, body, embedding_dim, source)
@@ -145,8 +149,9 @@ class ImageBackbone(Backbone):
         captured = {}
 
         def hook(_module, _inp, out):
-            captured["out"] = out
-            raise _StopForward
+            captured["out"] = out[0] if isinstance(out, tuple) else out
+            if self._stop_early:
+                raise _StopForward
 
         handle = stages[layer][1].register_forward_hook(hook)
         try:
@@ -158,7 +163,7 @@ class ImageBackbone(Backbone):
         out = captured["out"]
         if out.ndim == 4:  # N×C×H×W feature map
             return out.mean(dim=(2, 3))
-        if out.ndim == 3:  # N×tokens×D (ViT blocks)
+        if out.ndim == 3:  # N×tokens×D (ViT blocks, transformer tokens batch first)
             return out.mean(dim=1)
         return out.reshape(out.shape[0], -1)
 
@@ -166,7 +171,7 @@ class ImageBackbone(Backbone):
         if layer is None:
             return self.embedding_dim
         if layer not in self._dims:
-            size = 32
+            size = self._probe_size
             x = torch.zeros((1, 3, size, size), dtype=torch.uint8)
             was = self.body.training
             self.body.eval()
@@ -229,21 +234,34 @@ class TimmBackbone(ImageBackbone):
         return [list(groups[k]) for k in sorted(groups) if groups[k]]
 
 
+def check_arch(family, arch, name, *, known, candidates):
+    """An unknown ``arch`` (``known`` False) raises a ``ValueError`` naming the backbone and the closest ``candidates()``."""
+    if not known:
+        close = difflib.get_close_matches(arch, candidates(), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown {family} model {arch!r} in backbone {name!r}.{hint}")
+
+
+def _load_arch(family, arch, name, *, known, candidates, from_file, pretrained_path):
+    """``(model, source, path)`` of a known timm or torchvision ``arch``: the given file, or the hub first."""
+    check_arch(family, arch, name, known=known, candidates=candidates)
+    if pretrained_path is not None:
+        return from_file(pretrained_path), "path", str(pretrained_path)
+    return _offline.hub_first(family, arch, f"{family}/{arch}", from_file)
+
+
 def load_timm(arch, name, pretrained_path=None):
     import timm
 
-    if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown timm model {arch!r} in backbone {name!r}.{hint}")
-
-    def from_file(path):
-        return _timm_from_file(arch, path)
-
-    if pretrained_path is not None:
-        model, source, path = from_file(pretrained_path), "path", str(pretrained_path)
-    else:
-        model, source, path = _offline.hub_first("timm", arch, f"timm/{arch}", from_file)
+    model, source, path = _load_arch(
+        "timm",
+        arch,
+        name,
+        known=timm.is_model(arch),
+        candidates=timm.list_models,
+        from_file=lambda path: _timm_from_file(arch, path),
+        pretrained_path=pretrained_path,
+    )
     bb = _timm_backbone(model, name, source, path)
     bb.arch = arch
     return bb
@@ -335,18 +353,15 @@ def load_torchvision(arch, name, pretrained_path=None):
     import torchvision
     from torchvision.models import get_model, list_models
 
-    if arch not in list_models():
-        close = difflib.get_close_matches(arch, list_models(), n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown torchvision model {arch!r} in backbone {name!r}.{hint}")
-
-    def from_file(path):
-        return _torchvision_from_file(arch, path)
-
-    if pretrained_path is not None:
-        model, source, path = from_file(pretrained_path), "path", str(pretrained_path)
-    else:
-        model, source, path = _offline.hub_first("torchvision", arch, f"torchvision/{arch}", from_file)
+    model, source, path = _load_arch(
+        "torchvision",
+        arch,
+        name,
+        known=arch in list_models(),
+        candidates=list_models,
+        from_file=lambda path: _torchvision_from_file(arch, path),
+        pretrained_path=pretrained_path,
+    )
     weights = _weights_of_file(arch, path)
     dim = _strip_last_linear(model)
     model.eval()

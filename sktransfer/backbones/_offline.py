@@ -94,7 +94,7 @@ def use_local_only(host=None):
 
 
 # ------------------------------------------------------------ the hub first
-def _hf_cached_file(repo_id, filenames):
+def hf_cached_file(repo_id, filenames):
     """The first of ``filenames`` already in the Hugging Face cache for ``repo_id``, or None."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -123,7 +123,7 @@ def _timm_from_hub(arch, local_only):
     path = None
     if cfg is not None and cfg.hf_hub_id:
         names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        path = _hf_cached_file(cfg.hf_hub_id, names)
+        path = hf_cached_file(cfg.hf_hub_id, names)
     if path is None and cfg is not None and cfg.url and os.path.isfile(_torch_hub_file(cfg.url)):
         path = _torch_hub_file(cfg.url)
     if path is None:
@@ -187,6 +187,15 @@ _TRANSPORT_ERRORS = {
 _HTTP_CLIENTS = {"httpx", "httpx2", "httpcore", "requests", "urllib3", "aiohttp"}
 
 
+def exception_chain(exc):
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), and so on, each once."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def hub_unavailable(exc):
     """Whether ``exc`` (or what caused it) means the hub could not serve the files.
 
@@ -201,9 +210,7 @@ def hub_unavailable(exc):
     except ImportError:  # pragma: no cover - older huggingface_hub
         from huggingface_hub.utils import LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
+    for exc in exception_chain(exc):
         if isinstance(exc, (NotCached, LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError,
                             TimeoutError, socket.gaierror)):
             return True
@@ -212,7 +219,6 @@ def hub_unavailable(exc):
         if any(c.__module__.split(".")[0] in _HTTP_CLIENTS and c.__name__ in _TRANSPORT_ERRORS
                for c in type(exc).__mro__):
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 

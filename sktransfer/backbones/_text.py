@@ -114,6 +114,62 @@ class TextBackbone(Backbone):
     def module_inputs(self, items, rows, max_length=None, image_size=None):
         return self.collate([items[i] for i in rows], max_length=max_length)
 
+    def chunk(self, items, max_length=None, overlap=0.125):
+        """Split texts into overlapping token windows the model can read whole.
+
+        Each window holds at most ``max_length`` tokens (None: the model's
+        default), special tokens included, so it is a complete input of the
+        model. Consecutive windows of a text share ``overlap`` (a fraction of
+        the window's text tokens) so that a sentence cut at one window's edge
+        is read whole in the next. A text that fits in one window gives one
+        window, with the same tokens as :meth:`collate` (truncation) gives it.
+
+        Parameters
+        ----------
+        items : list of str
+            Validated texts.
+        max_length : int or None
+            Tokens per window.
+        overlap : float in [0, 0.5]
+            Fraction of a window's text tokens repeated in the next window.
+
+        Returns
+        -------
+        windows : list of dict
+            One tokenized window each (token lists, unpadded): rows for
+            :meth:`window_inputs`.
+        owner : ndarray of int64, shape (n_windows,)
+            The index in ``items`` of each window's text, in order.
+        """
+        import numpy as np
+
+        limit = self.check_max_length(max_length)
+        room = limit - self.tokenizer.num_special_tokens_to_add(pair=False)
+        if room < 2:
+            raise ValueError(
+                f"max_length={limit} leaves {max(room, 0)} text tokens per window for {self.name!r}: too few to "
+                "split texts into overlapping windows. Use a larger max_length."
+            )
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(
+                f"Splitting long texts into windows needs a fast (Rust) tokenizer, and {self.name!r} has a slow "
+                f"one ({type(self.tokenizer).__name__}). Use long_texts='truncate'."
+            )
+        stride = min(int(round(float(overlap) * room)), room - 1)  # tokens shared by consecutive windows
+        enc = self.tokenizer(
+            list(items), truncation=True, max_length=limit, stride=stride,
+            return_overflowing_tokens=True, padding=False,
+        )
+        keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        windows = [{k: enc[k][j] for k in keep} for j in range(len(enc["input_ids"]))]
+        return windows, np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
+
+    def window_inputs(self, windows, rows):
+        """Rows ``rows`` of :meth:`chunk`'s windows → keyword inputs of the body, one batch
+        padded to its longest window (as :meth:`module_inputs` for whole texts)."""
+        batch = self.tokenizer.pad([windows[i] for i in rows], padding=True, return_tensors="pt")
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+
     def check_inputs(self, X):
         from .._inputs import check_texts
 

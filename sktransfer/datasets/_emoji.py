@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import _common
 
 _PACKAGE = "emoji-datasource-google"
@@ -117,8 +115,6 @@ def load_emoji(
     ValueError
         If ``image_size`` is invalid, or a file is corrupt.
     """
-    from PIL import Image, UnidentifiedImageError
-
     image_size = _common.check_image_size(image_size)
     pkg = _common.npm_package_dir(
         _PACKAGE,
@@ -141,36 +137,16 @@ def load_emoji(
     if not rows:
         raise ValueError(f"{pkg / 'emoji.json'} lists no emoji with a Google image.")
 
-    images = np.empty((len(rows), image_size, image_size, 3), dtype=np.uint8)
-    paths = []
-    for i, e in enumerate(rows):
-        path = pkg / _IMG_DIR / str(e.get("image"))
-        paths.append(str(path))
-        try:
-            with Image.open(path) as img:
-                images[i] = _common.to_rgb_square(img, image_size)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"load_emoji: the image {path} listed in emoji.json is missing. "
-                f"Reinstall the package with `{_INSTALL_HINT}`."
-            ) from exc
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise ValueError(
-                f"load_emoji: could not read the image {path} ({exc}). "
-                f"Reinstall the package with `{_INSTALL_HINT}`."
-            ) from exc
-    target = _common.encode_labels([e["category"] for e in rows], TARGET_NAMES)
-    names = np.asarray([str(e.get("name") or "") for e in rows])
-    subs = np.asarray([str(e.get("subcategory") or "") for e in rows])
-    filenames = np.asarray(paths)
-    order = _common.shuffled_order(len(rows), shuffle, random_state)
+    paths = [pkg / _IMG_DIR / str(e.get("image")) for e in rows]
     return _common.image_bunch(
-        images[order],
-        target[order],
-        target_names=TARGET_NAMES,
-        descr=_DESCR,
-        return_X_y=return_X_y,
-        names=names[order],
-        subcategories=subs[order],
-        filenames=filenames[order],
+        _common.read_images(paths, image_size, loader="load_emoji", install_hint=_INSTALL_HINT, listed_in="emoji.json"),
+        _common.encode_labels([e["category"] for e in rows], TARGET_NAMES),
+        TARGET_NAMES,
+        _DESCR,
+        rows={
+            "names": [str(e.get("name") or "") for e in rows],
+            "subcategories": [str(e.get("subcategory") or "") for e in rows],
+            "filenames": [str(p) for p in paths],
+        },
+        shuffle=shuffle, random_state=random_state, return_X_y=return_X_y,
     )

@@ -8,7 +8,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import Bunch
+
+from . import _common
 
 DEFAULT_DATA_HOME = "/usr/share/datasets/fashion-mnist"
 _INSTALL_HINT = "apt-get install dataset-fashion-mnist"
@@ -66,14 +67,11 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     IDX layout: two zero bytes, a type code (0x08 = uint8), the number of
     dimensions, then one big-endian uint32 per dimension, then the data.
     """
-    try:
+    with _common.file_errors(
+        path, install_hint=_INSTALL_HINT, errors=(OSError, EOFError, zlib.error), what="Fashion-MNIST file"
+    ):
         with gzip.open(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(
-            f"Fashion-MNIST file {path} is corrupt or truncated (could not "
-            f"decompress it: {exc}). Reinstall it with `{_INSTALL_HINT}`."
-        ) from exc
 
     def bad(reason):
         return ValueError(
@@ -239,22 +237,13 @@ def load_fashion_mnist(*, subset="all", return_X_y=False, as_frame=False, data_h
     target = np.concatenate(labels).astype(np.int64)
 
     feature_names = [f"pixel{i}" for i in range(_IMAGE_SHAPE[0] * _IMAGE_SHAPE[1])]
-    frame = None
-    if as_frame:
+
+    def to_frame(images):
         import pandas as pd
 
-        data = pd.DataFrame(data.reshape(len(data), -1), columns=feature_names)
-        target = pd.Series(target, name="target")
-        frame = pd.concat([data, target], axis=1)
+        return pd.DataFrame(images.reshape(len(images), -1), columns=feature_names)
 
-    if return_X_y:
-        return data, target
-
-    return Bunch(
-        data=data,
-        target=target,
-        target_names=list(TARGET_NAMES),
+    return _common.bunch(
+        data, target, TARGET_NAMES, _DESCR, as_frame=as_frame, to_frame=to_frame, return_X_y=return_X_y,
         feature_names=feature_names,
-        frame=frame,
-        DESCR=_DESCR,
     )

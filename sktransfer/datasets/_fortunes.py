@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -165,12 +164,9 @@ def load_fortunes(
     ValueError, TypeError
         If ``categories`` is invalid or names a file that is not installed.
     """
-    home = Path(DEFAULT_DATA_HOME if data_home is None else data_home)
-    if not home.is_dir():
-        raise FileNotFoundError(
-            f"load_fortunes: the fortune directory {home} does not exist. "
-            f"Install the fortunes with `{_INSTALL_HINT}`, or pass data_home=."
-        )
+    home = _common.data_dir(
+        data_home, DEFAULT_DATA_HOME, loader="load_fortunes", what="fortune", install_hint=_INSTALL_HINT
+    )
     categories = _common.check_categories(
         categories,
         _available(home),
@@ -197,16 +193,7 @@ def load_fortunes(
             seen.add(text)
             kept_texts.append(text)
             kept_codes.append(code)
-    texts = kept_texts
-    target = np.asarray(kept_codes, dtype=np.int64)
-    order = _common.shuffled_order(len(texts), shuffle, random_state)
-    texts, target = _common.take(texts, order), target[order]
     return _common.text_bunch(
-        texts,
-        target,
-        target_names=target_names,
-        descr=_DESCR,
-        return_X_y=return_X_y,
-        as_frame=as_frame,
-        categories=list(categories),
+        kept_texts, np.asarray(kept_codes, dtype=np.int64), target_names, _DESCR, categories=list(categories),
+        shuffle=shuffle, random_state=random_state, return_X_y=return_X_y, as_frame=as_frame,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -154,15 +153,12 @@ def load_openclipart(
         If an argument is invalid, a category holds no image, or an image
         cannot be read (the message names the file).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     image_size = _common.check_image_size(image_size)
-    home = Path(DEFAULT_DATA_HOME if data_home is None else data_home)
-    if not home.is_dir():
-        raise FileNotFoundError(
-            f"load_openclipart: the clip art directory {home} does not exist. "
-            f"Install it with `{_INSTALL_HINT}`, or pass data_home=."
-        )
+    home = _common.data_dir(
+        data_home, DEFAULT_DATA_HOME, loader="load_openclipart", what="clip art", install_hint=_INSTALL_HINT
+    )
     available = {p.name for p in home.iterdir() if p.is_dir()}
     categories = _common.check_categories(
         categories,
@@ -180,23 +176,11 @@ def load_openclipart(
     target = np.asarray(
         [code for code, c in enumerate(categories) for _ in files[c]], dtype=np.int64
     )
-    images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                images[i] = _common.to_rgb_square(img, image_size)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-            raise ValueError(
-                f"load_openclipart: could not read the image {path} ({exc}). "
-                f"Reinstall it with `{_INSTALL_HINT}`."
-            ) from exc
-    filenames = np.asarray([str(p) for p in paths])
-    order = _common.shuffled_order(len(paths), shuffle, random_state)
     return _common.image_bunch(
-        images[order],
-        target[order],
-        target_names=categories,
-        descr=_DESCR,
-        return_X_y=return_X_y,
-        filenames=filenames[order],
+        _common.read_images(paths, image_size, loader="load_openclipart", install_hint=_INSTALL_HINT),
+        target,
+        categories,
+        _DESCR,
+        rows={"filenames": [str(p) for p in paths]},
+        shuffle=shuffle, random_state=random_state, return_X_y=return_X_y,
     )

