@@ -57,9 +57,9 @@ def default_candidates(modality):
     * ``few_shot``: :class:`~sktransfer.FewShotClassifier` at its
       defaults (SetFit; strongest with few labels per class).
     * ``linear_probe`` (images only): :class:`~sktransfer.FineTunedClassifier`
-      with a frozen backbone. On images it trains on augmented crops, which
-      the cached probe cannot; on text it is the probe again, fitted by SGD
-      at one forward pass per input and epoch, so it is left out.
+      with a frozen backbone, its head trained by SGD from the probe's
+      (a different fit from the cached probe's); on text it is the probe
+      again, at one forward pass per input and epoch, so it is left out.
     * ``lora``: :class:`~sktransfer.LoRAClassifier` at its defaults.
     * ``partial`` and ``full``: :class:`~sktransfer.FineTunedClassifier`
       at its defaults (more data: a few hundred labels and more).

@@ -121,7 +121,7 @@ def test_search_with_a_checkpoint_dir_trains_every_fold_and_candidate(images, tm
     [
         # augmentation, dropout, a validation split and early stopping's state
         (lambda d, cbs: FineTunedClassifier(
-            IMAGE, strategy="full", validation_fraction=0.25, early_stopping=3, checkpoint_dir=d, callbacks=cbs,
+            IMAGE, strategy="full", augment=True, validation_fraction=0.25, early_stopping=3, checkpoint_dir=d, callbacks=cbs,
             **{**FAST_IMG, "max_epochs": 4}), "images"),
         # text, an MLP head with dropout
         (lambda d, cbs: FineTunedClassifier(TEXT, strategy="linear_probe", head="mlp", lr=5e-3,

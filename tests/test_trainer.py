@@ -108,11 +108,14 @@ def test_dann_defaults_keep_pretrained_batchnorm_statistics_and_start_from_the_p
     assert pretrained and all(torch.equal(trained[k], v) for k, v in pretrained.items())
 
 
-@pytest.mark.parametrize("strategy, augments", [("linear_probe", False), ("partial", True)])
-def test_augmentation_default_follows_the_strategy(strategy, augments, one_thread):
-    # augment="auto": none for a linear probe (chosen leave-one-task-out on
-    # the suite's image tasks: benchmarks/RESULTS.md), flips and crops when
-    # the backbone trains.
+@pytest.mark.parametrize(
+    "strategy, augment, augments",
+    [("linear_probe", "auto", False), ("partial", "auto", False), ("full", "auto", False), ("partial", True, True)],
+)
+def test_augmentation_default_is_none_and_can_be_asked_for(strategy, augment, augments, one_thread):
+    # augment="auto": no flips and crops, whatever the strategy (chosen
+    # leave-one-task-out on the suite's image tasks at 8 and 32 rows per
+    # class: benchmarks/RESULTS.md); augment=True still augments.
     from sklearn.datasets import load_digits
 
     from conftest import IMAGE
@@ -121,6 +124,7 @@ def test_augmentation_default_follows_the_strategy(strategy, augments, one_threa
     X = (d.images[:20] * 16).clip(0, 255).astype(np.uint8)
     clf = FineTunedClassifier(IMAGE, strategy=strategy, unfreeze_last=1, image_size=32, max_epochs=1, random_state=0)
     assert clf.augment == "auto"
+    clf.set_params(augment=augment)
     assert clf.fit(X, d.target[:20]).net_.module_.augment is augments
 
 
