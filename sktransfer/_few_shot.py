@@ -34,7 +34,7 @@ from ._training import compiled_runner, export_model
 from ._transfer_module import TransferModule, export_spec, run_in_batches
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
-from ._validation import check_backbone_and_device, check_params, encode_known_labels, encode_labels
+from ._validation import check_backbone_and_device, check_params, encode_known_labels, encode_labels, renamed_param
 from ._zero_shot import check_templates, fill_templates, label_texts
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
@@ -386,21 +386,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------ checks
     def _resolve_estimator(self):
         """``estimator``, or the deprecated ``head`` with a FutureWarning."""
-        if isinstance(self.head, str) and self.head == "deprecated":
-            return self.estimator, "estimator"
-        if self.estimator is not None:
-            raise ValueError("Give estimator= only: head= is its deprecated old name, and both were given.")
-        import warnings
-
-        from ._utils import user_stacklevel
-
-        warnings.warn(
-            "FewShotClassifier(head=...) was renamed estimator=... in 0.2 (head is the torch head in the other "
-            "estimators); head= will be removed in 0.4.",
-            FutureWarning,
-            stacklevel=user_stacklevel(),
-        )
-        return self.head, "head"
+        return renamed_param(self, "head", "estimator", why="head is the torch head in the other estimators")
 
     @property
     def head_(self):
@@ -680,7 +666,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         return path
 
     @classmethod
-    def load(cls, path, trusted=None):
+    def load(cls, path, backbone=None, trusted=None):
         """Rebuild a fitted classifier saved with :meth:`save`.
 
         The files are checked against ``manifest.json`` first: a file that
@@ -694,6 +680,12 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         path : str
+            Directory written by :meth:`save`.
+        backbone : str or None, default=None
+            Build the body from this backbone instead of the saved name (e.g.
+            a local copy where the hub is unreachable). The saved tensors
+            replace its weights, so it must be the same architecture: another
+            one is refused, naming the tensors that don't fit.
         trusted : list of str or None, default=None
             Types skops may build besides the ones it trusts by default
             (scikit-learn's own). A classifier from another library needs its
@@ -718,6 +710,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         params.setdefault("inference_backend", "torch")  # saves from before they existed
         params.setdefault("inference_quantize", None)
         est = _persistence.build_estimator(cls, {**params, "estimator": clone(head), "head": "deprecated"}, path)
+        if backbone is not None:
+            est.backbone = backbone
         head_classes = getattr(head, "classes_", None)
         if head_classes is not None and not np.array_equal(np.asarray(head_classes), np.arange(len(classes))):
             raise _persistence.SaveIntegrityError(

@@ -339,6 +339,25 @@ def test_weights_of_another_backbone_are_named(saves, tmp_path):
         FineTunedClassifier.load(str(path))
 
 
+@pytest.mark.parametrize("name", ["ft", "lora", "fewshot"])
+def test_load_takes_the_backbone_from_a_local_copy(name, fitted, saves, data):
+    """``load(path, backbone=...)``, one keyword for every estimator: the same model from a local directory."""
+    from sktransfer.backbones._offline import known_local_path
+
+    local = str(known_local_path(TEXT))
+    assert os.path.isdir(local)
+    back = CLASSES[name].load(saves[name], backbone=local)
+    assert back.backbone == local
+    X, _ = data
+    np.testing.assert_allclose(_outputs(back, X[20:24]), _outputs(fitted[name], X[20:24]), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ft", "fewshot"])
+def test_load_refuses_a_backbone_of_another_architecture(name, saves):
+    with pytest.raises(ValueError, match=rf"{WEIGHTS[name]}' does not fit .*'{IMAGE}'"):
+        CLASSES[name].load(saves[name], backbone=IMAGE)
+
+
 def test_lora_refuses_another_base_and_names_both(saves):
     with pytest.raises(ValueError, match=rf"trained on '{TEXT}'.*backbone='{IMAGE}'.*refusing to load it onto a different model"):
         LoRAClassifier.load(saves["lora"], backbone=IMAGE)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ._clip import is_open_clip_model, load_open_clip, wrap_open_clip
 from ._image import load_timm, load_torchvision, wrap_image_module
-from ._offline import BackboneNotFoundError, close_names, known_names, suggestion
+from ._offline import BackboneNotFoundError, close_names, exception_chain, known_names, suggestion
 from ._text import load_hf_encoder, load_sentence_transformer, wrap_text_module
 
 _FAMILY_PREFIXES = {
@@ -138,13 +138,9 @@ def _hub_not_found(exc):
         from huggingface_hub.errors import RepositoryNotFoundError
     except ImportError:  # pragma: no cover - older huggingface_hub
         from huggingface_hub.utils import RepositoryNotFoundError
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, RepositoryNotFoundError) or "not a valid model identifier" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(
+        isinstance(e, RepositoryNotFoundError) or "not a valid model identifier" in str(e) for e in exception_chain(exc)
+    )
 
 
 def load_backbone(spec, *, device="cpu", pooling="mean", shared=True):
