@@ -7,7 +7,7 @@ PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.sktransfer-installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test test-fast bench bench-suite suite-data clean
+.PHONY: setup demo test test-fast bench bench-suite suite-data docs clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,16 @@ bench-suite: $(SUITE_STAMP)
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/suite/run.py
 	$(VPY) benchmarks/suite/report.py
 	$(VPY) benchmarks/assemble_results.py
+
+# The documentation site (docs/conf.py), offline, into docs/_build/html:
+# warnings are errors (-W), the gallery scripts run in quick mode
+# (SKTRANSFER_DOCS_QUICK=1, fewer rows; DOCS_QUICK=0 for full size), then
+# every internal link and anchor of the built HTML is checked.
+DOCS_QUICK ?= 1
+docs: $(STAMP)
+	$(PIP) install -q -e ".[docs]" "torch==2.14.1" "torchvision==0.29.1"
+	HF_HUB_OFFLINE=1 SKTRANSFER_DOCS_QUICK=$(DOCS_QUICK) MPLBACKEND=Agg $(VPY) -m sphinx -b html -W --keep-going docs docs/_build/html
+	$(VPY) docs/check_internal_links.py docs/_build/html
 
 clean:
 	rm -rf $(VENV) build *.egg-info

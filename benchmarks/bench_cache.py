@@ -29,11 +29,13 @@ Record: ``benchmarks/results/cache/results.json``; prose: ``sections/cache_notes
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,9 +54,10 @@ NS = hashlib.sha256(b"bench-cache").hexdigest()
 CONFIGS = {
     "full": dict(sizes={"segments": [100_000, 1_000_000], "files": [100_000], "lmdb": [100_000],
                         "diskcache": [100_000]},
-                 read_n=100_000, reps=3, writers=3, writer_rows=100_000, writer_overlap=50_000),
+                 read_n=100_000, reps=5, writers=3,
+                 writer_rows={"segments": 100_000, "files": 20_000}, writer_overlap=0.5),
     "quick": dict(sizes={"segments": [2_000], "files": [2_000], "lmdb": [2_000], "diskcache": [2_000]},
-                  read_n=1_000, reps=1, writers=3, writer_rows=2_000, writer_overlap=1_000),
+                  read_n=1_000, reps=1, writers=3, writer_rows={"segments": 2_000, "files": 1_000}, writer_overlap=0.5),
 }
 TARGETS = dict(n=1_000_000, max_files=1_000, max_overhead=1.3, read_speedup=10.0)
 log = H.log
@@ -109,6 +112,30 @@ class Segments:
         return int(self.s.get_many(keys, dim)[1].sum())
 
 
+def records(keys, vecs):
+    """The new store's checksummed records, built the same (vectorised) way for the library stores."""
+    from sktransfer._cache import _records
+
+    raw = bytes.fromhex("".join(keys))
+    return raw, _records(raw, np.asarray(vecs))
+
+
+def record_size(dim):
+    from sktransfer._cache import _record_size
+
+    return _record_size(dim)
+
+
+def verified(rec, raw, dim):
+    """Rows of ``rec`` that pass the store's checks, decoded as the new store does."""
+    from sktransfer._cache import _SUM, _REC_HEAD, _verify
+
+    ok = _verify(rec, raw, dim)
+    out = np.empty((len(rec), dim), np.float32)
+    out[ok] = rec[ok, _REC_HEAD.size : rec.shape[1] - _SUM].view("<f4")
+    return int(ok.sum())
+
+
 class Lmdb:
     """LMDB, the same checksummed records, one write transaction per batch."""
 
@@ -118,26 +145,20 @@ class Lmdb:
         self.env = lmdb.open(d, map_size=1 << 38, subdir=True, readahead=False)
 
     def write(self, keys, vecs):
-        from sktransfer._cache import _record
-
+        raw, rec = records(keys, vecs)
         with self.env.begin(write=True) as txn:
-            for k, v in zip(keys, vecs):
-                raw = bytes.fromhex(k)
-                txn.put(raw, _record(raw, v))
+            for i, r in enumerate(rec):
+                txn.put(raw[32 * i : 32 * i + 32], r.tobytes())
 
     def read(self, keys, dim):
-        from sktransfer._cache import _check_record
-
-        out, n = np.empty((len(keys), dim), np.float32), 0
+        raw = bytes.fromhex("".join(keys))
+        rec = np.zeros((len(keys), record_size(dim)), np.uint8)
         with self.env.begin(buffers=True) as txn:
-            for i, k in enumerate(keys):
-                raw = bytes.fromhex(k)
-                buf = txn.get(raw)
-                p = None if buf is None else _check_record(memoryview(buf), raw, dim)
-                if p is not None:
-                    out[i] = np.frombuffer(p, "<f4")
-                    n += 1
-        return n
+            for i in range(len(keys)):
+                buf = txn.get(raw[32 * i : 32 * i + 32])
+                if buf is not None and len(buf) == rec.shape[1]:
+                    rec[i] = np.frombuffer(buf, np.uint8)
+        return verified(rec, raw, dim)
 
 
 class Diskcache:
@@ -149,25 +170,19 @@ class Diskcache:
         self.c = diskcache.Cache(d, size_limit=1 << 40, eviction_policy="none")
 
     def write(self, keys, vecs):
-        from sktransfer._cache import _record
-
+        raw, rec = records(keys, vecs)
         with self.c.transact():
-            for k, v in zip(keys, vecs):
-                raw = bytes.fromhex(k)
-                self.c.set(raw, _record(raw, v))
+            for i, r in enumerate(rec):
+                self.c.set(raw[32 * i : 32 * i + 32], r.tobytes())
 
     def read(self, keys, dim):
-        from sktransfer._cache import _check_record
-
-        out, n = np.empty((len(keys), dim), np.float32), 0
-        for i, k in enumerate(keys):
-            raw = bytes.fromhex(k)
-            buf = self.c.get(raw)
-            p = None if buf is None else _check_record(memoryview(buf), raw, dim)
-            if p is not None:
-                out[i] = np.frombuffer(p, "<f4")
-                n += 1
-        return n
+        raw = bytes.fromhex("".join(keys))
+        rec = np.zeros((len(keys), record_size(dim)), np.uint8)
+        for i in range(len(keys)):
+            buf = self.c.get(raw[32 * i : 32 * i + 32])
+            if buf is not None and len(buf) == rec.shape[1]:
+                rec[i] = np.frombuffer(buf, np.uint8)
+        return verified(rec, raw, dim)
 
 
 ARMS = {"files": Files, "segments": Segments, "lmdb": Lmdb, "diskcache": Diskcache}
@@ -199,7 +214,8 @@ def drop_copies():
         _cache._memory_bytes = 0
 
 
-def measure_arm(arm, n, cfg, root):
+def build_arm(arm, n, cfg, root):
+    """Write ``n`` rows into a new store of ``arm``; its sizes, and what the timed reads need."""
     from sktransfer import _cache
 
     d = os.path.join(root, f"{arm}-{n}")
@@ -214,9 +230,8 @@ def measure_arm(arm, n, cfg, root):
     _cache.close_writers()
     files, size, alloc = disk_usage(d)
     read_n = min(cfg["read_n"], n)
-    idx = np.random.RandomState(1).choice(n, read_n, replace=False)
-    all_keys = keys_for(0, n) if n <= 2 * read_n else None
-    keys = [all_keys[i] for i in idx] if all_keys is not None else [_cache.entry_key(NS, str(i)) for i in idx]
+    idx = np.random.RandomState(1).choice(n, read_n, replace=False)  # random keys, in random order
+    keys = [_cache.entry_key(NS, str(i)) for i in idx]
     index_s = None
     if arm == "segments":  # a fresh process: the index of every segment is read first
         _cache.clear_memory_layer()
@@ -225,30 +240,39 @@ def measure_arm(arm, n, cfg, root):
         index_s = time.perf_counter() - t
     drop_copies()
     assert store.read(keys, DIM) == read_n, f"{arm}: rows missing after the write"  # warms the page cache
-    times = []
-    for _ in range(cfg["reps"]):
-        drop_copies()
-        t = time.perf_counter()
-        found = store.read(keys, DIM)
-        times.append(time.perf_counter() - t)
-        assert found == read_n
     raw = n * DIM * 4
     r = {"arm": arm, "n": n, "write_s": write_s, "write_rows_s": n / write_s, "files": files, "bytes": size,
          "allocated": alloc, "raw": raw, "overhead": size / raw, "alloc_overhead": alloc / raw, "read_n": read_n,
-         "read_s": times, "read_rows_s": read_n / float(np.median(times)), "index_s": index_s}
+         "index_s": index_s}
     log(f"  {arm:10s} N={n:>9,}: write {n / write_s:>9,.0f} rows/s, {files:>7,} files, {size / 2**20:,.0f} MiB "
-        f"({size / raw:.2f}x raw, {alloc / raw:.2f}x allocated), read {read_n:,} warm: {np.median(times):.2f} s "
-        f"({r['read_rows_s']:,.0f} rows/s)" + (f", index load {index_s:.2f} s" if index_s is not None else ""))
-    shutil.rmtree(d, ignore_errors=True)
-    return r
+        f"({size / raw:.2f}x raw, {alloc / raw:.2f}x allocated)" + (f", index load {index_s:.2f} s" if index_s is not None else ""))
+    return r, store, keys
+
+
+def timed_reads(built, cfg):
+    """Warm reads of every store, interleaved (``_harness.alternate``): bursts of load hit all arms alike."""
+    def reader(store, keys):
+        def read():
+            drop_copies()
+            assert store.read(keys, DIM) == len(keys)
+        return read
+
+    arms = {f"{r['arm']}-{r['n']}": reader(store, keys) for r, store, keys in built}
+    times = H.alternate(arms, cfg["reps"], log=log)
+    for r, _, _ in built:
+        r["read_s"] = times[f"{r['arm']}-{r['n']}"]
+        r["read_rows_s"] = r["read_n"] / float(np.median(r["read_s"]))
+        log(f"  {r['arm']:10s} N={r['n']:>9,}: read {r['read_n']:,} warm: {np.median(r['read_s']):.2f} s "
+            f"({r['read_rows_s']:,.0f} rows/s)")
 
 
 def child_writer(spec):
-    """One of the concurrent writers: waits for the common start, then writes its range in batches."""
+    """One of the concurrent writers: says it is ready, waits for the common start, then writes its range."""
     store = ARMS[spec["arm"]](spec["dir"])
     keys, vecs = keys_for(spec["start"], spec["stop"]), rows_for(spec["start"], spec["stop"])
-    while time.time() < spec["start_at"]:
-        time.sleep(0.01)
+    Path(spec["go"] + f".ready-{spec['start']}").touch()
+    while not os.path.exists(spec["go"]):
+        time.sleep(0.005)
     t0 = time.time()
     for b in range(0, len(keys), BATCH):
         store.write(keys[b : b + BATCH], vecs[b : b + BATCH])
@@ -260,12 +284,21 @@ def measure_writers(arm, cfg, root):
 
     d = os.path.join(root, f"writers-{arm}")
     os.makedirs(d)
-    step = cfg["writer_rows"] - cfg["writer_overlap"]
-    ranges = [(w * step, w * step + cfg["writer_rows"]) for w in range(cfg["writers"])]
-    start_at = time.time() + 25  # every child imported and holding its rows before any writes
+    rows = cfg["writer_rows"][arm]
+    step = int(rows * (1 - cfg["writer_overlap"]))  # each writer shares half its keys with the next
+    ranges = [(w * step, w * step + rows) for w in range(cfg["writers"])]
+    go = os.path.join(root, f"go-{arm}")  # created once every child has imported and holds its rows
+
+    def starter():
+        while len(glob.glob(go + ".ready-*")) < len(ranges):
+            time.sleep(0.005)
+        Path(go).touch()
+
     specs = [{"kind": "writer", "label": f"{arm} writer {w}", "arm": arm, "dir": d, "start": a, "stop": b,
-              "start_at": start_at, "threads": 1} for w, (a, b) in enumerate(ranges)]
+              "go": go, "threads": 1} for w, (a, b) in enumerate(ranges)]
+    threading.Thread(target=starter, daemon=True).start()
     res = H.run_children(Path(__file__), specs, jobs=len(specs))
+    start_at = min(r["t0"] for r in res)
     n = ranges[-1][1]
     store = ARMS[arm](d)
     drop_copies()
@@ -285,10 +318,10 @@ def measure_writers(arm, cfg, root):
     files = disk_usage(d)[0]
     _cache.close_writers()
     shutil.rmtree(d, ignore_errors=True)
-    r = {"arm": arm, "writers": len(specs), "rows_each": cfg["writer_rows"], "distinct": n, "found": found, "lost": lost,
+    r = {"arm": arm, "writers": len(specs), "rows_each": rows, "distinct": n, "found": found, "lost": lost,
          "wrong": wrong, "overlap_s": overlap_s, "spans": [(x["t0"] - start_at, x["t1"] - start_at) for x in res],
          "files": files}
-    log(f"  {arm}: {len(specs)} writers x {cfg['writer_rows']:,} rows ({n:,} distinct): found {found:,}, lost {lost}, "
+    log(f"  {arm}: {len(specs)} writers x {rows:,} rows ({n:,} distinct): found {found:,}, lost {lost}, "
         f"wrong {wrong}; all three writing at once for {overlap_s:.1f} s")
     return r
 
@@ -297,11 +330,11 @@ def measure(cfg, args):
     root = tempfile.mkdtemp(prefix="sktransfer-bench-cache-", dir=args.tmp)
     res = {"sizes": [], "writers": []}
     try:
-        for arm, sizes in cfg["sizes"].items():
-            if arm in args.skip.split(","):
-                continue
-            for n in sizes:
-                res["sizes"].append(measure_arm(arm, n, cfg, root))
+        built = [build_arm(arm, n, cfg, root) for arm, sizes in cfg["sizes"].items()
+                 if arm not in args.skip.split(",") for n in sizes]
+        timed_reads(built, cfg)
+        res["sizes"] = [r for r, _, _ in built]
+        del built
         for arm in ("segments", "files"):
             res["writers"].append(measure_writers(arm, cfg, root))
     finally:
@@ -322,7 +355,9 @@ def report(res, run, cfg, out=None):
     seg = max((r for r in res["sizes"] if r["arm"] == "segments"), key=lambda r: r["n"])
     files = max((r for r in res["sizes"] if r["arm"] == "files"), key=lambda r: r["n"])
     same_n = by.get(("segments", files["n"]))
-    speedup = files["read_s"] and (np.median(files["read_s"]) / np.median(same_n["read_s"]) if same_n else None)
+    # Paired: the r-th reads of both arms ran back to back (same load); the median of the per-rep ratios.
+    ratios = (np.array(files["read_s"]) / np.array(same_n["read_s"])).tolist() if same_n else []
+    speedup = float(np.median(ratios)) if same_n else None
     # Extrapolations to the target size, stated as such.
     per_row_files = files["bytes"] / files["n"]
     per_row_alloc = files["allocated"] / files["n"]
@@ -339,7 +374,8 @@ def report(res, run, cfg, out=None):
          f"{seg['raw'] / 2**20:,.0f} MiB raw; allocated {seg['alloc_overhead']:.3f}x)",
          "met" if seg_over <= TARGETS["max_overhead"] else "**missed**"],
         [f"reading {files['read_n']:,} warm entries >= {TARGETS['read_speedup']:.0f}x faster than the per-file cache",
-         f"{speedup:.1f}x ({np.median(same_n['read_s']):.2f} s vs {np.median(files['read_s']):.2f} s, same N = {files['n']:,})"
+         f"{speedup:.1f}x, median of {len(ratios)} paired repetitions ({min(ratios):.1f}x to {max(ratios):.1f}x); "
+         f"median times {np.median(same_n['read_s']):.2f} s vs {np.median(files['read_s']):.2f} s, same N = {files['n']:,}"
          if speedup else "–", "met" if speedup and speedup >= TARGETS["read_speedup"] else "**missed**"],
         [f"{wr['segments']['writers']} writer processes at once lose nothing",
          f"{wr['segments']['found']:,} of {wr['segments']['distinct']:,} rows read back, {wr['segments']['lost']} lost, "
@@ -350,10 +386,17 @@ def report(res, run, cfg, out=None):
               f"{per_row_alloc * n_t / 2**30:.1f} GiB allocated ({per_row_alloc / (DIM * 4):.2f}x the raw bytes), "
               f"and about {n_t / files['write_rows_s'] / 60:.0f} min to write at the measured rate.")
     wrows = [[w["arm"], w["writers"], f"{w['rows_each']:,}", f"{w['distinct']:,}", f"{w['found']:,}", w["lost"], w["wrong"],
-              f"{w['overlap_s']:.1f}", w["files"]] for w in res["writers"]]
+              f"{w['overlap_s']:.1f}", f"{w['files']:,}"] for w in res["writers"]]
     writer_table = H.md_table(["store", "writers", "rows each", "distinct rows", "read back", "lost", "wrong",
                                "s all writing", "files"], wrows, "lrrrrrrrr")
-    blocks = {"header": H.header(run), "summary": summary, "size_table": size_table, "extrapolation": extrap,
+    def versus(arm):
+        r = by.get((arm, files["n"]))
+        if r is None or same_n is None:
+            return {f"{arm}_overhead": "–", f"{arm}_read": "–"}
+        return {f"{arm}_overhead": f"{r['overhead']:.2f}x",
+                f"{arm}_read": f"{np.median(np.array(r['read_s']) / np.array(same_n['read_s'])):.2f}x"}
+
+    blocks = {**versus("lmdb"), **versus("diskcache"), "header": H.header(run), "summary": summary, "size_table": size_table, "extrapolation": extrap,
               "writer_table": writer_table, "index_s": f"{seg['index_s']:.2f}", "index_n": f"{seg['n']:,}",
               "batch": BATCH, "dim": DIM, "reps": cfg["reps"]}
     H.write_section("cache", blocks, out)

@@ -14,6 +14,7 @@ from .adaptation import DANNClassifier, EmbeddingDAClassifier
 from .backbones import BackboneNotFoundError, load_backbone
 from .callbacks import CheckpointError
 from .selection import BackboneSelector
+from . import merging  # noqa: F401  (sktransfer.merging: soup, task_vector)
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,7 @@
 """`PretrainedFeatureExtractor`: frozen backbones as sklearn transformers."""
 
 import os
+from contextlib import closing
 from numbers import Integral, Real
 
 import numpy as np
@@ -12,7 +13,7 @@ from torch import nn
 
 from . import _cache
 from ._config import get_config
-from ._inputs import image_digest, text_digest, to_rgb
+from ._inputs import image_digest, text_digest
 from ._utils import progress_bar, resolve_device, want_progress
 from ._validation import check_backbone_and_device, check_params
 from .backbones import load_backbone
@@ -29,6 +30,10 @@ _PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 # Texts tokenized together with long_texts chunking: their windows share
 # forward passes of batch_size windows (bounded memory for the token lists).
 _CHUNK_GROUP_BATCHES = 8
+
+# Image batches decoded and resized ahead of the forward pass, in a background
+# thread (0: each in its turn, in the caller's thread): benchmarks/bench_image_preprocessing.py.
+_PREFETCH_AHEAD = 1
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -108,6 +113,24 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     image_size : int or None, default=None
         Square input size for images (None: the model's pretrained size).
         Smaller is faster and often enough for small images.
+    image_resize : {"fast", "exact"}, default="fast"
+        How images are resized to ``image_size`` (short side to
+        ``image_size / crop_pct``, then centre crop, as the model's own eval
+        transform). ``"fast"`` resizes all the images of one size in a
+        batch with one call of torch's antialiased ``interpolate`` on uint8
+        (PIL's filters, rounded differently: a pixel moves by a level or
+        two of 255), straight into the channels-last layout the body runs
+        in; measured cosine to the embeddings of timm's own pipeline
+        (``timm.data.create_transform``) at least 0.9999 on photos, clip
+        art and upscaled 28 px images, with unchanged probe accuracy.
+        ``"exact"`` resizes each image with PIL, as timm's and
+        torchvision's transforms do: the embeddings are timm's pipeline's,
+        up to float rounding, at three to four times the preprocessing
+        CPU time of ``"fast"`` (28 px images upscaled to 224). Either
+        way the next batch is decoded and resized in a background thread
+        while the model runs the current one. See ``benchmarks/RESULTS.md``
+        ("Image preprocessing"). Ignored for text, and by backbones whose
+        preprocessing is their library's own (open_clip).
     device : str, default="auto"
         ``"auto"`` uses CUDA, then MPS, else the CPU.
     backend : {"torch", "onnx", "openvino"}, default="torch"
@@ -145,7 +168,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         Dimension of the embeddings (``truncate_dim`` when set). The output
         has this many columns, except with binary precisions:
         ``ceil(embedding_dim_ / 8)`` bytes.
-    quantization_ranges_ : ndarray of shape (2, embedding_dim_) or None
+    quantization_ranges_ : ndarray of shape (2, ``embedding_dim_``) or None
         With ``precision="int8"`` or ``"uint8"``: the minimum and maximum of
         each dimension over the (truncated, normalised) embeddings of the
         ``X`` given to ``fit``; None otherwise.
@@ -197,6 +220,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         long_texts="truncate",
         chunk_overlap=0.125,
         image_size=None,
+        image_resize="fast",
         device="auto",
         backend="torch",
         quantize=None,
@@ -214,6 +238,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.long_texts = long_texts
         self.chunk_overlap = chunk_overlap
         self.image_size = image_size
+        self.image_resize = image_resize
         self.device = device
         self.backend = backend
         self.quantize = quantize
@@ -236,6 +261,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "long_texts": [StrOptions({"truncate", "chunk_mean", "chunk_max"})],
         "chunk_overlap": [Interval(Real, 0, 0.5, closed="both")],
         "image_size": [Interval(Integral, 8, None, closed="left"), None],
+        "image_resize": [StrOptions({"fast", "exact"})],
         "device": [str, torch.device, None],
         "backend": [StrOptions({"torch", "onnx", "openvino"})],
         "quantize": [StrOptions({"int8"}), None],
@@ -275,16 +301,38 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         per-dimension range of its embeddings with ``precision="int8"`` or
         ``"uint8"`` (``quantization_ranges_``). ``y`` is ignored.
 
+        A dask collection is not computed: its first rows (up to 256, from
+        its first partition) are validated, except with ``precision="int8"``
+        or ``"uint8"``, whose ranges are learned from the embeddings of all
+        of it, computed on the cluster (see ``docs/scaling.md``).
+
         Parameters
         ----------
-        X : list, array, Series or one-column DataFrame
-            Texts, or images (paths, PIL images, arrays).
+        X : list, array, Series, one-column DataFrame, dask collection or None
+            Texts, or images (paths, PIL images, arrays); or a dask
+            Series, one-column DataFrame, array or bag of them. None loads
+            the backbone without data (nothing is learned from ``X`` unless
+            ``precision`` is int8/uint8 or ``quantize`` is set, which need
+            rows).
         y : ignored
 
         Returns
         -------
         self : PretrainedFeatureExtractor
         """
+        from . import _dask
+
+        if _dask.is_dask_collection(X):
+            return _dask.fit(self, X)
+        if X is None:  # the backbone's own example input: loads it, learns the width
+            if self.precision in ("int8", "uint8") or self.quantize is not None:
+                learned = f"precision={self.precision!r}" if self.quantize is None else f"quantize={self.quantize!r}"
+                raise ValueError(
+                    f"fit(None): {learned} learns from the rows given to fit (ranges, or calibration). "
+                    "Pass a representative sample of X to fit."
+                )
+            self._check_params()
+            X = load_backbone(self.backbone, device=resolve_device(self.device), pooling=self.pooling).example_inputs()
         self._fit(X)
         return self
 
@@ -299,14 +347,20 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
         Parameters
         ----------
-        X : list, array, Series or one-column DataFrame
-            Texts, or images (paths, PIL images, arrays).
+        X : list, array, Series, one-column DataFrame or dask collection
+            Texts, or images (paths, PIL images, arrays); a dask collection
+            is fitted as in ``fit`` and embedded lazily as in ``transform``.
         y : ignored
 
         Returns
         -------
         X_new : ndarray of shape (n_samples, n_features_out)
+            A lazy ``dask.array`` for a dask ``X``.
         """
+        from . import _dask
+
+        if _dask.is_dask_collection(X):
+            return _dask.fit_transform(self, X)
         items, rows = self._fit(X)
         if rows is None:
             rows = self._finish(self._embed(items))
@@ -412,9 +466,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             return None
         return get_config()["cache_dir"] if self.cache is True else self.cache
 
-    def _cache_store(self):
+    def _cache_store(self, bb=None):
         directory = self._cache_directory()
-        return None if directory is None else _cache.EmbeddingCache(directory)
+        if directory is None:
+            return None
+        # The namespace labels the entries this extractor writes (`sktransfer cache info` per backbone).
+        return _cache.EmbeddingCache(directory, namespace=None if bb is None else self._namespace(bb))
 
     def _namespace(self, bb):
         if self.modality_ == "text":
@@ -430,7 +487,14 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             # Absent for torch / truncation: the keys of caches written before these options stay valid.
             **({} if self.backend == "torch" else {"compiled": self.compiled_key_}),
             **self._windows_key(),
+            **self._resize_key(),
         )
+
+    def _resize_key(self):
+        # "exact" is the resize of every cache written before image_resize existed: its keys stay valid.
+        if self.modality_ == "text" or getattr(self, "image_resize", "exact") == "exact":
+            return {}
+        return {"image_resize": self.image_resize}
 
     def _windows_key(self):
         long_texts = getattr(self, "long_texts", "truncate")  # absent in extractors pickled before it existed
@@ -443,17 +507,26 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
         Parameters
         ----------
-        X : list, array, Series or one-column DataFrame
-            Inputs of the backbone's modality.
+        X : list, array, Series, one-column DataFrame or dask collection
+            Inputs of the backbone's modality; or a dask Series, one-column
+            DataFrame, bag (of texts or paths) or array (an N×H×W[×C]
+            image stack, or a 1-D array of texts or paths).
 
         Returns
         -------
         X_new : ndarray of shape (n_samples, n_features_out)
             ``embedding_dim_`` columns of type ``precision`` (float32 by
             default); ``ceil(embedding_dim_ / 8)`` packed bytes with binary
-            precisions.
+            precisions. For a dask ``X``: a lazy ``dask.array`` with known
+            chunks, one block per partition of ``X``, each embedded on a
+            worker that loads the backbone once per process (the task
+            graph carries no weights).
         """
         check_is_fitted(self, "embedding_dim_")
+        from . import _dask
+
+        if _dask.is_dask_collection(X):
+            return _dask.transform(self, X)
         return self._quantize(self._finish(self._embed(self._check_inputs(X))))
 
     def _finish(self, out):
@@ -487,26 +560,26 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         bb = self._get_backbone()
         n, dim = len(items), getattr(self, "_backbone_dim", self.embedding_dim_)
         out = np.empty((n, dim), dtype=np.float32)
-        store = self._cache_store()
+        store = self._cache_store(bb)
         todo = list(range(n))
         keys = None
         if store is not None:
-            ns = self._namespace(bb)
+            ns = store.namespace
             digest = text_digest if self.modality_ == "text" else image_digest
             keys = [_cache.entry_key(ns, digest(it)) for it in items]
-            todo, first_of = [], {}
+            unique, first_of = [], {}
             duplicates = []  # rows whose content already appears earlier in X
             for i, key in enumerate(keys):
                 if key in first_of:
                     duplicates.append(i)
                     continue
                 first_of[key] = i
-                vec = store.get(key, dim)
-                if vec is None:
-                    todo.append(i)
-                else:
-                    out[i] = vec
-            _cache.count("cache_hits", n - len(todo) - len(duplicates))
+                unique.append(i)
+            vecs, found = store.get_many([keys[i] for i in unique], dim)  # a few large reads
+            hits = np.asarray(unique, dtype=np.intp)[found]
+            out[hits] = vecs[found]
+            todo = [i for i, f in zip(unique, found) if not f]
+            _cache.count("cache_hits", len(hits))
         if todo:
             if getattr(self, "long_texts", "truncate") == "truncate":
                 self._compute(bb, items, todo, out, store, keys)
@@ -526,7 +599,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     def _store(self, store, keys, rows, emb):
         _cache.count("computed", len(rows))
         if store is not None:
-            written = sum(store.put(keys[i], emb[j]) for j, i in enumerate(rows))
+            written = store.put_many([keys[i] for i in rows], emb)  # one append per batch
             _cache.count("cache_writes", written)
 
     def _compute(self, bb, items, todo, out, store, keys):
@@ -538,17 +611,27 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         batches = [todo[s : s + bs] for s in range(0, len(todo), bs)]
         show = want_progress(self.progress, len(todo))
         desc = f"Embedding {len(todo)} {'texts' if self.modality_ == 'text' else 'images'}"
-        for idx in progress_bar(batches, total=len(batches), enabled=show, desc=desc):
+        with closing(self._batch_inputs(bb, items, batches, runner)) as inputs:
+            for idx, batch in progress_bar(zip(batches, inputs), total=len(batches), enabled=show, desc=desc):
+                emb = runner(**batch) if runner is not None else bb.embed(batch, self.layer_).cpu().numpy()
+                out[idx] = emb
+                self._store(store, keys, idx, emb)
+
+    def _batch_inputs(self, bb, items, batches, runner):
+        """The inputs of each batch, in order; images decoded and resized one batch ahead, in a thread."""
+        if self.modality_ == "text":
             if runner is not None:
-                emb = runner(**bb.module_inputs(items, idx, max_length=self.max_length, image_size=self.image_size))
-            else:
-                if self.modality_ == "text":
-                    batch = bb.collate([items[i] for i in idx], max_length=self.max_length)
-                else:
-                    batch = bb.collate([to_rgb(items[i], i) for i in idx], image_size=self.image_size)
-                emb = bb.embed(batch, self.layer_).cpu().numpy()
-            out[idx] = emb
-            self._store(store, keys, idx, emb)
+                return (bb.module_inputs(items, idx, max_length=self.max_length) for idx in batches)
+            return (bb.collate([items[i] for i in idx], max_length=self.max_length) for idx in batches)
+        from .backbones._image import prefetch_batches
+
+        resize = getattr(self, "image_resize", "exact")  # absent in extractors pickled before it existed
+
+        def prepare(idx):
+            pixels = bb.pixels(items, idx, image_size=self.image_size, resize=resize)
+            return pixels if runner is None else {"X": pixels}
+
+        return prefetch_batches(prepare, batches, ahead=_PREFETCH_AHEAD)
 
     def _compute_windows(self, bb, items, todo, out, store, keys):
         """``long_texts`` chunking: every window of a group of texts in shared batches, pooled per text."""

@@ -553,7 +553,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        X_new : ndarray of shape (n_samples, embedding_dim_), float32
+        X_new : ndarray of shape (n_samples, ``embedding_dim_``), float32
         """
         check_is_fitted(self, "estimator_")
         return self._embed(self._get_backbone().check_inputs(X))

@@ -24,17 +24,19 @@ from torch import nn
 from ._utils import user_stacklevel
 
 
-def _features(module, Xd, batch_size, device):
-    """Frozen features of every training row, in eval mode (no augmentation, no dropout)."""
+def _features(module, data, batch_size, device, num_workers=0):
+    """Frozen features of every row of ``data`` (a RowDataset), in eval mode (no augmentation, no dropout).
+
+    The rows are read batch by batch, in order (prepared in ``num_workers``
+    loader processes when > 0): only the features are kept.
+    """
     was_training = module.training
     module.eval()
-    n = len(next(iter(Xd.values())))
     out = []
     try:
         with torch.no_grad():
-            for start in range(0, n, batch_size):
-                batch = {k: torch.as_tensor(np.asarray(v[start : start + batch_size])).to(device) for k, v in Xd.items()}
-                out.append(module.features(**batch).float().cpu().numpy())
+            for batch in data.batches(batch_size, num_workers=num_workers):
+                out.append(module.features(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy())
     finally:
         module.train(was_training)
     return np.concatenate(out).astype(np.float64)
@@ -46,8 +48,8 @@ def _only_linear(head):
     return layers[0] if len(layers) == 1 else None
 
 
-def init_head_from_probe(module, Xd, y_enc, *, classification, class_weight=None, batch_size=32, device="cpu",
-                         heads=None):
+def init_head_from_probe(module, data, y_enc, *, classification, class_weight=None, batch_size=32, device="cpu",
+                         heads=None, num_workers=0):
     """Set the head's last linear layer to a probe fitted on frozen features.
 
     Only a one-layer head (``head="linear"``) is a probe; an MLP head is left
@@ -58,6 +60,8 @@ def init_head_from_probe(module, Xd, y_enc, *, classification, class_weight=None
     module : TransferModule
         Its ``features`` give the probe's inputs (the model as it starts
         training: adapters included, at their initial state).
+    data : RowDataset
+        The rows the probe is fitted on (``y_enc`` holds their targets).
     heads : list of nn.Module or None
         The head modules to set, each holding one ``nn.Linear`` (None:
         ``[module.task_head]``). Several when a wrapper keeps copies of the
@@ -75,7 +79,7 @@ def init_head_from_probe(module, Xd, y_enc, *, classification, class_weight=None
     linear = linears[0]
     if any(tuple(lin.weight.shape) != tuple(linear.weight.shape) or lin.bias is None for lin in linears):
         return False
-    Z = _features(module, Xd, batch_size, device)
+    Z = _features(module, data, batch_size, device, num_workers)
     if classification:
         from sklearn.linear_model import LogisticRegression
 
@@ -100,7 +104,7 @@ def init_head_from_probe(module, Xd, y_enc, *, classification, class_weight=None
     return True
 
 
-def init_head_for(estimator, module, Xd, y_enc, stratify, seed, *, heads=None):
+def init_head_for(estimator, module, data, y_enc, stratify, seed, *, heads=None):
     """What every estimator's ``_init_head`` does for ``head_init="probe"``.
 
     The probe sees the rows training sees: the split skorch draws in
@@ -115,10 +119,12 @@ def init_head_for(estimator, module, Xd, y_enc, stratify, seed, *, heads=None):
     ----------
     estimator : fitted-in-progress estimator
         Reads ``head_init``, ``validation_fraction``, ``batch_size``,
-        ``device_``, ``class_weight`` and ``classes_`` (a classifier).
+        ``num_workers``, ``device_``, ``class_weight`` and ``classes_`` (a classifier).
     module : TransferModule
         The model as it starts training (for PEFT, the base model under the
         wrapper, adapters in place).
+    data : RowDataset
+        The fit's rows (all of them: the split is drawn here).
     heads : list of nn.Module or None
         See :func:`init_head_from_probe`.
     """
@@ -139,13 +145,14 @@ def init_head_for(estimator, module, Xd, y_enc, stratify, seed, *, heads=None):
         cw = {code: cw.get(label, 1.0) for code, label in enumerate(estimator.classes_)}
     applied = init_head_from_probe(
         module,
-        {k: v[rows] for k, v in Xd.items()},
+        data.subset(rows),
         y_enc[rows],
         classification=classification,
         class_weight=cw,
         batch_size=max(estimator.batch_size, 32),
         device=estimator.device_,
         heads=heads,
+        num_workers=int(getattr(estimator, "num_workers", 0) or 0),
     )
     if not applied:
         import warnings

@@ -202,6 +202,23 @@ def check_images(X):
     return items
 
 
+def check_image_headers(items):
+    """Open the header of every image file among ``items`` (no decoding): a file that is not an
+    image fails now, naming its row, not when its batch is read in the middle of training."""
+    from PIL import Image, UnidentifiedImageError
+
+    for row, item in enumerate(items):
+        if not isinstance(item, str):
+            continue
+        try:
+            with Image.open(item) as img:
+                img.size  # noqa: B018 - the header is read by open
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise ValueError(
+                f"Row {row} of X: cannot read image file {item!r}: it is corrupt, truncated or not an image ({exc})."
+            ) from exc
+
+
 def _check_not_empty(hw, row):
     if hw[0] == 0 or hw[1] == 0:
         raise ValueError(

@@ -167,8 +167,8 @@ class LoRAClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _SkorchTr
         clearly at ``fit`` otherwise) and a transformers text encoder.
     head, head_hidden, head_dropout, lr, warmup, weight_decay, grad_clip, \
 max_epochs, batch_size, validation_fraction, early_stopping, augment, \
-image_size, max_length, pooling, bf16, device, random_state, verbose, \
-callbacks, class_weight
+image_size, max_length, pooling, bf16, device, num_workers, random_state, \
+verbose, callbacks, class_weight
         As in :class:`FineTunedClassifier`; ``lr`` applies to the adapters
         and, unless ``head_lr`` is set, to the head (default 1e-3).
         ``lr="auto"`` chooses it with a learning-rate range test on the
@@ -262,6 +262,7 @@ callbacks, class_weight
         pooling="mean",
         bf16=True,
         device="auto",
+        num_workers=0,
         random_state=None,
         verbose=0,
         callbacks=None,
@@ -297,6 +298,7 @@ callbacks, class_weight
         self.pooling = pooling
         self.bf16 = bf16
         self.device = device
+        self.num_workers = num_workers
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -395,7 +397,7 @@ callbacks, class_weight
             return module
         return peft.get_peft_model(module, cfg)
 
-    def _init_head(self, module, Xd, y_enc, stratify, seed):
+    def _init_head(self, module, data, y_enc, stratify, seed):
         # PEFT wraps the model and the head (modules_to_save): the probe is
         # fitted on the base model's features with the adapters in place (at
         # their initial state) and written into the head's trainable copy and
@@ -407,7 +409,7 @@ callbacks, class_weight
         heads = [head]
         if hasattr(head, "modules_to_save") and hasattr(head, "original_module"):
             heads = [head.original_module, *head.modules_to_save.values()]
-        init_head_for(self, core, Xd, y_enc, stratify, seed, heads=heads)
+        init_head_for(self, core, data, y_enc, stratify, seed, heads=heads)
 
     def _quantize_body(self, module, shared):  # pragma: no cover - CUDA only
         from transformers import AutoModel, BitsAndBytesConfig

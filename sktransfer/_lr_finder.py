@@ -276,8 +276,10 @@ def lr_range_test(net, X, y, seed, *, start_lr=None, end_lr=None, num_steps=None
         Left as it was: weights, buffers, ``requires_grad`` flags,
         optimizer, history, torch's random state.
     X, y
-        The fit's inputs, as ``partial_fit`` takes them; the net's
-        ``train_split`` holds out its validation rows.
+        The fit's inputs, as ``partial_fit`` takes them (the trainers': a
+        :class:`~sktransfer._data.RowDataset`, whose batches the net's
+        loader prepares as they are read, in ``num_workers`` processes);
+        the net's ``train_split`` holds out its validation rows.
     seed : int
         The fit's seed: the sweep shuffles with a generator of its own
         seeded from it.

@@ -106,7 +106,8 @@ class TransferNet(NeuralNet):
 
 
 def make_net(module, criterion, *, lr, max_epochs, batch_size, generator, callbacks, device, verbose=0,
-             weight_decay=0.0, train_split=None, shuffle=True, drop_last=False, collate_fn=None, **net_kwargs):
+             weight_decay=0.0, train_split=None, shuffle=True, drop_last=False, collate_fn=None, num_workers=0,
+             **net_kwargs):
     """A :class:`TransferNet` with the options every fit here shares.
 
     Parameters
@@ -117,9 +118,18 @@ def make_net(module, criterion, *, lr, max_epochs, batch_size, generator, callba
         Shuffles (or seeds the workers of) the training loader.
     train_split : callable or None
         skorch's ``train_split`` (a seeded ``ValidSplit``, or None).
-    shuffle, drop_last, collate_fn
+    shuffle, drop_last
         The training loader's options (an ``IterableDataset`` randomises
         itself: ``shuffle=False``).
+    collate_fn : callable or None
+        Makes one batch of the samples of the training and the validation
+        loaders (a :class:`~sktransfer._data.RowDataset`'s ``collate``: the
+        inputs prepared batch by batch). It holds the data: call
+        :func:`release_data` on the trained net.
+    num_workers : int, default=0
+        Worker processes of both loaders (0: batches are prepared in the
+        training process). The workers draw no random numbers of the fit:
+        the training loader shuffles with ``generator`` whatever their count.
     **net_kwargs
         :class:`TransferNet`'s own options (``backbone_lr_ratio``,
         ``layer_decay``, ``l2sp``, ``bf16``, ``adapter_only``, ``head_lr``).
@@ -128,7 +138,9 @@ def make_net(module, criterion, *, lr, max_epochs, batch_size, generator, callba
     if drop_last:
         loader["iterator_train__drop_last"] = True
     if collate_fn is not None:
-        loader["iterator_train__collate_fn"] = collate_fn
+        loader["iterator_train__collate_fn"] = loader["iterator_valid__collate_fn"] = collate_fn
+    if num_workers:
+        loader["iterator_train__num_workers"] = loader["iterator_valid__num_workers"] = int(num_workers)
     return TransferNet(
         module=module,
         criterion=criterion,
@@ -145,3 +157,19 @@ def make_net(module, criterion, *, lr, max_epochs, batch_size, generator, callba
         **loader,
         **net_kwargs,
     )
+
+
+_DATA_PARAMS = ("iterator_train__collate_fn", "iterator_valid__collate_fn")
+
+
+def release_data(net):
+    """Drop the loaders' collate function from a trained net (it holds the training rows and the backbone).
+
+    Without this, pickling the fitted estimator would pickle its training
+    data with it. The net predicts without it (inference prepares its own
+    batches); a later ``partial_fit`` would need ``make_net``'s options again.
+    """
+    for key in _DATA_PARAMS:
+        net.__dict__.pop(key, None)
+        getattr(net, "_params_to_validate", set()).discard(key)
+    return net

@@ -20,8 +20,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from . import _lr_finder, _persistence
-from ._inputs import as_rows
-from ._trainer import TransferNet as _TransferNet, make_net  # _TransferNet: the name old pickles use
+from ._data import RowDataset
+from ._inputs import as_rows, check_image_headers, image_digest, text_digest
+from ._trainer import TransferNet as _TransferNet, make_net, release_data  # _TransferNet: the name old pickles use
 from ._transfer_module import TransferModule, export_spec, make_head, run_in_batches
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
 from ._utils import resolve_device, trained_model_tags as _trained_model_tags
@@ -45,7 +46,7 @@ class _WeightedCrossEntropy:
 # how an estimator saved or pickled before them was trained.
 _LEGACY_DEFAULTS = {
     "freeze_bn_stats": False, "head_lr": None, "head_init": "random",
-    "inference_backend": "torch", "inference_quantize": None,
+    "inference_backend": "torch", "inference_quantize": None, "num_workers": 0,
 }
 
 
@@ -73,7 +74,7 @@ _SAME_AS_MODULE_ = "<sktransfer: same as module_>"
 
 
 class _SkorchTransferBase(TransformerMixin, BaseEstimator):
-    """Fit/predict plumbing: inputs → arrays → skorch → outputs."""
+    """Fit/predict plumbing: inputs → rows (a RowDataset, batches prepared as read) → skorch → outputs."""
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -154,6 +155,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         "pooling": [StrOptions({"mean", "cls"})],
         "bf16": ["boolean"],
         "device": [str, torch.device, None],
+        # DataLoader worker processes that prepare the batches (decode, tokenize); not in the checkpoint's name.
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, tuple, None],
@@ -179,9 +182,30 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         check_inference_backend(self)
 
     # ------------------------------------------------------------ inputs
+    def _training_data(self, X, y_enc, bb):
+        """The validated rows of ``X`` with their targets, as a :class:`~sktransfer._data.RowDataset`.
+
+        Nothing is decoded or tokenized here: batches are prepared as they
+        are read (in ``num_workers`` loader processes). Texts longer than the
+        model's limit are counted now, with one warning per fit.
+        """
+        items = bb.check_inputs(X)
+        bb.warn_truncation(items, self.max_length)
+        if bb.modality == "image":
+            check_image_headers(items)  # a file that is no image fails before training, not at its batch
+        return RowDataset(bb, items, y_enc, max_length=self.max_length, image_size=self.image_size)
+
     def _encode_X(self, X, bb, fitting):
-        """Validate and preprocess X into arrays skorch can batch (the backbone knows how)."""
+        """Every row of ``X`` preprocessed at once into arrays (the backbone's ``encode``).
+
+        Not used to train or predict (they read batches as they go): the
+        model's inputs of a few rows, for inspection and tests.
+        """
         return bb.encode(bb.check_inputs(X), self.max_length, self.image_size, warn_truncation=fitting)
+
+    def _num_workers(self):
+        # Estimators pickled or saved before the parameter read 0.
+        return int(getattr(self, "num_workers", 0) or 0)
 
     # --------------------------------------------------------------- fit
     def _fit(self, X, y_enc, n_out, stratify):
@@ -196,7 +220,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
             self.modality_ = shared.modality
             self.backbone_source_ = shared.source
-            Xd = self._encode_X(X, shared, fitting=True)
+            data = self._training_data(X, y_enc, shared)
             # One concrete seed for the whole fit, also with random_state=None:
             # the validation split, and WiSE-FT's second pass over the training
             # rows (callbacks._training_rows), must be one and the same split.
@@ -204,7 +228,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             checkpoint = state = None
             self.checkpoint_path_ = None
             if getattr(self, "checkpoint_dir", None):
-                fingerprint = self._checkpoint_fingerprint(shared, Xd, y_enc, n_out, seed)
+                fingerprint = self._checkpoint_fingerprint(shared, data, y_enc, n_out, seed)
                 self.checkpoint_path_ = os.path.join(str(self.checkpoint_dir), fingerprint)
                 checkpoint = ResumableCheckpoint(self.checkpoint_path_, fingerprint, seed, self.max_epochs)
                 state = checkpoint.read_state()
@@ -218,20 +242,22 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             seed_torch(seed, self.device_)
             generator = data_generator(seed)
             module = self._build_module(shared, n_out)
-            self._init_head(module, Xd, y_enc, stratify, seed)
-            self._train(module, shared, Xd, y_enc, stratify, seed, generator, checkpoint, state)
+            self._init_head(module, data, y_enc, stratify, seed)
+            self._train(module, shared, data, y_enc, stratify, seed, generator, checkpoint, state)
             self._compile_after_fit(X, shared)
         return self
 
-    def _init_head(self, module, Xd, y_enc, stratify, seed):
-        """Hook: set the new head before training (FineTuned*: ``head_init="probe"``)."""
+    def _init_head(self, module, data, y_enc, stratify, seed):
+        """Hook: set the new head before training (FineTuned*: ``head_init="probe"``); ``data``: a RowDataset."""
 
-    def _checkpoint_fingerprint(self, shared, Xd, y_enc, n_out, seed):
+    def _checkpoint_fingerprint(self, shared, data, y_enc, n_out, seed):
         """Name of this fit's checkpoint: a hash of what the fit trains on and how.
 
-        Covers the inputs as the model sees them, the targets, the classes
+        Covers the inputs (the content digest of each row, in order: a
+        file's bytes, an array's or image's pixels, a text's characters;
+        nothing is decoded), the targets, the classes
         (or the targets' scaling), every parameter that changes training
-        (not ``verbose``, ``device``, ``callbacks`` or ``checkpoint_dir``),
+        (not ``verbose``, ``device``, ``num_workers``, ``callbacks`` or ``checkpoint_dir``),
         the seed (``random_state=None``: None, so that the same fit resumes
         with the seed its checkpoint keeps) and the backbone's weights. Two
         fits share a checkpoint only when they would train the same model.
@@ -239,23 +265,27 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         import hashlib
 
         params = self.get_params(deep=False)
-        for name in ("verbose", "device", "callbacks", "checkpoint_dir"):
+        for name in ("verbose", "device", "num_workers", "callbacks", "checkpoint_dir"):
             params.pop(name, None)
         params["random_state"] = None if self.random_state is None else seed
-        h = hashlib.sha256(b"sktransfer-checkpoint-2\0")  # 2: WiSE-FT no longer inside the final save
+        # 2: WiSE-FT no longer inside the final save; 3: inputs hashed per row (lazy training data).
+        h = hashlib.sha256(b"sktransfer-checkpoint-3\0")
         h.update(f"{type(self).__module__}.{type(self).__name__}\0{sorted(params.items())!r}\0".encode())
         h.update(f"{shared.fingerprint()}\0{shared.source}\0{n_out}\0".encode())
         for name in ("classes_", "y_mean_", "y_scale_"):
             value = getattr(self, name, None)
             if value is not None:
                 h.update(f"{name}={np.asarray(value).tolist()!r}\0".encode())
-        for key, arr in sorted({**Xd, "y": y_enc}.items()):
-            arr = np.ascontiguousarray(arr)
-            h.update(f"{key}:{arr.dtype.str}:{arr.shape}\0".encode())
-            h.update(arr.tobytes())
+        digest = text_digest if shared.modality == "text" else image_digest
+        h.update(f"inputs:{shared.modality}:{len(data)}\0".encode())
+        for row in data.rows:
+            h.update(digest(data.items[row]).encode())
+        y = np.ascontiguousarray(y_enc)
+        h.update(f"y:{y.dtype.str}:{y.shape}\0".encode())
+        h.update(y.tobytes())
         return "run-" + h.hexdigest()[:24]
 
-    def _train(self, module, shared, Xd, y_enc, stratify, seed, generator, checkpoint, state):
+    def _train(self, module, shared, data, y_enc, stratify, seed, generator, checkpoint, state):
         from skorch.callbacks import EarlyStopping, GradientNormClipping, ProgressBar
         from skorch.dataset import ValidSplit
 
@@ -300,6 +330,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             weight_decay=self.weight_decay,
             train_split=split,
             drop_last=drop_last,
+            collate_fn=data.collate,  # batches prepared as they are read (decoded, padded to their longest)
+            num_workers=self._num_workers(),
             bf16=bool(self.bf16),
             **self._net_kwargs(),
         )
@@ -309,7 +341,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             # skorch has no LR finder: an LR range test on skorch's own steps
             # (sktransfer._lr_finder), from the initial state, which it leaves
             # as it found it. It runs again on resume (same seed, same rate).
-            self.lr_finder_ = _lr_finder.lr_range_test(net, Xd, torch.as_tensor(y_enc), seed)
+            self.lr_finder_ = _lr_finder.lr_range_test(net, data, torch.as_tensor(y_enc), seed)
             self.lr_ = net.lr = self.lr_finder_.lr
             net.initialize_optimizer()  # the groups at their shares of lr_
         epochs = self.max_epochs
@@ -319,13 +351,45 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             if self.verbose:
                 print(f"Resuming from {checkpoint.dirname}: {len(net.history)} epochs done, {max(epochs, 0)} to go.")
         if epochs > 0:
-            net.partial_fit(Xd, torch.as_tensor(y_enc), epochs=epochs)
+            net.partial_fit(data, torch.as_tensor(y_enc), epochs=epochs)
         for step in after:  # explicit steps on the trained model (also a resumed, finished one)
-            step(net, Xd, torch.as_tensor(y_enc))
-        self.net_ = net
+            step(net, data, torch.as_tensor(y_enc))
+        self.net_ = release_data(net)  # the loaders' collate function holds the rows: not pickled with the model
         self.n_epochs_ = len(net.history)
         self.history_ = net.history
         return self
+
+    def _record_in_checkpoint(self):
+        """A finished checkpoint says which estimator it is: ``final-estimator.json``.
+
+        Class, parameters (as :meth:`save` writes them), fitted state and
+        the learning rate used, listed with its SHA-256 in the run's
+        ``checkpoint.json``: what ``sktransfer.merging.soup`` needs to
+        rebuild the fits of a search run with ``refit=False`` and match them
+        to its candidates. Written once, after ``fit`` (a LoRA's fitted
+        state is complete only then); resuming ignores it.
+        """
+        run = getattr(self, "checkpoint_path_", None)
+        if not run or not isinstance(self.backbone, str):
+            return
+        import json
+
+        from ._utils import atomic_write_bytes, sha256_file
+
+        state_path = os.path.join(run, ResumableCheckpoint.STATE)
+        try:
+            with open(state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return  # no finished checkpoint to annotate (the run's own errors are reported by resume)
+        if not state.get("finished") or "estimator" in state.get("files", {}):
+            return
+        meta = {"class": type(self).__name__, "params": self._config(),
+                "fitted": {**self._fitted_json(), "lr": float(self.lr_)}}
+        path = os.path.join(run, "final-estimator.json")
+        atomic_write_bytes(path, json.dumps(meta, indent=1, default=str).encode("utf-8"))
+        state["files"]["estimator"] = [os.path.basename(path), sha256_file(path)]
+        atomic_write_bytes(state_path, json.dumps(state, indent=1).encode("utf-8"))
 
     # --------------------------------------------------------- inference
     def _core_module(self):
@@ -340,21 +404,17 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         backend, quantize = _inference_settings(self)
         if backend != "torch":
             return self._compiled_forward(bb, X, backend, quantize, "embedding" if features else None)
-        Xd = self._encode_X(X, bb, fitting=False)
+        items = bb.check_inputs(X)
         module = self.net_.module_
         module.eval()
-        core = self._core_module()
-        outs = []
-        n = len(next(iter(Xd.values())))
-        device = self.net_.device
-        bs = max(self.batch_size, 32)
-        # In the precision it trained in (bf16 autocast on CUDA), as net.infer.
-        with torch.inference_mode(), self.net_.precision():
-            for s in range(0, n, bs):
-                batch = {k: torch.as_tensor(v[s : s + bs]).to(device) for k, v in Xd.items()}
-                out = core.features(**batch) if features else module(**batch)
-                outs.append(out.float().cpu())
-        return torch.cat(outs).numpy()
+        fn = self._core_module().features if features else module
+        # The one inference loop (batches prepared one at a time, texts padded to
+        # their batch's longest), in the precision it trained in (bf16 autocast
+        # on CUDA), as net.infer.
+        return run_in_batches(
+            fn, bb, items, batch_size=max(self.batch_size, 32), device=self.net_.device,
+            max_length=self.max_length, image_size=self.image_size, precision=self.net_.precision,
+        )
 
     # ------------------------------------------------ compiled inference
     def _export_module(self):
@@ -518,7 +578,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         return path
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, backbone=None):
         """Rebuild a fitted estimator saved with :meth:`save`.
 
         The files are checked against ``manifest.json`` first: a file that
@@ -527,8 +587,20 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         ``ValueError``), as do invalid parameters and weights that don't fit
         the configured model. A save without a manifest (older versions)
         loads with an :class:`~sktransfer.UnverifiedSaveWarning`.
+
+        Parameters
+        ----------
+        path : str
+            Directory written by :meth:`save`.
+        backbone : str or None, default=None
+            Build the model from this backbone instead of the saved name
+            (e.g. a local copy where the hub is unreachable). The saved
+            weights replace its weights, so it must be the same architecture:
+            another one is refused, naming the tensors that don't fit.
         """
         est, _ = cls._read_config(path)
+        if backbone is not None:
+            est.backbone = backbone
         with isolated_torch_rng():  # the backbone's first load and the new head's init draw random numbers
             shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
             module = est._build_module(shared, est._n_out_fitted())
@@ -596,7 +668,9 @@ class _ClassifierOutputs:
         self._check_params()
         y, classes, y_enc = encode_labels(y, n_rows=len(as_rows(X)))
         self.classes_ = classes
-        return self._fit(X, y_enc.astype(np.int64), len(classes), True)
+        self._fit(X, y_enc.astype(np.int64), len(classes), True)
+        self._record_in_checkpoint()
+        return self
 
     def _criterion(self, y_enc):
         cw = self.class_weight
@@ -658,7 +732,9 @@ class _RegressorOutputs:
         std = y2.std(axis=0)
         self.y_scale_ = np.where(std > 0, std, 1.0)
         y_enc = ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
-        return self._fit(X, y_enc, self.n_outputs_, False)
+        self._fit(X, y_enc, self.n_outputs_, False)
+        self._record_in_checkpoint()
+        return self
 
     def _criterion(self, y_enc):
         return torch.nn.MSELoss

@@ -654,6 +654,12 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         :class:`~sktransfer.FineTunedClassifier`.
     backbone_lr_ratio : float, default=0.3
         The backbone's rate as a share of ``lr``.
+    num_workers : int, default=0
+        Worker processes that prepare the training batches of source and
+        target rows (decoded, tokenized) while the model trains, as in
+        :class:`~sktransfer.FineTunedClassifier`: batches are prepared as
+        they are read, whatever the value; the model is the same for every
+        value.
     **others
         Every other parameter is FineTunedClassifier's.
 
@@ -731,6 +737,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         pooling="mean",
         bf16=True,
         device="auto",
+        num_workers=0,
         random_state=None,
         verbose=0,
         callbacks=None,
@@ -765,6 +772,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
             pooling=pooling,
             bf16=bf16,
             device=device,
+            num_workers=num_workers,
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,
@@ -798,13 +806,13 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         module.task_head = _DANNHead(module.task_head, _domain_classifier(shared.embedding_dim, self.domain_hidden))
         return module
 
-    def _init_head(self, module, Xd, y_enc, stratify, seed):
+    def _init_head(self, module, data, y_enc, stratify, seed):
         # The class head only (the domain classifier starts random); the
         # probe sees the labelled source rows that train (target rows carry
         # the code -100 and are left out).
         from ._head_init import init_head_for
 
-        init_head_for(self, module, Xd, y_enc, stratify, seed, heads=[module.task_head.classifier])
+        init_head_for(self, module, data, y_enc, stratify, seed, heads=[module.task_head.classifier])
 
     def _method_callbacks(self, module, shared):
         cbs = list(super()._method_callbacks(module, shared))

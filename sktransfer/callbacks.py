@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
+from ._data import RowDataset
+
 
 class CheckpointError(ValueError):
     """A ``checkpoint_dir`` run can't be resumed: a file is missing, damaged, changed or of another fit.
@@ -273,7 +275,9 @@ def apply_wise_ft(net, reference, alpha, X=None, y=None, recalibrate_bn=True, ba
             if ref is not None and p.is_floating_point():
                 p.copy_(torch.lerp(ref.to(p.device, p.dtype), p, alpha))
     if changed:
-        recompute_bn_statistics(module, [m for _, m in changed], X, batch_size, net.device)
+        # With the fit's loader workers (num_workers) preparing the batches.
+        workers = getattr(net, "iterator_train__num_workers", 0)
+        recompute_bn_statistics(module, [m for _, m in changed], X, batch_size, net.device, num_workers=workers)
         net.history.record("wise_bn_recalibrated", len(changed))
 
 
@@ -292,6 +296,8 @@ def _training_rows(net, X, y):
     if idx is None:
         return X
     idx = np.asarray(idx)
+    if isinstance(X, RowDataset):  # the trainers' rows: a view, nothing decoded
+        return X.subset(idx)
     return {k: np.asarray(v)[idx] for k, v in X.items()}
 
 
@@ -306,7 +312,7 @@ def _bn_layers_changed(module, reference):
     return out
 
 
-def recompute_bn_statistics(module, layers, X, batch_size=32, device="cpu"):
+def recompute_bn_statistics(module, layers, X, batch_size=32, device="cpu", num_workers=0):
     """Recompute the running statistics of ``layers`` on inputs ``X``.
 
     The idea of ``torch.optim.swa_utils.update_bn`` (reset, momentum None
@@ -321,8 +327,9 @@ def recompute_bn_statistics(module, layers, X, batch_size=32, device="cpu"):
     module : torch.nn.Module
         Called as ``module(**batch)``.
     layers : list of BatchNorm modules inside ``module``
-    X : dict of str to array
-        Keyword inputs of ``module`` (as skorch receives them), rows first.
+    X : RowDataset, or dict of str to array
+        The rows (a :class:`~sktransfer._data.RowDataset`: read batch by
+        batch, in order), or keyword inputs of ``module``, rows first.
     """
     if not layers:
         return
@@ -333,15 +340,19 @@ def recompute_bn_statistics(module, layers, X, batch_size=32, device="cpu"):
         m.reset_running_stats()
         m.momentum = None
         m.train()
-    n = len(next(iter(X.values())))
+    n = len(X) if isinstance(X, RowDataset) else len(next(iter(X.values())))
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()  # a one-row batch has no batch statistics: fold it into the one before
     ends = starts[1:] + [n]
+    if isinstance(X, RowDataset):
+        batches = X.batches(bounds=list(zip(starts, ends)), num_workers=num_workers)
+    else:
+        batches = ({k: torch.as_tensor(v[start:end]) for k, v in X.items()} for start, end in zip(starts, ends))
     try:
         with torch.no_grad():
-            for start, end in zip(starts, ends):
-                module(**{k: torch.as_tensor(v[start:end]).to(device) for k, v in X.items()})
+            for batch in batches:
+                module(**{k: v.to(device) for k, v in batch.items()})
     finally:
         for m, momentum in momenta.items():
             m.momentum = momentum

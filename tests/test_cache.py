@@ -12,9 +12,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from sktransfer import PretrainedFeatureExtractor, embedding_stats, reset_embedding_stats
+from sktransfer import EmbeddingCache, PretrainedFeatureExtractor, embedding_stats, reset_embedding_stats
 from sktransfer._cache import clear_memory_layer
 from conftest import IMAGE, TEXT
+
+
+def _locate(ext, cache_dir, text):
+    """Segment, offset and length of the record of ``text`` (the store's layout, for damaging it)."""
+    from sktransfer import _cache
+    from sktransfer._inputs import text_digest
+
+    key = _cache.entry_key(ext._namespace(ext._get_backbone()), text_digest(text))
+    return EmbeddingCache(cache_dir).locate(key)
 
 
 def test_grid_search_embeds_each_text_once(bbc_small, cache_dir):
@@ -40,7 +49,7 @@ def test_cache_survives_restart_and_is_shared_between_processes(bbc_small, cache
 
     # Two worker processes write concurrently (overlapping inputs).
     parts = Parallel(n_jobs=2, backend="loky")(delayed(embed)(c) for c in (texts[:14], texts[6:]))
-    assert len(glob.glob(os.path.join(cache_dir, "*", "*.emb"))) == 20
+    assert len(EmbeddingCache(cache_dir)) == 20
     clear_memory_layer()  # as after a restart: only the files remain
     reset_embedding_stats()
     Z = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts).transform(texts)
@@ -53,13 +62,14 @@ def test_damaged_entries_are_recomputed(bbc_small, cache_dir):
     texts = bbc_small[0][:6]
     ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
     ref = ext.transform(texts)
-    files = sorted(glob.glob(os.path.join(cache_dir, "*", "*.emb")))
-    with open(files[0], "r+b") as f:  # flip bytes in the payload
-        f.seek(40)
-        f.write(b"\xff\xff\xff\xff")
-    with open(files[1], "wb") as f:  # truncated
-        f.write(b"SKT1")
+    seg, off0, size = _locate(ext, cache_dir, texts[0])
+    _, off1, _ = _locate(ext, cache_dir, texts[1])
     clear_memory_layer()
+    with open(seg, "r+b") as f:
+        f.seek(off0 + 60)  # flip bytes in the payload
+        f.write(b"\xff\xff\xff\xff")
+        f.seek(off1)  # a record cut short: its header, then the next record's bytes
+        f.write(b"SKT1" + bytes(size - 4))
     reset_embedding_stats()
     np.testing.assert_allclose(ext.transform(texts), ref, atol=1e-6)
     stats = embedding_stats()
@@ -143,10 +153,14 @@ def test_entry_copied_over_another_key_is_detected(bbc_small, cache_dir):
     texts = bbc_small[0][:2]
     ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
     ref = ext.transform(texts)
-    files = sorted(glob.glob(os.path.join(cache_dir, "*", "*.emb")))
-    assert len(files) == 2
-    shutil.copy(files[0], files[1])  # a well-formed entry, at the wrong key
+    seg, off0, size = _locate(ext, cache_dir, texts[0])
+    _, off1, _ = _locate(ext, cache_dir, texts[1])
     clear_memory_layer()
+    with open(seg, "r+b") as f:  # a well-formed entry, at the wrong key
+        f.seek(off0)
+        record = f.read(size)
+        f.seek(off1)
+        f.write(record)
     reset_embedding_stats()
     np.testing.assert_allclose(ext.transform(texts), ref, atol=1e-6)
     stats = embedding_stats()
@@ -159,14 +173,16 @@ def test_old_format_entries_are_misses_not_errors(bbc_small, cache_dir):
     texts = bbc_small[0][:1]
     ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
     ref = ext.transform(texts)
-    (path,) = glob.glob(os.path.join(cache_dir, "*", "*.emb"))
-    with open(path, "rb") as f:
-        data = f.read()
-    # Rewrite it as the first format would have (magic SKT1, checksum of the payload alone).
+    # Only a file of the first format is left (magic SKT1, checksum of the payload alone).
     import hashlib
 
-    payload = data[_cache._HEADER.size : -_cache._DIGEST]
-    old = b"SKT1" + data[4 : _cache._HEADER.size] + payload + hashlib.blake2b(payload, digest_size=16).digest()
+    from sktransfer._inputs import text_digest
+
+    _cache.clear_cache(cache_dir)
+    path = _cache._LegacyFiles(cache_dir).path(_cache.entry_key(ext._namespace(ext._get_backbone()), text_digest(texts[0])))
+    payload = ref[0].astype("<f4").tobytes()
+    old = b"SKT1" + _cache._HEADER.pack(b"SKT1", ref.shape[1])[4:] + payload + hashlib.blake2b(payload, digest_size=16).digest()
+    os.makedirs(os.path.dirname(path))
     with open(path, "wb") as f:
         f.write(old)
     clear_memory_layer()
@@ -181,8 +197,10 @@ def test_entries_follow_the_umask(bbc_small, cache_dir):
         PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(["x"]).transform(bbc_small[0][:1])
     finally:
         os.umask(old)
-    (path,) = glob.glob(os.path.join(cache_dir, "*", "*.emb"))
-    assert os.stat(path).st_mode & 0o777 == 0o644  # readable by a team sharing the cache
+    paths = glob.glob(os.path.join(cache_dir, "store", "*")) + glob.glob(os.path.join(cache_dir, "namespaces", "*"))
+    assert len(paths) == 3  # a segment, its index, the namespace's label
+    for path in paths:
+        assert os.stat(path).st_mode & 0o777 == 0o644  # readable by a team sharing the cache
     assert not glob.glob(os.path.join(cache_dir, "*", ".tmp-*"))
 
 
@@ -213,31 +231,17 @@ def test_read_only_cache_is_read_and_warns_once(bbc_small, cache_dir):
 
 
 def test_unwritable_entries_warn_and_still_read(bbc_small, cache_dir):
-    # Honest as root too: a file where a shard directory should be
-    # (NotADirectoryError) and a directory where an entry should be
-    # (IsADirectoryError) stop writes whatever the permissions.
+    # Honest as root too: a file where the namespaces' folder should be
+    # (NotADirectoryError) stops writes whatever the permissions.
     texts = bbc_small[0][:6]
     ref = PretrainedFeatureExtractor(TEXT).fit(texts).transform(texts)
     ext = PretrainedFeatureExtractor(TEXT, cache=cache_dir).fit(texts)
     ext.transform(texts[:2])
-    files = sorted(glob.glob(os.path.join(cache_dir, "*", "*.emb")))
+    files = sorted(glob.glob(os.path.join(cache_dir, "store", "*")))
     clear_memory_layer()
-    from sktransfer import _cache
-
-    ns = ext._namespace(ext._get_backbone())
-    from sktransfer._inputs import text_digest
-
-    store = _cache.EmbeddingCache(cache_dir)
-    blocked = []
-    for t in texts[2:]:
-        path = store._path(_cache.entry_key(ns, text_digest(t)))
-        shard = os.path.dirname(path)
-        if os.path.isdir(shard):
-            os.makedirs(path)  # a directory where the entry goes
-        else:
-            with open(shard, "w") as f:  # a file where the shard goes
-                f.write("not a directory")
-        blocked.append(path)
+    shutil.rmtree(os.path.join(cache_dir, "namespaces"))
+    with open(os.path.join(cache_dir, "namespaces"), "w") as f:  # a file where a folder goes
+        f.write("not a directory")
     reset_embedding_stats()
     with pytest.warns(UserWarning, match=r"cannot write to the embedding cache '.*emb-cache'") as record:
         Z = ext.transform(texts)
@@ -245,7 +249,7 @@ def test_unwritable_entries_warn_and_still_read(bbc_small, cache_dir):
     np.testing.assert_allclose(Z, ref, atol=1e-5)
     stats = embedding_stats()
     assert stats["cache_hits"] == 2 and stats["computed"] == 4 and stats["cache_writes"] == 0
-    assert len(files) == 2
+    assert sorted(glob.glob(os.path.join(cache_dir, "store", "*"))) == files  # nothing written
 
 
 def test_cache_that_is_a_file_is_named_at_fit(tmp_path):
@@ -258,7 +262,7 @@ def test_cache_that_is_a_file_is_named_at_fit(tmp_path):
 
 def test_permission_denied_on_the_temp_file_warns_once_and_still_reads(bbc_small, cache_dir, monkeypatch):
     # What a read-only cache directory does for a non-root user (the chmod
-    # test above is skipped as root): creating the temporary file fails.
+    # test above is skipped as root): creating a file (a segment) fails.
     from sktransfer import _cache, _utils
 
     texts = bbc_small[0][:4]
@@ -268,7 +272,8 @@ def test_permission_denied_on_the_temp_file_warns_once_and_still_reads(bbc_small
     real_open = os.open
 
     def denied(path, flags, *args, **kwargs):
-        if os.path.basename(os.fsdecode(path)).startswith(".tmp-"):
+        name = os.path.basename(os.fsdecode(path))
+        if name.startswith(".tmp-") or (name.endswith((".seg", ".idx")) and flags & os.O_CREAT):
             raise PermissionError(13, "Permission denied", path)
         return real_open(path, flags, *args, **kwargs)
 

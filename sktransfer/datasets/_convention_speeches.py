@@ -69,6 +69,8 @@ def load_convention_speeches(*, shuffle=True, random_state=42, return_X_y=False,
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the following attributes.
+
         data : list of str, or DataFrame
             The speeches.
         target : ndarray of shape (189,) of int64, or Series
@@ -78,7 +80,9 @@ def load_convention_speeches(*, shuffle=True, random_state=42, return_X_y=False,
         speakers : ndarray of str
             The speaker of each speech (a few spoke twice).
         frame : DataFrame or None
+            Only present when ``as_frame=True``: the inputs and ``target`` as columns. None otherwise.
         DESCR : str
+            Description of the data set.
 
     (data, target) : tuple if ``return_X_y`` is True
 

@@ -94,9 +94,14 @@ def load_emoji(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the following attributes.
+
         data : ndarray of shape (1906, image_size, image_size, 3), uint8
+            The images, RGB, one per row.
         images : the same array
+            The same array as ``data``.
         target : ndarray of int64
+            Integer class codes; ``target_names[target[i]]`` is the class of row ``i``.
         target_names : list of str
             The 9 Unicode groups, in Unicode's order.
         names : ndarray of str
@@ -104,7 +109,9 @@ def load_emoji(
         subcategories : ndarray of str
             The Unicode subgroup (``'animal-mammal'``, ...).
         filenames : ndarray of str
+            Path of the file each row was read from.
         DESCR : str
+            Description of the data set.
 
     (data, target) : tuple if ``return_X_y`` is True
 

@@ -145,7 +145,10 @@ def load_fortunes(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the following attributes.
+
         data : list of str, or DataFrame
+            The fortunes (one text per row); a DataFrame if ``as_frame=True``.
         target : ndarray of int64, or Series
             ``target_names[target[i]]`` is the topic of fortune ``i``.
         target_names : list of str
@@ -153,7 +156,9 @@ def load_fortunes(
         categories : list of str
             The file names, in the same order as ``target_names``.
         frame : DataFrame or None
+            Only present when ``as_frame=True``: the inputs and ``target`` as columns. None otherwise.
         DESCR : str
+            Description of the data set.
 
     (data, target) : tuple if ``return_X_y`` is True
 

@@ -77,6 +77,8 @@ def load_rotten_tomatoes(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the following attributes.
+
         data : list of str, or DataFrame
             The snippets.
         target : ndarray of shape (n_samples,) of int64, or Series
@@ -86,7 +88,9 @@ def load_rotten_tomatoes(
         movie_names : ndarray of str
             The film each row is about (for grouped splits).
         frame : DataFrame or None
+            Only present when ``as_frame=True``: the inputs and ``target`` as columns. None otherwise.
         DESCR : str
+            Description of the data set.
 
     (data, target) : tuple if ``return_X_y`` is True
 

@@ -94,7 +94,10 @@ def load_sentiment_sentences(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the following attributes.
+
         data : list of str, or DataFrame
+            The sentences (one text per row); a DataFrame if ``as_frame=True``.
         target : ndarray of int64, or Series
             0 = negative, 1 = positive.
         target_names : list of str
@@ -102,7 +105,9 @@ def load_sentiment_sentences(
         domain : ndarray of str
             ``'amazon'``, ``'imdb'`` or ``'yelp'`` for each row.
         frame : DataFrame or None
+            Only present when ``as_frame=True``: the inputs and ``target`` as columns. None otherwise.
         DESCR : str
+            Description of the data set.
 
     (data, target) : tuple if ``return_X_y`` is True
 

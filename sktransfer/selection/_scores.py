@@ -774,7 +774,7 @@ class SourceProbabilityExtractor(TransformerMixin, BaseEstimator):
         return self._model(x).float().reshape(x.shape[0], -1).cpu()
 
     def transform(self, X):
-        """Source-class probabilities, float64 of shape (n_samples, n_source_classes_)."""
+        """Source-class probabilities, float64 of shape (n_samples, ``n_source_classes_``)."""
         import torch
 
         from .._inputs import check_images, to_rgb
