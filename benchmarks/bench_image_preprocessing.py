@@ -137,11 +137,12 @@ def extractor(resize, bs):
 def run_extractor(ext, ahead, X):
     from sktransfer import _feature_extractor as FE
 
+    default = FE._PREFETCH_AHEAD
     FE._PREFETCH_AHEAD = ahead
     try:
         return ext.transform(X)
     finally:
-        FE._PREFETCH_AHEAD = 1
+        FE._PREFETCH_AHEAD = default
 
 
 def plain_forward(bb, x, bs):

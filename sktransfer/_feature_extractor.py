@@ -32,8 +32,11 @@ _PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 _CHUNK_GROUP_BATCHES = 8
 
 # Image batches decoded and resized ahead of the forward pass, in a background
-# thread (0: each in its turn, in the caller's thread): benchmarks/bench_image_preprocessing.py.
-_PREFETCH_AHEAD = 1
+# thread (0: each in its turn, in the caller's thread). Off: on an idle 2-core
+# machine the thread took CPU from torch's threads (0.74-0.79x of the plain
+# forward with it, 0.84-1.00x without; benchmarks/bench_image_preprocessing.py).
+# Worth measuring again where decoding is I/O-bound (files on network storage).
+_PREFETCH_AHEAD = 0
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -126,9 +129,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         ``"exact"`` resizes each image with PIL, as timm's and
         torchvision's transforms do: the embeddings are timm's pipeline's,
         up to float rounding, at three to four times the preprocessing
-        CPU time of ``"fast"`` (28 px images upscaled to 224). Either
-        way the next batch is decoded and resized in a background thread
-        while the model runs the current one. See ``benchmarks/RESULTS.md``
+        CPU time of ``"fast"`` (28 px images upscaled to 224). See ``benchmarks/RESULTS.md``
         ("Image preprocessing"). Ignored for text, and by backbones whose
         preprocessing is their library's own (open_clip).
     device : str, default="auto"
