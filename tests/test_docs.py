@@ -32,7 +32,7 @@ GALLERY = ROOT / "examples" / "gallery"
 CHEAP_DOCTEST_MODULES = [
     "sktransfer._config",
     "sktransfer._cache",
-    "sktransfer.metrics",
+    "sktransfer.metrics._forgetting",
     "sktransfer.selection._scores",
     "sktransfer.datasets._bbc_news",
     "sktransfer.datasets._rotten_tomatoes",

@@ -72,7 +72,7 @@ def forgetting_report(model, X_ref, y_ref=None, *, cv=3, random_state=0):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ._feature_extractor import PretrainedFeatureExtractor
+    from .._feature_extractor import PretrainedFeatureExtractor
 
     pre = PretrainedFeatureExtractor(
         model.backbone, image_size=model.image_size, max_length=model.max_length, pooling=model.pooling, device=model.device
