@@ -608,7 +608,7 @@ def child_baseline(spec):
     for job in spec["jobs"]:
         Xte, yte, train = load_task(task, job["shots"], job["seeds"], spec["n_test"])
         if ext is None:
-            ext = PretrainedFeatureExtractor(BACKBONES[task], progress=False, **input_kwargs(task, cfg))
+            ext = PretrainedFeatureExtractor(BACKBONES[task], verbose=False, **input_kwargs(task, cfg))
             ext.fit(Xte[:2])
             t = time.perf_counter()
             Fte = ext.transform(Xte)

@@ -56,7 +56,7 @@ def fit_arm(kind, params, Xs, ys, Xt, cfg, cache_dir):
     from sktransfer import PretrainedFeatureExtractor
     from sktransfer.adaptation import DANNClassifier, EmbeddingDAClassifier
 
-    ext = PretrainedFeatureExtractor(H.IMAGE, image_size=cfg["image_size"], batch_size=64, cache=cache_dir, progress=False)
+    ext = PretrainedFeatureExtractor(H.IMAGE, image_size=cfg["image_size"], batch_size=64, cache=cache_dir, verbose=False)
     head = LogisticRegression(max_iter=300, tol=1e-3)
     if kind == "frozen":
         return make_pipeline(ext, StandardScaler(), head).fit(Xs, ys)

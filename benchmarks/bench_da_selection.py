@@ -73,7 +73,7 @@ def sentiment_tasks(cfg):
     from sktransfer.datasets import load_sentiment_sentences
 
     d = load_sentiment_sentences()
-    Z = np.asarray(PretrainedFeatureExtractor(H.TEXT, max_length=128, cache=CACHE, progress=False).fit_transform(d.data),
+    Z = np.asarray(PretrainedFeatureExtractor(H.TEXT, max_length=128, cache=CACHE, verbose=False).fit_transform(d.data),
                    dtype=np.float64)
     y, dom = np.asarray(d.target), np.asarray(d.domain)
     rng = np.random.RandomState(0)
@@ -93,7 +93,7 @@ def image_tasks(cfg):
     tasks, tmp = {}, tempfile.mkdtemp(prefix="sktransfer-bench-da-selection-")
     try:
         for ds, (Xs, ys, Xt0, yt, sigma) in H.load_shifted(dict(n_source=cfg["n_images"], n_target=cfg["n_images"])).items():
-            ext = PretrainedFeatureExtractor(H.IMAGE, image_size=32, batch_size=64, cache=tmp, progress=False).fit(Xs)
+            ext = PretrainedFeatureExtractor(H.IMAGE, image_size=32, batch_size=64, cache=tmp, verbose=False).fit(Xs)
             Zs = np.asarray(ext.transform(Xs), dtype=np.float64)
             for shift, fn in H.shifts(sigma).items():
                 if not shift.startswith("clean"):

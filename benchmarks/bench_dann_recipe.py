@@ -104,7 +104,7 @@ def run_arm(arm, Xs, ys, Xt, yt, cfg, seed=SEED):
             params = dict(image_size=cfg["image_size"], batch_size=64, head="LogisticRegression(max_iter=300, tol=1e-3)",
                           scaler="StandardScaler")
             clf = make_pipeline(
-                PretrainedFeatureExtractor(H.IMAGE, image_size=cfg["image_size"], batch_size=64, progress=False),
+                PretrainedFeatureExtractor(H.IMAGE, image_size=cfg["image_size"], batch_size=64, verbose=False),
                 StandardScaler(),
                 LogisticRegression(max_iter=300, tol=1e-3),
             )

@@ -180,7 +180,7 @@ def bench_text(cfg):
 
     bbc = load_bbc_news()
     texts = [bbc.data[i] if cfg["text_chars"] is None else bbc.data[i][: cfg["text_chars"]] for i in spread(len(bbc.data), cfg["text_n"])]
-    ext = PretrainedFeatureExtractor(H.TEXT, batch_size=32, cache=None, progress=False).fit(texts[:2])
+    ext = PretrainedFeatureExtractor(H.TEXT, batch_size=32, cache=None, verbose=False).fit(texts[:2])
     st = SentenceTransformer(offline_path(H.TEXT), device="cpu")
     n_tok = [len(st.tokenizer(t, truncation=True, max_length=st.max_seq_length)["input_ids"]) for t in texts]
     maxdiff = float(np.abs(ext.transform(texts[:32]) - st.encode(texts[:32], batch_size=32, show_progress_bar=False)).max())
@@ -233,7 +233,7 @@ def bench_image(cfg):
     tfm = timm.data.create_transform(**data_cfg, is_training=False)  # timm's eval transform
     o["preprocess"] = lambda imgs: torch.stack([tfm(im) for im in imgs]).contiguous(memory_format=torch.channels_last)
     # Preprocessing cost per image: timm's transform vs sktransfer's (to_rgb + resize/crop to uint8 + normalize).
-    o["probe"] = PretrainedFeatureExtractor(H.IMAGE, batch_size=1, progress=False).fit(pils[:1])
+    o["probe"] = PretrainedFeatureExtractor(H.IMAGE, batch_size=1, verbose=False).fit(pils[:1])
     bb = o["probe"]._get_backbone()
     pre = {"timm": [], "skt": []}
     prep = {"timm": lambda i: tfm(pils[i]), "skt": lambda i: bb.normalize(bb.collate([to_rgb(pils[i], i)]))}
@@ -248,7 +248,7 @@ def bench_image(cfg):
     maxdiff = float(np.abs(forward(o["model_cf"], o["x_all"][:4]).numpy() - got).max())
     # The sweep: each round gives every (batch size, arm) `per_round[bs]` images (the same for every arm); the
     # batches of all batch sizes and arms are spread evenly over the round, so a burst of load hits all alike.
-    o["exts"] = {bs: PretrainedFeatureExtractor(H.IMAGE, batch_size=bs, progress=False).fit(pils[:1]) for bs in bss}
+    o["exts"] = {bs: PretrainedFeatureExtractor(H.IMAGE, batch_size=bs, verbose=False).fit(pils[:1]) for bs in bss}
     names = list(IMAGE_ARMS)
     for bs in bss:  # warm-up: oneDNN builds its kernels per shape
         for f in IMAGE_ARMS.values():
@@ -330,7 +330,7 @@ def bench_grid(cfg):
             warnings.simplefilter("ignore")  # ConvergenceWarning
             for arm, (cached, _label) in GRID_ARMS.items():
                 clear_memory_layer()  # warm = the files on disk, not the in-process copies
-                pipe = make_pipeline(PretrainedFeatureExtractor(H.TEXT, cache=tmp if cached else None, progress=False),
+                pipe = make_pipeline(PretrainedFeatureExtractor(H.TEXT, cache=tmp if cached else None, verbose=False),
                                      LogisticRegression(max_iter=1000))
                 gs = GridSearchCV(pipe, {"logisticregression__C": Cs}, cv=cfg["grid_cv"])
                 reset_embedding_stats()
@@ -340,7 +340,7 @@ def bench_grid(cfg):
                             "stats": embedding_stats(), "best_score": float(gs.best_score_)}
                 H.log(f"    {arm}: {seconds:.1f} s, computed {res[arm]['stats']['computed']}")
             # Lower bound: the same grid on precomputed embeddings (logistic regressions only).
-            emb = PretrainedFeatureExtractor(H.TEXT, cache=tmp, progress=False).fit_transform(texts)
+            emb = PretrainedFeatureExtractor(H.TEXT, cache=tmp, verbose=False).fit_transform(texts)
             res["lr_only"], _ = C.timed(GridSearchCV(LogisticRegression(max_iter=1000), {"C": Cs}, cv=cfg["grid_cv"]).fit, emb, y)
         res["cache_files"] = sum(len(f) for _, _, f in os.walk(tmp))
     finally:
@@ -376,10 +376,10 @@ def child_memory(spec):
         X = load_fashion_mnist(subset="all" if n > 60_000 else "train").data
         data = np.ascontiguousarray(X[:n]).copy()
         del X
-        ext = PretrainedFeatureExtractor(H.IMAGE, image_size=spec["image_size"], batch_size=bs, progress=False)
+        ext = PretrainedFeatureExtractor(H.IMAGE, image_size=spec["image_size"], batch_size=bs, verbose=False)
     else:
         data = synthetic_texts(n)
-        ext = PretrainedFeatureExtractor(H.TEXT, batch_size=bs, progress=False)
+        ext = PretrainedFeatureExtractor(H.TEXT, batch_size=bs, verbose=False)
     ext.fit(data[:2])
     ext.transform(data[:bs])  # warm-up: one full batch (allocator pools, oneDNN kernels)
     gc.collect()

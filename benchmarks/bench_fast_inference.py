@@ -110,7 +110,7 @@ def extractor(modality, arm, cfg, batch_size):
     from sktransfer import PretrainedFeatureExtractor
 
     kw = {"max_length": cfg["max_length"]} if modality == "text" else {}
-    return PretrainedFeatureExtractor(MODELS[modality], batch_size=batch_size, cache=None, progress=False, **ARMS[arm], **kw)
+    return PretrainedFeatureExtractor(MODELS[modality], batch_size=batch_size, cache=None, verbose=False, **ARMS[arm], **kw)
 
 
 def use_cache_dir(spec):

@@ -131,7 +131,7 @@ def timm_transform(bb):
 def extractor(resize, bs):
     from sktransfer import PretrainedFeatureExtractor
 
-    return PretrainedFeatureExtractor(H.IMAGE, image_resize=resize, batch_size=bs, cache=None, progress=False)
+    return PretrainedFeatureExtractor(H.IMAGE, image_resize=resize, batch_size=bs, cache=None, verbose=False)
 
 
 def run_extractor(ext, ahead, X):

@@ -194,7 +194,7 @@ def measure_long(cfg, quick):
         rows = rows[np.random.RandomState(0).permutation(len(rows))]  # blocks mix long and short texts
         pos = {int(i): j for j, i in enumerate(rows)}
         X = [full[i] for i in rows]
-        exts = {a: PretrainedFeatureExtractor(H.TEXT, long_texts=a, batch_size=cfg["batch_size"], cache=None, progress=False).fit(X[:2])
+        exts = {a: PretrainedFeatureExtractor(H.TEXT, long_texts=a, batch_size=cfg["batch_size"], cache=None, verbose=False).fit(X[:2])
                 for a in LONG_ARMS}
         bb = exts["truncate"]._get_backbone()
         n_tok = np.array([len(ids) for ids in bb.tokenizer(X, truncation=False)["input_ids"]])
@@ -277,7 +277,7 @@ def measure_compact(cfg, quick):
                     for s, d in draws.items():
                         X_tr, y_tr = [split.X_all[i] for i in d], split.y_all[d]
                         ext = PretrainedFeatureExtractor(T.TASKS[task].backbone, truncate_dim=dim, precision=prec,
-                                                         cache=cache, progress=False, **kw).fit(X_tr)
+                                                         cache=cache, verbose=False, **kw).fit(X_tr)
                         Z_tr, Z_te = ext.transform(X_tr), ext.transform(X_test)
                         nbytes, cols, full_dim = Z_te.nbytes / len(Z_te), Z_te.shape[1], ext.embedding_dim_
                         bad = [np.flatnonzero(~np.isfinite(Z.astype(np.float32)).all(1)).tolist() for Z in (Z_tr, Z_te)]

@@ -133,7 +133,7 @@ def run_dataset(X, y, candidates, cfg, cache_dir):
     common = {"max_length": cfg["max_length"], "batch_size": 32} if isinstance(X, list) else {"image_size": cfg["image_size"], "batch_size": 64}
     rows = []
     for cname, params, source in candidates:
-        Z, embed_s = timed(PretrainedFeatureExtractor(**params, **common, cache=cache_dir, progress=False).fit_transform, X)
+        Z, embed_s = timed(PretrainedFeatureExtractor(**params, **common, cache=cache_dir, verbose=False).fit_transform, X)
         row = {"candidate": cname, "embed_s": embed_s, "dim": int(Z.shape[1])}
         for s in FEATURE_SCORES:
             row[s], row[f"{s}_s"] = timed(lambda: float(SCORES[s](Z, y)))

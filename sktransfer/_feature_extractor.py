@@ -15,7 +15,7 @@ from . import _cache
 from ._config import get_config
 from ._inputs import image_digest, text_digest
 from ._utils import progress_bar, resolve_device, want_progress
-from ._validation import check_backbone_and_device, check_params
+from ._validation import _WHY_VERBOSE, check_backbone_and_device, check_params, renamed_param
 from .backbones import load_backbone
 
 # CPU image batch: the fastest in benchmarks/bench_extractor.py on a quiet
@@ -158,8 +158,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         processes and restarts. A path that is a file is an error at
         ``fit``; a directory that can't be written is still read (one
         warning, the rest is computed and not stored).
-    progress : bool or "auto", default="auto"
-        Show a progress bar; "auto" shows one for 512 inputs or more.
+    verbose : bool, int or "auto", default="auto"
+        Show a progress bar while embedding: "auto" shows one for 512
+        inputs or more, 0/False never, 1/True always (the same name as in
+        every other estimator of the package).
+    progress : bool or "auto", default="deprecated"
+        Deprecated old name of ``verbose`` (since 0.2, removed in 0.4).
 
     Attributes
     ----------
@@ -226,7 +230,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         backend="torch",
         quantize=None,
         cache=None,
-        progress="auto",
+        verbose="auto",
+        progress="deprecated",
     ):
         self.backbone = backbone
         self.layer = layer
@@ -244,6 +249,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.backend = backend
         self.quantize = quantize
         self.cache = cache
+        self.verbose = verbose
         self.progress = progress
 
     # ------------------------------------------------------------------ fit
@@ -268,11 +274,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "quantize": [StrOptions({"int8"}), None],
         # True: the configured default directory.
         "cache": ["boolean", str, bytes, os.PathLike, None],
-        "progress": ["boolean", StrOptions({"auto"})],
+        "verbose": ["boolean", Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "progress": ["boolean", StrOptions({"auto", "deprecated"})],
     }
 
     def _check_params(self):
         check_params(self)
+        renamed_param(self, "progress", "verbose", why=_WHY_VERBOSE, new_default="auto")  # warns once, at fit
         check_backbone_and_device(self.get_params(deep=False))  # before the backbone loads
         if self.precision in ("binary", "ubinary") and self.normalize:
             raise ValueError(
@@ -336,6 +344,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             X = load_backbone(self.backbone, device=resolve_device(self.device), pooling=self.pooling).example_inputs()
         self._fit(X)
         return self
+
+    def _verbose(self):
+        """``verbose``, or the deprecated ``progress`` (silently: fit warned)."""
+        if not hasattr(self, "verbose"):  # pickled before the rename
+            return self.progress
+        return renamed_param(self, "progress", "verbose", why=_WHY_VERBOSE, warn=False, new_default="auto")[0]
 
     @property
     def _n_features_out(self):
@@ -610,7 +624,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             # Longest first, as SentenceTransformer.encode does: less padding.
             todo = sorted(todo, key=lambda i: -len(items[i]))
         batches = [todo[s : s + bs] for s in range(0, len(todo), bs)]
-        show = want_progress(self.progress, len(todo))
+        show = want_progress(self._verbose(), len(todo))
         desc = f"Embedding {len(todo)} {'texts' if self.modality_ == 'text' else 'images'}"
         with closing(self._batch_inputs(bb, items, batches, runner)) as inputs:
             for idx, batch in progress_bar(zip(batches, inputs), total=len(batches), enabled=show, desc=desc):
@@ -641,7 +655,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         todo = [todo[i] for i in bb.batch_order([items[i] for i in todo])]
         size = bs * _CHUNK_GROUP_BATCHES
         groups = [todo[s : s + size] for s in range(0, len(todo), size)]
-        show = want_progress(self.progress, len(todo))
+        show = want_progress(self._verbose(), len(todo))
         desc = f"Embedding {len(todo)} texts in windows"
         for group in progress_bar(groups, total=len(groups), enabled=show, desc=desc):
             windows, owner = bb.chunk([items[i] for i in group], self.max_length, self.chunk_overlap)

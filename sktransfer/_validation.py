@@ -263,18 +263,23 @@ def check_model_params(est=None, *, params=None, saved=False):
         raise ValueError(f"max_length must be None or a positive integer, got {max_length!r}.")
 
 
-def renamed_param(est, old, new, *, why, warn=True):
+# Why the extractor's and zero-shot's ``progress`` became ``verbose``.
+_WHY_VERBOSE = "every estimator of the package names its output verbosity verbose"
+
+
+def renamed_param(est, old, new, *, why, warn=True, new_default=None):
     """``(value, name)`` of the parameter ``new``, or of its deprecated old name ``old``.
 
     ``old`` is unset while it holds the string ``"deprecated"`` (its
     default); set, it is used (with a ``FutureWarning`` when ``warn``), and
-    setting both raises a ``ValueError``. ``why`` says, in the warning, why
-    the name changed.
+    setting both (``new`` other than its default ``new_default``) raises a
+    ``ValueError``. ``why`` says, in the warning, why the name changed.
     """
     value = getattr(est, old)
     if isinstance(value, str) and value == "deprecated":
         return getattr(est, new), new
-    if getattr(est, new) is not None:
+    given = getattr(est, new)
+    if not (given is new_default or (isinstance(given, str) and given == new_default)):
         raise ValueError(f"Give {new}= only: {old}= is its deprecated old name, and both were given.")
     if warn:
         import warnings

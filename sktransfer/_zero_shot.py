@@ -16,7 +16,7 @@ from torch import device as _TorchDevice, nn
 from ._feature_extractor import PretrainedFeatureExtractor
 from ._inputs import as_rows
 from ._utils import resolve_device
-from ._validation import check_backbone_and_device, check_labels, check_params
+from ._validation import _WHY_VERBOSE, check_backbone_and_device, check_labels, check_params, renamed_param
 from .backbones import load_backbone
 
 # Softmax temperature for sentence encoders, whose cosine similarities
@@ -140,7 +140,11 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     cache : None, True or str, default=None
         Embedding cache of the inputs, as in
         :class:`~sktransfer.PretrainedFeatureExtractor`.
-    progress : bool or "auto", default="auto"
+    verbose : bool, int or "auto", default="auto"
+        Progress bar while embedding inputs, as in
+        :class:`~sktransfer.PretrainedFeatureExtractor`.
+    progress : bool or "auto", default="deprecated"
+        Deprecated old name of ``verbose`` (since 0.2, removed in 0.4).
 
     Attributes
     ----------
@@ -183,7 +187,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         "pooling": [StrOptions({"mean", "cls"})],
         "device": [str, _TorchDevice, None],
         "cache": ["boolean", str, bytes, os.PathLike, None],
-        "progress": [StrOptions({"auto"}), "boolean"],
+        "verbose": ["boolean", Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "progress": ["boolean", StrOptions({"auto", "deprecated"})],
     }
 
     def __init__(
@@ -198,7 +203,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         pooling="mean",
         device="auto",
         cache=None,
-        progress="auto",
+        verbose="auto",
+        progress="deprecated",
     ):
         self.backbone = backbone
         self.template = template
@@ -209,6 +215,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.pooling = pooling
         self.device = device
         self.cache = cache
+        self.verbose = verbose
         self.progress = progress
 
     def _candidate_labels(self, X, y):
@@ -252,6 +259,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self : ZeroShotClassifier
         """
         check_params(self)
+        verbose, _ = renamed_param(self, "progress", "verbose", why=_WHY_VERBOSE, new_default="auto")
         check_backbone_and_device(self.get_params(deep=False))  # before the backbone loads
         templates = check_templates(self.template)
         classes = self._candidate_labels(X, y)
@@ -272,7 +280,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             max_length=self.max_length,
             device=self.device,
             cache=self.cache,
-            progress=self.progress,
+            verbose=verbose,
         )
         # The extractor checks inputs at fit: one input of the model's kind
         # stands in for an absent X.

@@ -42,7 +42,7 @@ def reviews():
             cand = [i for i in np.flatnonzero((dom == k) & (y == c)) if len(d.data[i]) < 80]
             idx += list(rng.choice(cand, 15, replace=False))
     idx = np.asarray(idx)
-    Z = PretrainedFeatureExtractor(TEXT, max_length=32, progress=False).fit_transform([d.data[i] for i in idx])
+    Z = PretrainedFeatureExtractor(TEXT, max_length=32, verbose=False).fit_transform([d.data[i] for i in idx])
     sd = np.where(dom[idx] == "amazon", 1, -2)
     return np.asarray(Z, dtype=np.float64), y[idx], sd
 

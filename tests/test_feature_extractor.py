@@ -267,6 +267,7 @@ def test_unknown_model_names_fail_fast_and_clearly():
     [
         ({"batch_size": 0}, r"'batch_size' parameter of PretrainedFeatureExtractor must be an int in the range \[1, inf\) or None\. Got 0"),
         ({"max_length": "long"}, r"'max_length' parameter of PretrainedFeatureExtractor must be an int .* or None\. Got 'long'"),
+        ({"verbose": "yes"}, r"'verbose' parameter of PretrainedFeatureExtractor must be .* Got 'yes'"),
         ({"progress": "yes"}, r"'progress' parameter of PretrainedFeatureExtractor must be .* Got 'yes'"),
         ({"pooling": "max"}, r"'pooling' parameter of PretrainedFeatureExtractor must be a str among \{.*'mean'.*\}\. Got 'max'"),
         ({"layer": "last"}, r"'layer' parameter of PretrainedFeatureExtractor must be an int .* or None\. Got 'last'"),
@@ -280,6 +281,21 @@ def test_bad_parameters_are_named(params, match):
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match=match):
         PretrainedFeatureExtractor(TEXT, **params).fit(["hello"])
+
+
+def test_progress_is_the_deprecated_name_of_verbose(capsys):
+    texts = ["a short text", "another one"]
+    ext = PretrainedFeatureExtractor(TEXT, progress=True)
+    with pytest.warns(FutureWarning, match=r"progress=\.\.\.\) was renamed verbose=\.\.\."):
+        Z_old = ext.fit_transform(texts)
+    assert "Embedding 2 texts" in capsys.readouterr().err  # the old name still works
+    Z = PretrainedFeatureExtractor(TEXT, verbose=True).fit_transform(texts)
+    assert "Embedding 2 texts" in capsys.readouterr().err
+    np.testing.assert_allclose(Z, Z_old, atol=1e-6)
+    PretrainedFeatureExtractor(TEXT, verbose=False).fit_transform(texts)
+    assert "Embedding" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Give verbose= only: progress= is its deprecated old name"):
+        PretrainedFeatureExtractor(TEXT, verbose=True, progress=False).fit(texts)
 
 
 def test_max_length_is_bounded_by_the_model(bbc_small):

@@ -133,7 +133,7 @@ def test_bad_labels_and_templates_fail_clearly(X, y, params, match):
 
 
 @pytest.mark.parametrize(
-    "name, value", [("temperature", -1.0), ("batch_size", 0), ("progress", "yes"), ("cache", 3), ("label_descriptions", [1])]
+    "name, value", [("temperature", -1.0), ("batch_size", 0), ("verbose", "yes"), ("progress", "yes"), ("cache", 3), ("label_descriptions", [1])]
 )
 def test_every_parameter_is_checked_against_the_declared_table(name, value):
     assert set(ZeroShotClassifier._parameter_constraints) == set(ZeroShotClassifier._get_param_names())

@@ -16,7 +16,7 @@ from ._scores import PROBABILITY_SCORES, SCORES, SourceProbabilityExtractor, get
 
 _EXTRACTOR_PARAMS = (
     "backbone", "layer", "pooling", "normalize", "batch_size", "max_length",
-    "image_size", "device", "cache", "progress",
+    "image_size", "device", "cache", "verbose", "progress",
 )
 
 
