@@ -13,8 +13,9 @@ from ._zero_shot import ZeroShotClassifier
 from .adaptation import DANNClassifier, EmbeddingDAClassifier
 from .backbones import BackboneNotFoundError, load_backbone
 from .callbacks import CheckpointError
+from .federated import FederatedTransferClassifier
 from .selection import BackboneSelector
-from . import merging  # noqa: F401  (sktransfer.merging: soup, task_vector)
+from . import merging, metrics  # noqa: F401  (sktransfer.merging: soups, task vectors; sktransfer.metrics)
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "DANNClassifier",
     "EmbeddingDAClassifier",
     "EmbeddingCache",
+    "FederatedTransferClassifier",
     "FewShotClassifier",
     "FineTunedClassifier",
     "FineTunedRegressor",

@@ -100,6 +100,34 @@ def connect(address, timeout=10):
         ) from None
 
 
+def local_cluster(n_workers, threads_per_worker=1):
+    """A ``LocalCluster`` of ``n_workers`` single-thread worker processes, and a ``Client`` of it.
+
+    What ``sktransfer embed --workers N`` runs on: worker processes (not
+    threads: the model is loaded once per process, and PyTorch's threads
+    scale worse than processes on CPUs), no dashboard, quiet logs.
+
+    Parameters
+    ----------
+    n_workers : int
+    threads_per_worker : int, default=1
+
+    Returns
+    -------
+    cluster : distributed.LocalCluster
+    client : distributed.Client
+        Not made the default client: compute with ``client.compute``.
+    """
+    import logging
+
+    distributed = _require("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+        dashboard_address=":0", silence_logs=logging.ERROR,
+    )
+    return cluster, distributed.Client(cluster, set_as_default=False)
+
+
 def warm_workers(client, extractor):
     """Load ``extractor``'s backbone on every current worker of ``client`` (before timing, say).
 
@@ -294,10 +322,61 @@ def _default_client():
 
 
 # ------------------------------------------------------------ on a worker
+# glibc's values once its adaptive mmap threshold has settled for large blocks
+# (mmap threshold up to 32 MiB, trim threshold twice that).
+_MMAP_THRESHOLD = 32 * 2**20
+_TRIM_THRESHOLD = 64 * 2**20
+_malloc_tuned = False
+
+
+def _tune_malloc():
+    """Give a Dask worker process glibc's adaptive malloc thresholds back (once per process).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (its
+    ``distributed.nanny.pre-spawn-environ``), so that freed memory goes back
+    to the OS at once. Setting that variable also switches off glibc's
+    adaptive mmap threshold: every block of 128 KiB or more (every
+    activation tensor of a forward pass) is then a fresh ``mmap`` whose
+    pages fault in one by one, and goes back to the OS when freed. Measured
+    on EfficientNet-Lite0 at 224 px: about 16,000 page faults per image
+    instead of a few, and twice the CPU time of the same transform in a
+    plain process (benchmarks/bench_dask.py; docs/scaling.md). Here the
+    thresholds go back to where glibc's own adaptation takes them for large
+    blocks: such blocks are reused from the heap, and up to 64 MiB of freed
+    memory stays in the process. Nothing is done when the variable is not
+    set (glibc adapts by itself), or outside glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    import os
+
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux") or not _in_worker():
+        return  # (in the client, the variable may be the nanny's copy, which its malloc never read)
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl): nothing to do
+        return
+    mallopt(-3, _MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    mallopt(-1, _TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+
+
+def _in_worker():
+    """Whether this process runs a Dask worker (also inside ``client.run``, where there is no task)."""
+    worker = sys.modules.get("distributed.worker")
+    return worker is not None and bool(getattr(worker.Worker, "_instances", ()))
+
+
 def _loaded(ext):
     """A copy of ``ext`` for one block, its backbone loaded once per process (the memo of
     ``load_backbone``, shared by the copies of every block and ``transform`` call)."""
     with _load_lock:
+        _tune_malloc()
         if getattr(ext, "_backbone_obj", None) is None:
             if ext.device in (None, "auto") and str(ext.device_).startswith("cuda"):
                 import torch
@@ -311,7 +390,13 @@ def _loaded(ext):
                 ext._get_runner(bb)
     local = object.__new__(type(ext))  # not copy.copy: __getstate__ would drop the loaded model
     local.__dict__.update(ext.__dict__)
-    local.progress = False  # no bars from workers
+    # No bars from workers. `verbose` replaced `progress` (kept as a deprecated
+    # alias): set the new name and unset the old, or both set would be an error.
+    if "verbose" in local.__dict__:
+        local.verbose = False
+        local.progress = "deprecated"
+    else:  # an extractor pickled before the rename
+        local.progress = False
     return local
 
 

@@ -36,6 +36,7 @@ from sktransfer import (
     AutoTransferClassifier,
     DANNClassifier,
     EmbeddingDAClassifier,
+    FederatedTransferClassifier,
     FewShotClassifier,
     FineTunedClassifier,
     FineTunedRegressor,
@@ -73,6 +74,9 @@ ESTIMATORS = [
     # tests/test_da_selection.py (GridSearchCV with sample_domain routed).
     EmbeddingDAClassifier(),
     BackboneSelector([IMAGE, (IMAGE, 2)]),
+    # Text in, like the others: the data-free checks; a real Flower
+    # simulation is fitted in tests/test_federated.py.
+    FederatedTransferClassifier(TEXT, rounds=1),
     SourceProbabilityExtractor(IMAGE),
 ]
 
@@ -150,7 +154,7 @@ def test_parameters_are_declared_and_checked_in_fit(estimator):
     "estimator, name",
     [(FineTunedClassifier(IMAGE), "max_epochs"), (LoRAClassifier(TEXT), "r"), (FineTunedRegressor(TEXT), "lr"),
      (DANNClassifier(IMAGE), "domain_weight"), (PretrainedFeatureExtractor(TEXT), "batch_size"),
-     (BackboneSelector([IMAGE]), "confirm_top_k")],
+     (BackboneSelector([IMAGE]), "confirm_top_k"), (FederatedTransferClassifier(TEXT), "rounds")],
     ids=lambda v: v if isinstance(v, str) else type(v).__name__,
 )
 def test_a_bool_is_not_a_number(estimator, name):
