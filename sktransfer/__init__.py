@@ -8,6 +8,7 @@ from ._few_shot import FewShotClassifier
 from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
 from ._lora import LoRAClassifier, merge_adapters
 from ._lr_finder import LRFinderError, plot_lr_find
+from ._multi_task import MultiTaskClassifier, MultiTaskRegressor
 from ._persistence import SaveIntegrityError, UnverifiedSaveWarning
 from ._zero_shot import ZeroShotClassifier
 from .adaptation import DANNClassifier, EmbeddingDAClassifier
@@ -33,6 +34,8 @@ __all__ = [
     "FineTunedRegressor",
     "LRFinderError",
     "LoRAClassifier",
+    "MultiTaskClassifier",
+    "MultiTaskRegressor",
     "PretrainedFeatureExtractor",
     "SaveIntegrityError",
     "UnverifiedSaveWarning",

@@ -1,15 +1,60 @@
 """`FineTunedClassifier` and `FineTunedRegressor`: skorch underneath, sklearn on top."""
 
+import math
 import os
 from numbers import Integral, Real
 
+import numpy as np
+import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
+from . import _persistence
 from ._training import INFERENCE_CONSTRAINTS, _CLASS_WEIGHT, _Exportable, _ClassifierOutputs, _RegressorOutputs, _SkorchTransferBase
-from .callbacks import L2SP, FreezeSchedule, apply_wise_ft
+from .callbacks import L2SP, FreezeSchedule, apply_wise_ft, recompute_bn_statistics
 
 STRATEGIES = ("linear_probe", "partial", "full", "progressive")
+
+# The fine-tuned backbone tensors a save keeps for set_wise_alpha (only when the model holds them).
+WISE_FILE = "wise_finetuned.safetensors"
+
+
+def _changed_tensors(module, reference):
+    """CPU copies of ``module``'s floating tensors that differ from ``reference`` (``body.``-prefixed names).
+
+    What WiSE-FT after fit keeps of the fine-tuned model: the tensors that
+    trained (and the BatchNorm statistics that moved), nothing else.
+    """
+    out = {}
+    for name, v in module.state_dict().items():
+        ref = reference.get(name)
+        if ref is not None and v.is_floating_point() and not torch.equal(ref.to(v.device, v.dtype), v):
+            out[name] = v.detach().to("cpu", copy=True)
+    return out
+
+
+def _digest(module, names):
+    """SHA-256 of ``module``'s tensors ``names``: whether the weights are still those set_wise_alpha wrote."""
+    import hashlib
+
+    h = hashlib.sha256()
+    state = module.state_dict()
+    for name in sorted(names):
+        h.update(name.encode())
+        h.update(state[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_wise_alpha(alpha):
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, Real) or not math.isfinite(float(alpha)):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}.")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(
+            f"alpha={alpha!r} is outside [0, 1]: WiSE-FT mixes (1 - alpha) * pretrained + alpha * fine-tuned "
+            "(0: the pretrained backbone with the trained head, 1: the fine-tuned model)."
+        )
+    return float(alpha)
 
 
 class _FineTunedBase(_SkorchTransferBase):
@@ -117,6 +162,8 @@ class _FineTunedBase(_SkorchTransferBase):
         init_head_for(self, module, data, y_enc, stratify, seed)
 
     def _method_callbacks(self, module, shared):
+        # The weights set_wise_alpha mixes with are reloaded by name and checked by this.
+        self._wise_fingerprint = shared.fingerprint()
         groups = module.block_groups
         if self.strategy == "partial" and self.unfreeze_last > len(groups):
             raise ValueError(
@@ -131,6 +178,9 @@ class _FineTunedBase(_SkorchTransferBase):
         return cbs
 
     def _after_training_steps(self, module):
+        self.wise_alpha_ = float(self.wise_alpha)
+        for name in ("_wise_finetuned", "_wise_digest"):  # a refit forgets the previous fit's weights
+            self.__dict__.pop(name, None)
         if self.wise_alpha >= 1.0:
             return []
         # WiSE-FT on the final weights (after EarlyStopping restored the best
@@ -139,7 +189,198 @@ class _FineTunedBase(_SkorchTransferBase):
         # model (docs/fine_tuning.md, "Catastrophic forgetting").
         state = {f"body.{k}": v.detach().clone() for k, v in module.body.state_dict().items() if v.is_floating_point()}
         alpha, batch_size = self.wise_alpha, max(self.batch_size, 32)
-        return [lambda net, X, y: apply_wise_ft(net, state, alpha, X, y, recalibrate_bn=True, batch_size=batch_size)]
+
+        def wise_ft(net, X, y):
+            # The fine-tuned tensors, kept so that set_wise_alpha can mix again (1.0 included).
+            self._wise_finetuned = _changed_tensors(net.module_, state)
+            apply_wise_ft(net, state, alpha, X, y, recalibrate_bn=True, batch_size=batch_size)
+            self._wise_digest = _digest(net.module_, self._wise_finetuned)
+
+        return [wise_ft]
+
+    # ---------------------------------------------------- WiSE-FT after fit
+    def set_wise_alpha(self, alpha, X_bn=None):
+        """Mix the fine-tuned backbone with the pretrained one again, without retraining (WiSE-FT).
+
+        The backbone's weights become ``(1 - alpha) * pretrained + alpha *
+        fine_tuned`` (Wortsman et al., 2022); the trained head is kept as it
+        is. ``alpha=1`` is the fine-tuned model, ``alpha=0`` the pretrained
+        backbone with the trained head. The paper chooses ``alpha`` on
+        validation data after training: call this for each candidate and
+        score, then keep the best (see ``docs/merging.md``, "WiSE-FT after
+        fit"). Any number of calls, in any order: each mixes from the kept
+        fine-tuned weights, so going back to ``alpha=1`` restores them
+        exactly.
+
+        What is kept: the fine-tuned tensors that differ from the
+        pretrained ones (a copy on the CPU, held from the first call on, or
+        from ``fit`` when ``wise_alpha < 1``): the whole backbone for
+        ``strategy="full"`` (about 4 bytes per parameter, e.g. 90 MB for
+        all-MiniLM-L6-v2), the trained block groups for ``"partial"``,
+        nothing for ``"linear_probe"``. The pretrained weights are not
+        copied: they are read from the backbone loaded by name, whose
+        weights fingerprint must be the one the model was fine-tuned from.
+        ``save`` writes the kept tensors too (``wise_finetuned.safetensors``),
+        so a loaded model can change ``alpha`` again.
+
+        Relation to the ``wise_alpha`` parameter: ``wise_alpha`` is the mix
+        ``fit`` applies, and stays what it was (``clone`` and a refit apply
+        it again, as scikit-learn wants of parameters); the mix the model
+        holds now is the fitted attribute ``wise_alpha_`` (``wise_alpha``
+        after ``fit``, ``alpha`` after this call), which ``save``/``load``
+        and pickling keep.
+
+        Parameters
+        ----------
+        alpha : float in [0, 1]
+            Share of the fine-tuned weights.
+        X_bn : rows of X or None, default=None
+            Inputs to recompute the running statistics of the BatchNorm
+            layers that updated them in training (``freeze_bn_stats=False``),
+            as WiSE-FT at ``fit`` does on the training rows: needed for
+            ``0 < alpha < 1`` in that case only (pass the training inputs).
+            At 0 and 1 the pretrained and fine-tuned statistics are exact.
+
+        Returns
+        -------
+        self
+            With ``wise_alpha_ = alpha``.
+
+        Examples
+        --------
+        >>> from sktransfer import FineTunedClassifier
+        >>> texts = ["the match ended in a draw", "shares fell sharply",
+        ...          "the striker scored twice", "the bank raised rates"] * 4
+        >>> y = ["sport", "business", "sport", "business"] * 4
+        >>> clf = FineTunedClassifier(strategy="full", lr=1e-2, max_epochs=2, random_state=0).fit(texts, y)
+        >>> scores = {a: clf.set_wise_alpha(a).score(texts, y) for a in (0.0, 0.5, 1.0)}
+        >>> clf.set_wise_alpha(max(scores, key=scores.get)).wise_alpha_ in scores
+        True
+        """
+        check_is_fitted(self, "net_")
+        alpha = _check_wise_alpha(alpha)
+        module = self._core_module()
+        tuned, current = self._wise_kept()
+        pretrained = None
+        if tuned is None:
+            if current < 1.0:
+                raise ValueError(
+                    f"This model was mixed at fit (wise_alpha={current}) and keeps no fine-tuned weights (it was "
+                    "saved or pickled by an sktransfer without set_wise_alpha): fit it again to change alpha."
+                )
+            pretrained = self._wise_pretrained()
+            self._wise_finetuned = tuned = _changed_tensors(module, pretrained)
+        state = module.state_dict(keep_vars=True)
+        bad = [k for k, v in tuned.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+        if bad:
+            raise ValueError(f"The kept fine-tuned weights do not fit this model (e.g. {bad[:3]}): fit it again.")
+        bn = [m for name, m in module.named_modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and f"{name}.running_mean" in tuned]
+        recalibrate = bool(bn) and 0.0 < alpha < 1.0
+        if recalibrate and X_bn is None:
+            raise ValueError(
+                f"set_wise_alpha({alpha}) needs X_bn: {len(bn)} BatchNorm layers updated their running statistics "
+                "in training (freeze_bn_stats=False), and the mixed weights need statistics of their own. Pass "
+                "X_bn=<the training inputs> (no labels needed); alpha=0 and alpha=1 need none."
+            )
+        rows = None
+        if recalibrate:  # checked before any weight changes: bad rows leave the model as it was
+            from ._data import RowDataset
+            from ._seeding import isolated_torch_rng
+            from .backbones import load_backbone
+
+            with isolated_torch_rng():
+                bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+            rows = RowDataset(bb, bb.check_inputs(X_bn), None, max_length=self.max_length, image_size=self.image_size)
+        if alpha < 1.0 and pretrained is None:
+            pretrained = self._wise_pretrained()
+        with torch.no_grad():
+            for name, w1 in tuned.items():
+                p = state[name]
+                if alpha == 1.0:
+                    p.copy_(w1)  # exactly the fine-tuned tensor, whatever was mixed before
+                elif alpha == 0.0:
+                    p.copy_(pretrained[name])
+                else:
+                    p.copy_(torch.lerp(pretrained[name].to(torch.float32), w1.to(torch.float32), alpha))
+        if recalibrate:
+            recompute_bn_statistics(module, bn, rows, max(self.batch_size, 32), self.net_.device)
+        self.wise_alpha_ = alpha
+        self._wise_digest = _digest(module, tuned)
+        self._forget_compiled(refs=True)  # a compiled model holds the weights it was built from
+        return self
+
+    def _wise_kept(self):
+        """(kept fine-tuned tensors or None, the mix the weights hold), forgotten if the weights changed since.
+
+        Weights written by anything but fit and set_wise_alpha (a soup or a
+        task vector built from a copy of this model, training on) are a new
+        model: the kept tensors are not its fine-tuned weights any more, so
+        they are dropped and the weights count as fine-tuned (alpha 1).
+        """
+        tuned = self.__dict__.get("_wise_finetuned")
+        current = float(getattr(self, "wise_alpha_", self.wise_alpha))
+        recorded = self.__dict__.get("_wise_digest")
+        if tuned is not None and recorded is not None and recorded != _digest(self._core_module(), tuned):
+            for name in ("_wise_finetuned", "_wise_digest"):
+                self.__dict__.pop(name, None)
+            self.wise_alpha_ = current = 1.0
+            tuned = None
+        return tuned, current
+
+    def _wise_pretrained(self):
+        """The pretrained backbone's tensors (``body.``-prefixed; the loaded backbone's own, not a copy)."""
+        from ._seeding import isolated_torch_rng
+        from .backbones import load_backbone
+
+        if not isinstance(self.backbone, str):
+            raise ValueError("set_wise_alpha needs a backbone given by name or path (not an nn.Module) to reload it.")
+        with isolated_torch_rng():
+            shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        expected = self.__dict__.get("_wise_fingerprint")
+        if expected is not None and shared.fingerprint() != expected:
+            raise ValueError(
+                f"set_wise_alpha mixes with the weights this model was fine-tuned from (fingerprint {expected}), "
+                f"but {self.backbone!r} now has fingerprint {shared.fingerprint()}: point backbone at the original "
+                "weights (e.g. load(path, backbone=<local copy>))."
+            )
+        return {f"body.{k}": v for k, v in shared.body.state_dict().items()}
+
+    def _write_config(self, path, extra=None):
+        tuned, alpha = self._wise_kept()
+        wise = {"alpha": alpha, "finetuned": tuned is not None}
+        if self.__dict__.get("_wise_fingerprint"):
+            wise["base_fingerprint"] = self._wise_fingerprint
+        target = os.path.join(str(path), WISE_FILE)
+        if tuned is not None:
+            _persistence.write_tensors(path, WISE_FILE, {k: v.contiguous() for k, v in tuned.items()})
+        elif os.path.exists(target):
+            os.remove(target)  # a previous save's, into the same directory
+        super()._write_config(path, {**(extra or {}), "wise": wise})
+
+    def _extra_saved_files(self):
+        return (WISE_FILE,) if self.__dict__.get("_wise_finetuned") is not None else ()
+
+    @classmethod
+    def _read_config(cls, path):
+        est, meta = super()._read_config(path)
+        config = os.path.join(str(path), "config.json")
+        wise = meta.get("wise") or {}  # saves from before set_wise_alpha: the mix is the parameter's
+        try:
+            est.wise_alpha_ = _check_wise_alpha(wise.get("alpha", est.wise_alpha))
+        except ValueError as exc:
+            raise _persistence.SaveIntegrityError(f"{config!r}: 'wise' holds an invalid alpha ({exc})") from exc
+        if isinstance(wise.get("base_fingerprint"), str):
+            est._wise_fingerprint = wise["base_fingerprint"]
+        if wise.get("finetuned"):
+            manifest = _persistence.read_json(str(path), _persistence.MANIFEST)  # verified by the read above
+            if WISE_FILE not in manifest.get("files", {}):
+                raise _persistence.SaveIntegrityError(
+                    f"{config!r} says the save keeps the fine-tuned weights, but {_persistence.MANIFEST!r} does "
+                    f"not list {WISE_FILE!r}: the save is incomplete or was edited."
+                )
+            est._wise_finetuned = _persistence.load_tensors(path, WISE_FILE)
+        return est, meta
 
     def _net_kwargs(self):
         return {"backbone_lr_ratio": self.backbone_lr_ratio, "layer_decay": self.layer_decay, "l2sp": self.l2sp}
@@ -218,7 +459,10 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
         running statistics of BatchNorm layers that updated them in
         training are then recomputed on the training inputs (one extra
         forward pass, no augmentation): the interpolated network needs
-        statistics of its own.
+        statistics of its own. This is the mix ``fit`` applies; to choose
+        it after training (on validation data, as the paper does) use
+        :meth:`set_wise_alpha`, which leaves this parameter as it is and
+        sets ``wise_alpha_``.
     freeze_bn_stats : bool, default=True
         Keep every BatchNorm layer in inference mode while training: the
         pretrained running statistics are used and kept, while the layers'
@@ -325,6 +569,9 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
     checkpoint_path_ : str or None
         The subdirectory of ``checkpoint_dir`` this fit wrote its
         checkpoints to (None without ``checkpoint_dir``).
+    wise_alpha_ : float
+        The WiSE-FT mix the model holds now: ``wise_alpha`` after ``fit``,
+        the last ``alpha`` given to :meth:`set_wise_alpha` after it.
 
     See Also
     --------
@@ -447,6 +694,9 @@ class FineTunedRegressor(_RegressorOutputs, RegressorMixin, _Exportable, _FineTu
     checkpoint_path_ : str or None
         The subdirectory of ``checkpoint_dir`` this fit wrote its
         checkpoints to (None without ``checkpoint_dir``).
+    wise_alpha_ : float
+        The WiSE-FT mix the model holds now (see
+        :meth:`FineTunedClassifier.set_wise_alpha`).
 
     Examples
     --------

@@ -611,6 +611,7 @@ verbose, callbacks, class_weight
         common = {k: v for k, v in self.get_params().items() if k in FineTunedClassifier().get_params()}
         ft = FineTunedClassifier(**{**common, "strategy": "full"})
         ft.classes_ = self.classes_
+        ft._wise_fingerprint = self.base_fingerprint_  # set_wise_alpha on the merged model mixes with this base
         for attr in ("n_epochs_", "history_"):
             setattr(ft, attr, getattr(self, attr, None))
         return ft._attach_net(plain)

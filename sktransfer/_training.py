@@ -574,8 +574,13 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         state = {k: v.detach().cpu().contiguous() for k, v in self.net_.module_.state_dict().items()}
         save_file(state, os.path.join(path, "model.safetensors"))
         self._write_config(path)
-        _persistence.write_manifest(path, self._SAVED_FILES, type(self).__name__)
+        # Files _write_config added (FineTuned*: the WiSE-FT fine-tuned weights) are listed too.
+        _persistence.write_manifest(path, self._SAVED_FILES + self._extra_saved_files(), type(self).__name__)
         return path
+
+    def _extra_saved_files(self):
+        """Hook: files a save holds beyond ``_SAVED_FILES`` (written by ``_write_config``), for the manifest."""
+        return ()
 
     @classmethod
     def load(cls, path, backbone=None):

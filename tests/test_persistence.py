@@ -449,6 +449,7 @@ def test_the_not_fitted_test_covers_every_exported_estimator():
     assert names == {
         "AutoTransferClassifier", "BackboneSelector", "DANNClassifier", "EmbeddingDAClassifier", "FewShotClassifier", "FineTunedClassifier",
         "FineTunedRegressor", "LoRAClassifier", "PretrainedFeatureExtractor", "ZeroShotClassifier",
+        "FederatedTransferClassifier", "MultiTaskClassifier", "MultiTaskRegressor",
     }
 
 
