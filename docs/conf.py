@@ -90,7 +90,7 @@ if os.environ.get("SKTRANSFER_DOCS_INTERSPHINX") == "1":
 # -- Gallery (sphinx-gallery) ----------------------------------------------------
 # Every script in examples/gallery/ whose name starts with "plot_" runs at
 # build time (in quick mode: SKTRANSFER_DOCS_QUICK=1); the demo
-# examples/transfer_vs_tfidf.py (minutes) stays outside the gallery.
+# examples/demo.py (`make demo`, minutes) stays outside the gallery.
 sphinx_gallery_conf = {
     "examples_dirs": ["../examples/gallery"],
     "gallery_dirs": ["auto_examples"],
@@ -101,7 +101,6 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "backreferences_dir": "generated",
     "doc_module": ("sktransfer",),
-    "reference_url": {"sktransfer": None},
     "min_reported_time": 0,
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
