@@ -152,7 +152,7 @@ def build_estimator(strategy, settings, backbone, *, modality=None, max_length=N
         from ._feature_extractor import PretrainedFeatureExtractor
 
         extractor = PretrainedFeatureExtractor(
-            backbone, max_length=max_length, image_size=image_size, device=device, cache=cache, progress=False
+            backbone, max_length=max_length, image_size=image_size, device=device, cache=cache, verbose=False
         )
         return Pipeline([("extractor", extractor), ("head", LogisticRegression(**{"max_iter": 2000, **settings}))])
     common = {"max_length": max_length, "image_size": image_size, "device": device, "random_state": random_state}
@@ -162,27 +162,152 @@ def build_estimator(strategy, settings, backbone, *, modality=None, max_length=N
     return cls(backbone, **common, **settings)
 
 
-def _prior_forwards(strategy, settings, n):
-    """Prior cost of one fit on ``n`` inputs, in forward passes of one input.
+# The cost model in forward passes of one input, before anything is measured
+# (the search's order, cheapest first): a training step counts as three
+# forwards (a backward about two), loading a model as nothing.
+_UNIT_RATES = {"forward": 1.0, "train": 3.0, "train_all": None, "load": 0.0, "groups": None}
 
-    A backward pass counts as about two forwards. Used to order the first
-    round (cheapest first) and, scaled by the probe's measured seconds per
-    input, to estimate a candidate's cost before it has been timed.
+
+def _prior_seconds(strategy, settings, n, rates):
+    """Expected seconds of one fit on ``n`` inputs, from a backbone's ``rates``.
+
+    ``rates`` (see :func:`_measure_rates`): ``forward``, seconds per input of
+    an inference forward pass; ``train``, seconds per input of a training
+    step (forward, backward through the whole backbone, AdamW update) with
+    the token-embedding tables frozen, ``train_all`` with every weight
+    trained (None: as ``train``); ``load``, seconds to load a trainable copy
+    of the backbone (each trained fit loads one); ``groups``, the backbone's
+    number of block groups (None: unknown).
+    The cost is counted in what each strategy runs, so it scales with the
+    rows, the epochs or pairs, and, through the measured rates, with the
+    inputs' length, the threads and the machine's load:
+
+    * probe: one forward per input (the backbone is shared, not loaded);
+    * fine-tuning and LoRA: the load, one forward per input (LP-FT's head
+      from the probe), then ``max_epochs × n`` training inputs: a step with
+      every weight trained for ``"full"``; for ``"partial"`` the forward
+      and the backward's share of the ``unfreeze_last`` top block groups;
+      for LoRA three quarters of the backward (input gradients through
+      every layer, weight gradients of the adapters only); for
+      ``"linear_probe"`` a forward;
+    * few-shot: the load, ``max_epochs × ceil(n_pairs / batch_size)`` steps
+      of at most ``2 × batch_size`` distinct inputs each (the pairs do not
+      grow with ``n``), then one forward per input (the head's embeddings).
     """
     if strategy == "baseline":
         return 0.0
+    fwd, train = float(rates["forward"]), max(float(rates["train"]), float(rates["forward"]))
     if strategy == "probe":
-        return float(n)
+        return n * fwd
     params = _estimator_class(strategy)().get_params(deep=False)
     params.update(settings)
     epochs = float(params.get("max_epochs", 1))
+    load = float(rates.get("load") or 0.0)
     if strategy == "few_shot":
-        # Each step embeds the distinct inputs of its pairs (at most n),
-        # forward and backward; then the head's embedding of all n.
         steps = math.ceil(params["n_pairs"] / params["batch_size"]) * epochs
-        return steps * min(2.0 * params["batch_size"], n) * 3.0 + n
-    per_input = {"linear_probe": 1.0, "lora": 2.5, "partial": 2.0, "full": 3.0}[strategy]
-    return epochs * n * per_input + n
+        return load + steps * min(2.0 * params["batch_size"], n) * train + n * fwd
+    backward = train - fwd
+    if strategy == "partial":
+        groups = rates.get("groups")
+        share = 0.5 if not groups else min(1.0, params["unfreeze_last"] / groups)
+        per_input = fwd + backward * share
+    else:
+        per_input = {"linear_probe": fwd, "lora": fwd + 0.75 * backward,
+                     "full": max(float(rates.get("train_all") or train), train)}[strategy]
+    return load + n * fwd + epochs * n * per_input
+
+
+def _prior_forwards(strategy, settings, n):
+    """Prior cost of one fit on ``n`` inputs, in forward passes of one input.
+
+    Orders the first round (cheapest first); scaled by the probe's seconds
+    per input, the fallback estimate when a backbone's rates could not be
+    measured (see :class:`_SearchLog`).
+    """
+    return _prior_seconds(strategy, settings, n, _UNIT_RATES)
+
+
+def _measure_rates(backbone, X, *, max_length=None, image_size=None, device="auto", batch_size=8,
+                   random_state=None, forward_only=False):
+    """Time a few steps of ``backbone`` on rows of ``X``, here and now: the rates of :func:`_prior_seconds`.
+
+    Loads a trainable copy (as each trained fit does: ``load``), then on
+    ``batch_size`` rows drawn from ``X`` (so at their length: texts padded to
+    the batch's longest, images at their input size) times one inference
+    forward (after an untimed one) and training steps (forward, backward,
+    AdamW update): with every weight trained (``train_all``), and with the
+    token-embedding tables frozen (``train``; few-shot tuning, LoRA and
+    partial fine-tuning leave them alone; the same step when the backbone has
+    none). Measured in this process, so the threads torch uses and the
+    machine's load are in the figures. About the time of one load and 64
+    inputs' forward passes (2-5 s for MiniLM on texts on an idle 2-core
+    CPU; 58 s at 16 rows of 128 tokens with 10 processes per core, hence 8
+    rows: per input, a batch of 8 costs on a CPU what one of 16 does).
+    ``forward_only``: only the forward, on
+    the process's shared copy (no load; ``{"forward": ...}``), to follow a
+    machine whose load changes.
+    """
+    import torch
+
+    from ._utils import resolve_device
+    from .backbones import load_backbone
+
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    bb = load_backbone(backbone, device=dev, shared=forward_only)
+    load = time.perf_counter() - t0
+    items = bb.check_inputs(X)
+    rng = np.random.RandomState(random_state)
+    rows = np.sort(rng.choice(len(items), size=min(int(batch_size), len(items)), replace=False))
+    batch = bb.module_inputs(items, rows, max_length=max_length, image_size=image_size)
+    inputs = {k: v.to(dev) for k, v in batch.items()}
+    body, norm = bb.body, bb.input_normalization()
+    if norm is not None:
+        norm = norm.to(dev)
+    # CUDA runs asynchronously: wait for the work before reading the clock.
+    sync = torch.cuda.synchronize if str(dev).startswith("cuda") else (lambda: None)
+
+    def forward():
+        if "X" in inputs:  # uint8 crops, normalised inside the trained module
+            x = inputs["X"]
+            return body(norm(x) if norm is not None else x.float())
+        return body(**inputs)
+
+    def step():
+        params = [p for p in body.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: the update's cost, weights unchanged
+        t = time.perf_counter()
+        forward().float().pow(2).mean().backward()
+        optimizer.step()
+        sync()
+        seconds = (time.perf_counter() - t) / len(rows)
+        body.zero_grad(set_to_none=True)
+        return seconds
+
+    body.eval()
+    with torch.inference_mode():
+        forward()  # warm-up (allocations, lazy initialisation)
+        sync()
+        t = time.perf_counter()
+        forward()
+        sync()
+        fwd = (time.perf_counter() - t) / len(rows)
+    if forward_only:
+        return {"forward": fwd}
+    body.train()
+    for p in body.parameters():
+        p.requires_grad_(True)
+    train_all = step()
+    vocab = [m for m in body.modules() if isinstance(m, torch.nn.Embedding) and m.num_embeddings >= 1000]
+    for m in vocab:
+        m.weight.requires_grad_(False)
+    train = step() if vocab else train_all
+    try:
+        groups = len(bb.block_groups())
+    except NotImplementedError:
+        groups = None
+    return {"forward": fwd, "train": max(train, fwd), "train_all": max(train_all, train, fwd), "load": load,
+            "groups": groups}
 
 
 def _describe(settings):
@@ -251,10 +376,16 @@ class _SearchLog:
 
     Each fit of a candidate records ``(resource, n_inputs, seconds)``.
     Before a fit, its cost is estimated from the candidate's own earlier
-    fits (linear in the number of inputs: the next halving round has
-    ``factor`` times more), or, not yet timed, from
-    :func:`_prior_forwards` times the measured seconds per forward pass
-    (see :meth:`seconds_per_forward`).
+    fits, extrapolated to the new number of inputs along its cost model
+    (:func:`_prior_seconds`: linear in the rows for fine-tuning, nearly
+    flat for few-shot, whose pairs do not grow with the rows), or, not yet
+    timed, from the cost model with the backbone's rates measured at the
+    first trained candidate's fit (:meth:`measure`, a few steps on the
+    search's own inputs, the forward re-timed at each round so that the
+    rates follow the machine's load), times the ratio of measured to
+    expected seconds of the trained fits so far (:meth:`correction`). If
+    the rates could not be measured, the probe's seconds per input stand
+    for a forward pass.
     A trained candidate is not started when its remaining folds of this
     round plus the refit reserve are expected to end after the deadline.
     The reserve is one shared refit: the largest expected refit on all the
@@ -272,28 +403,90 @@ class _SearchLog:
         self.verbose = verbose
         self.fits = {}  # key -> [(resource, n, seconds)]
         self.status = {}  # (key, resource) -> "over budget" / "failed: ..."
-        self.seconds_per_input = None  # the probe's: ~ one forward pass
-        self.trained = []  # (strategy, settings, n, seconds) of trained candidates' fits
+        self.seconds_per_input = None  # the probe's (with its first load): the fallback forward pass
+        self.rates = {}  # backbone label -> measured rates (_measure_rates), None where that failed
+        self.first = {}  # backbone label -> (its first rates, the resources its forward was re-measured at)
+        self.fit_rates = {}  # key -> the rates in force at each of its fits (aligned with fits[key])
+        self.trained = []  # (key, strategy, settings, n, seconds, rates then) of trained candidates' fits
         self.meta = {}  # key -> (strategy, settings)
         self.rows_used = {}  # resource (max_samples) -> the most rows a fit really used
 
+    def measure(self, backbone, X, resource=None, **kwargs):
+        """Measure ``backbone``'s rates on rows of ``X`` (:func:`_measure_rates`).
+
+        Once per search and backbone; then, at each new ``resource`` (round),
+        its forward alone again (about a second), and every rate is scaled by
+        how much slower or faster the forward has become since the first
+        measure: the machine's load may change during a search.
+        """
+        label = _label(backbone)
+        if label in self.rates:
+            first = self.first.get(label)
+            if first is None or resource in first[1]:
+                return
+            first[1].add(resource)
+            try:
+                now = _measure_rates(backbone, X, forward_only=True, **kwargs)["forward"]
+            except Exception:  # noqa: BLE001 - keep the rates measured before
+                return
+            drift = now / max(first[0]["forward"], 1e-12)
+            scaled = ("forward", "train", "train_all", "load")
+            self.rates[label] = {**first[0], **{k: first[0][k] * drift for k in scaled if first[0].get(k) is not None}}
+            if self.verbose:
+                print(f"[AutoTransferClassifier] {label}: forward {1e3 * now:.1f} ms per input, "
+                      f"{drift:.2f}x the first measure")
+            return
+        t0 = time.monotonic()
+        try:
+            self.rates[label] = _measure_rates(backbone, X, **kwargs)
+            self.first[label] = (self.rates[label], {resource})
+        except Exception as exc:  # noqa: BLE001 - the estimate falls back on the probe's rate
+            self.rates[label] = None
+            if self.verbose:
+                print(f"[AutoTransferClassifier] {label}: rates not measured ({type(exc).__name__}: {exc}); "
+                      "the probe's seconds per input stand in")
+            return
+        if self.verbose:
+            r = self.rates[label]
+            print(f"[AutoTransferClassifier] {label}: {1e3 * r['forward']:.1f} ms per input forward, "
+                  f"{1e3 * r['train']:.1f} ms per input training step, load {r['load']:.1f} s "
+                  f"(measured in {time.monotonic() - t0:.1f} s)")
+
+    def rates_for(self, key):
+        """The rates of ``key``'s backbone: measured, else the prior's in units of the probe's
+        seconds per input, else None."""
+        measured = self.rates.get(key.split(" | ")[1] if " | " in key else None)
+        if measured:
+            return measured
+        if self.seconds_per_input is None:
+            return None
+        return {**_UNIT_RATES, "forward": self.seconds_per_input, "train": 3.0 * self.seconds_per_input}
+
+    def correction(self):
+        """Median ratio of measured to expected seconds over the trained fits so far (1.0 before any),
+        each expected at the rates in force when it ran."""
+        ratios = []
+        for key, strategy, settings, m, s, rates in self.trained:
+            expected = _prior_seconds(strategy, settings, m, rates or self.rates_for(key) or _UNIT_RATES)
+            if expected > 0:
+                ratios.append(s / expected)
+        return float(np.median(ratios)) if ratios else 1.0
+
     def estimate(self, key, strategy, settings, n):
         """Expected seconds of one fit of ``key`` on ``n`` inputs (None: unknown)."""
+        rates = self.rates_for(key)
         done = self.fits.get(key)
-        if done:
-            return max(s / max(m, 1) for _, m, s in done) * n
-        rate = self.seconds_per_forward()
-        return None if rate is None else _prior_forwards(strategy, settings, n) * rate
-
-    def seconds_per_forward(self):
-        """Seconds per forward pass: the median over the trained candidates
-        timed so far (measured / prior), else the probe's seconds per input
-        (which also holds the backbone's first load: an over-estimate)."""
-        rates = [s / _prior_forwards(strategy, settings, m)
-                 for strategy, settings, m, s in self.trained]
-        if rates:
-            return float(np.median(rates))
-        return self.seconds_per_input
+        if done:  # its own times, along its cost model's shape in n, and the rates' change since
+            shape = rates or _UNIT_RATES
+            expected = _prior_seconds(strategy, settings, n, shape)
+            then = self.fit_rates.get(key, [None] * len(done))
+            return max(s * expected / max(_prior_seconds(strategy, settings, m, r or shape), 1e-12)
+                       for (_, m, s), r in zip(done, then))
+        if rates is None:
+            if not self.trained:
+                return None
+            rates = _UNIT_RATES  # in forward passes; correction() turns them into seconds
+        return _prior_seconds(strategy, settings, n, rates) * self.correction()
 
     def refit_reserve(self, key=None, strategy=None, settings=None):
         """Expected seconds of the largest refit on all the data among the live candidates.
@@ -321,23 +514,25 @@ class _SearchLog:
         fold = self.estimate(key, strategy, settings, n)
         started = sum(1 for r, _, _ in self.fits.get(key, []) if r == resource)
         remaining = max(1, self.n_splits - started)
-        own_refit = 0.0 if fold is None else fold * self.n_total / max(n, 1)
-        reserve = max(own_refit, self.refit_reserve(key, strategy, settings))
+        reserve = self.refit_reserve(key, strategy, settings)  # its own refit on all the data included
         needed = (0.0 if fold is None else fold * remaining) + reserve
         if now + needed > self.deadline:
-            msg = "over budget"
+            left = max(0.0, self.deadline - now)
+            # What it expected, kept in leaderboard_["status"]: a budget that holds no trained candidate shows.
+            msg = f"over budget: {needed:.0f} s expected, {left:.0f} s left"
             self.status[(key, resource)] = msg
             if self.verbose:
-                left = max(0.0, self.deadline - now)
                 print(f"[AutoTransferClassifier] {key}: not started, {needed:.1f} s expected, {left:.1f} s left")
             return msg
         return None
 
     def record(self, key, strategy, settings, resource, n, seconds):
         self.fits.setdefault(key, []).append((resource, int(n), float(seconds)))
+        rates = self.rates_for(key)
+        self.fit_rates.setdefault(key, []).append(rates)
         self.meta[key] = (strategy, dict(settings))
         if strategy not in _CHEAP:
-            self.trained.append((strategy, dict(settings), int(n), float(seconds)))
+            self.trained.append((key, strategy, dict(settings), int(n), float(seconds), rates))
         elif strategy == "probe":  # the baseline embeds nothing: its rate says nothing of a forward pass
             rate = seconds / max(n, 1)
             self.seconds_per_input = max(rate, self.seconds_per_input or 0.0)
@@ -403,6 +598,10 @@ class _Candidate(ClassifierMixin, BaseEstimator):
         self.skipped_ = None
         if log is not None:
             log.rows_used[resource] = max(log.rows_used.get(resource, 0), len(y))
+            if log.deadline is not None and self.strategy not in _CHEAP and time.monotonic() < log.deadline:
+                # The first trained candidate of this backbone times a few steps on these rows.
+                log.measure(self.backbone, X, resource=resource, max_length=self.max_length,
+                            image_size=self.image_size, device=self.device, random_state=self.random_state)
             self.skipped_ = log.check(key, self.strategy, settings, resource, len(y))
             if self.skipped_ is not None:
                 return self
@@ -490,11 +689,16 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
     **Budget.** ``budget_s`` is a soft limit in seconds on the whole fit
     (backbone ranking, search and refit). Halving's loop is not modified:
     each candidate's ``fit`` estimates its own cost before it starts, from
-    its earlier fits (linear in the samples), or, not yet timed, from its
-    prior cost in forward passes times the probe's measured seconds per
-    input. A trained candidate is not started when its remaining folds of
+    its earlier fits, or, not yet timed, from a cost model (what the
+    strategy runs: loads, forward passes, training steps, epochs, pairs)
+    priced by a few steps of the backbone timed on the search's own inputs
+    when the first trained candidate starts (so the estimate follows the
+    inputs' length, the threads and the machine's load; a few seconds).
+    A trained candidate is not started when its remaining folds of
     the round plus its refit on all the data would end after the deadline;
-    it then scores NaN (``status`` "over budget" in ``leaderboard_``) and
+    it then scores NaN (``status`` "over budget: ... s expected, ... s left"
+    in ``leaderboard_``; the expected seconds are its remaining folds of the
+    round and the largest refit among the live candidates) and
     halving drops it. The baseline and the probe always run, so even a tiny
     budget leaves a fitted model (the probe's cost is one embedding pass
     over ``X``).
@@ -575,7 +779,8 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         1 is ``best_index_``): ``rank``, ``strategy``, ``backbone``, ``params``, ``iter``,
         ``n_resources``, ``mean_score``, ``std_score``, ``fit_seconds``
         (mean per fold in that round), ``total_seconds`` (all its folds and
-        rounds) and ``status`` ("ok", "over budget" or "failed: ...").
+        rounds) and ``status`` ("ok", "over budget: ... s expected, ... s left"
+        or "failed: ...").
     n_resources_ : list of int
         Training rows per fold in each round (the most any fit used: the
         stratified subsets keep 2 per class, so with ``max_samples`` below
@@ -771,7 +976,7 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
         from .selection import BackboneSelector
 
         extractor_params = {"max_length": self.max_length, "image_size": self.image_size,
-                            "device": self.device, "progress": False}
+                            "device": self.device, "verbose": False}
         selector = BackboneSelector(
             backbones, extractor_params=extractor_params, cache=cache if cache is not False else None, refit=False
         ).fit(X, y)
@@ -860,7 +1065,7 @@ class AutoTransferClassifier(ClassifierMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        self.budget_exhausted_ = any(s == "over budget" for s in status)
+        self.budget_exhausted_ = any(s.startswith("over budget") for s in status)
         self.leaderboard_ = self._leaderboard(results, status, n_splits)
 
         best, self.refit_fallback_ = self._refit_choice(results, best, log, n)

@@ -149,7 +149,7 @@ def test_tiny_budget_keeps_the_probe_only(small, cache_dir):
     board = est.leaderboard_.set_index("strategy")
     assert est.best_strategy_ == "probe" and est.budget_exhausted_
     assert board.loc["probe", "status"] == "ok"
-    assert board.loc[["few_shot", "full"], "status"].tolist() == ["over budget"] * 2
+    assert all(s.startswith("over budget: ") for s in board.loc[["few_shot", "full"], "status"])
     assert np.isnan(board.loc[["few_shot", "full"], "mean_score"]).all()
     assert est.predict(X[:3]).shape == (3,)
 
@@ -159,14 +159,122 @@ def test_budget_drops_what_does_not_fit(small, monkeypatch):
     # fold, its remaining fold and its refit (40 s on twice the rows) don't fit.
     log = _auto._SearchLog(deadline=_auto.time.monotonic() + 40, n_splits=2, n_total=40)
     log.record("probe | m | C=1", "probe", {}, 20, 20, 0.02)  # 1 ms per input
-    assert log.seconds_per_forward() == pytest.approx(1e-3)
-    # Never timed: the prior in forward passes times the measured seconds per forward.
+    # Backbone "m"'s rates were not measured: the probe's seconds per input stand for a forward.
+    assert log.rates_for("few_shot | m | defaults")["forward"] == pytest.approx(1e-3)
+    assert log.estimate("few_shot | m | defaults", "few_shot", {}, 20) == pytest.approx(
+        1e-3 * _auto._prior_forwards("few_shot", {}, 20))
     assert log.check("few_shot | m | defaults", "few_shot", {}, 20, 20) is None
     log.record("full | m | defaults", "full", {}, 20, 20, 20.0)
-    assert log.check("full | m | defaults", "full", {}, 20, 20) == "over budget"
-    # The trained candidate's measured rate now calibrates the prior of the others.
-    assert log.seconds_per_forward() == pytest.approx(20.0 / _auto._prior_forwards("full", {}, 20))
+    assert log.check("full | m | defaults", "full", {}, 20, 20).startswith("over budget")
+    # The trained candidate's measured/expected ratio now calibrates the prior of the others.
+    ratio = 20.0 / (1e-3 * _auto._prior_forwards("full", {}, 20))
+    assert log.correction() == pytest.approx(ratio)
+    assert log.estimate("lora | m | defaults", "lora", {}, 20) == pytest.approx(
+        ratio * 1e-3 * _auto._prior_forwards("lora", {}, 20))
     assert log.check("probe | m | C=1", "probe", {}, 20, 20) is None  # the probe always runs
+
+
+# Rates as _measure_rates gives them (seconds per input; MiniLM on a loaded CPU thread).
+RATES = {"forward": 0.05, "train": 0.15, "train_all": 0.2, "load": 1.0, "groups": 8}
+
+
+def test_untimed_estimate_comes_from_measured_rates_not_the_probe():
+    # The probe's first fit holds the backbone's load and the first
+    # embedding's overheads (3 to 19 s for 89 short texts on the suite's
+    # loaded CPU): its seconds per input, scaled, called every trained
+    # candidate "over budget" at N = 200. Measured rates decide now.
+    log = _auto._SearchLog(deadline=_auto.time.monotonic() + 300, n_splits=3, n_total=400)
+    log.rates["m"] = RATES
+    log.record("probe | m | C=1", "probe", {}, 89, 89, 15.0)
+    for strategy in ("few_shot", "lora", "partial", "full"):
+        key = f"{strategy} | m | defaults"
+        assert log.estimate(key, strategy, {}, 89) == pytest.approx(_auto._prior_seconds(strategy, {}, 89, RATES))
+    # few-shot: 16 steps of at most 32 texts, then the head's embeddings.
+    assert _auto._prior_seconds("few_shot", {}, 89, RATES) == pytest.approx(1.0 + 16 * 32 * 0.15 + 89 * 0.05)
+    # full fine-tuning: load, LP-FT's embedding pass, 5 epochs of steps training every weight.
+    assert _auto._prior_seconds("full", {}, 89, RATES) == pytest.approx(1.0 + 89 * 0.05 + 5 * 89 * 0.2)
+    # partial: the backward of the top 2 of 8 block groups only.
+    partial = 1.0 + 89 * 0.05 + 5 * 89 * (0.05 + 0.1 * 2 / 8)
+    assert _auto._prior_seconds("partial", {}, 89, RATES) == pytest.approx(partial)
+    # It scales with epochs and pairs.
+    full = _auto._prior_seconds("full", {}, 89, RATES)
+    assert _auto._prior_seconds("full", {"max_epochs": 10}, 89, RATES) > 1.9 * full
+    assert (_auto._prior_seconds("few_shot", {"n_pairs": 512}, 89, RATES)
+            > 1.8 * _auto._prior_seconds("few_shot", {}, 89, RATES))
+    # The ordering of the first round is unchanged: the same model in forward passes.
+    assert _auto._prior_forwards("full", {}, 10) == pytest.approx(10 + 5 * 10 * 3)
+
+
+def test_own_times_extrapolate_along_the_cost_model():
+    # Few-shot's pairs do not grow with the rows: 50 s on 89 rows is not
+    # 225 s on 400 (the old linear extrapolation, which put its refit over
+    # budget); fine-tuning's steps do.
+    log = _auto._SearchLog(deadline=_auto.time.monotonic() + 300, n_splits=3, n_total=400)
+    log.rates["m"] = RATES
+    log.record("few_shot | m | defaults", "few_shot", {}, 89, 89, 50.0)
+    refit = log.estimate("few_shot | m | defaults", "few_shot", {}, 400)
+    assert 50.0 < refit < 1.3 * 50.0
+    log.record("full | m | defaults", "full", {}, 89, 89, 100.0)
+    full = log.estimate("full | m | defaults", "full", {}, 400)
+    assert 3.5 * 100.0 < full < 400 / 89 * 100.0  # linear but for the load, counted once
+    # Its two folds left (100 s) and its refit (~60 s) fit in 230 s; with the old linear refit (225 s) they did not.
+    log = _auto._SearchLog(deadline=_auto.time.monotonic() + 230, n_splits=3, n_total=400)
+    log.rates["m"] = RATES
+    log.record("few_shot | m | defaults", "few_shot", {}, 89, 89, 50.0)
+    assert log.check("few_shot | m | defaults", "few_shot", {}, 89, 89) is None
+
+
+def test_measured_rates_follow_the_inputs(one_thread):
+    # Measured here and now on the search's own rows: longer texts cost more per input
+    # (4 tokens against 128; the best of three forwards, as the CPU may be shared).
+    short = ["good", "bad film", "fine", "awful"]
+    long = [" ".join(["the plot moves slowly but the acting is very good"] * 12)] * 4
+    rates = _auto._measure_rates(TEXT, short, max_length=128, batch_size=4, random_state=0)
+    assert set(rates) == {"forward", "train", "train_all", "load", "groups"}
+    assert rates["groups"] >= 2 and rates["forward"] <= rates["train"] <= rates["train_all"]
+    fwd_short, fwd_long = (
+        min(_auto._measure_rates(TEXT, X, max_length=128, batch_size=4, forward_only=True)["forward"]
+            for _ in range(3))
+        for X in (short, long)
+    )
+    assert fwd_long > 2 * fwd_short
+
+
+def test_first_trained_candidate_measures_the_rates(monkeypatch):
+    # With a deadline, the first trained candidate of a backbone measures its
+    # rates on its rows (once); a backbone that cannot be measured falls back.
+    calls, slower = [], {"by": 1.0}
+
+    def measure(backbone, X, forward_only=False, **kw):
+        calls.append((backbone, forward_only))
+        return {"forward": RATES["forward"] * slower["by"]} if forward_only else dict(RATES)
+
+    monkeypatch.setattr(_auto, "_measure_rates", measure)
+    monkeypatch.setattr(_auto, "build_estimator", lambda *a, **k: _Fake())
+    log = _auto._SearchLog(deadline=_auto.time.monotonic() + 1e4, n_splits=2, n_total=16)
+    monkeypatch.setitem(_auto._SEARCHES, "t", log)
+    X, y = [f"text {i}" for i in range(16)], np.array([0, 1] * 8)
+    _auto._Candidate("probe", {}, "m", search="t").fit(X, y)
+    assert calls == []  # the probe measures nothing
+    for strategy in ("few_shot", "full"):
+        _auto._Candidate(strategy, {}, "m", max_samples=8, search="t").fit(X, y)
+    assert calls == [("m", False)] and log.rates["m"] == RATES
+    # The next round re-times the forward only; a machine twice as slow doubles every rate,
+    # and the estimates from the candidates' own fits follow.
+    log.fits["full | m | defaults"], log.fit_rates["full | m | defaults"] = [(8, 8, 10.0)], [RATES]
+    before = log.estimate("full | m | defaults", "full", {}, 16)
+    slower["by"] = 2.0
+    _auto._Candidate("full", {}, "m", max_samples=16, search="t").fit(X, y)
+    assert calls[1:] == [("m", True)]
+    assert log.rates["m"]["train_all"] == pytest.approx(2 * RATES["train_all"])
+    assert log.estimate("full | m | defaults", "full", {}, 16) == pytest.approx(2 * before)
+
+    def fail(backbone, X, **kw):
+        raise OSError("no such model")
+
+    monkeypatch.setattr(_auto, "_measure_rates", fail)
+    _auto._Candidate("full", {}, "other", search="t").fit(X, y)
+    assert log.rates["other"] is None and log.rates_for("full | other | defaults")["forward"] > 0
 
 
 def test_one_cache_for_the_search(small, cache_dir):
@@ -304,7 +412,7 @@ def test_refit_reserve_is_shared():
     log.record("full | m | defaults", "full", {}, 20, 20, 20.0)
     log.record("lora | m | defaults", "lora", {}, 20, 20, 1.0)
     assert log.refit_reserve() == pytest.approx(40.0)
-    assert log.check("lora | m | defaults", "lora", {}, 20, 20) == "over budget"
+    assert log.check("lora | m | defaults", "lora", {}, 20, 20).startswith("over budget")
     # A candidate of an earlier round that was not kept is not reserved for.
     log = _auto._SearchLog(deadline=_auto.time.monotonic() + 40.5, n_splits=2, n_total=40)
     log.record("full | m | defaults", "full", {}, 10, 10, 20.0)  # round 0 only: dropped
@@ -331,6 +439,7 @@ def test_final_refit_falls_back_when_over_budget(small, cache_dir, monkeypatch):
 
     monkeypatch.setattr(_auto, "build_estimator", build)
     monkeypatch.setattr(_auto._SearchLog, "check", lambda self, *a: None)  # run every candidate
+    monkeypatch.setattr(_auto._SearchLog, "measure", lambda self, *a, **k: None)  # estimates are set below
     monkeypatch.setattr(
         _auto._SearchLog, "estimate", lambda self, key, strategy, settings, n: 1e6 if strategy == "lora" else 0.1
     )
