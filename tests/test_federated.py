@@ -99,6 +99,7 @@ def test_simulation_trains_a_global_lora_model(fitted, bbc_fed):
     last = fitted.history_[-1]
     assert np.isfinite(last["train_loss"]) and 0 <= last["eval_accuracy"] <= 1 and np.isfinite(last["eval_loss"])
     assert np.isnan(last["accuracy"])  # federated_evaluation=False
+    assert 0 < last["update_norm_median"] <= last["update_norm_max"] < np.inf
     assert 0 <= fitted.initial_eval_accuracy_ <= 1
     # Only the adapters and the head travel: a small share of the model.
     assert 0 < fitted.bytes_per_client_round_ <= 0.05 * fitted.full_model_nbytes_
@@ -205,8 +206,11 @@ def test_messages_leaving_a_client_hold_only_weights_and_scalars(strategy, bbc_f
     assert [tuple(a.shape) for a in arrays.values()] == [tuple(v.shape) for v in state.values()]
     assert all(a.dtype == "float32" for a in arrays.values())
     metrics = dict(content["metrics"])
-    assert set(metrics) == {"num-examples", "train-loss", "partition-id"}
+    assert set(metrics) == {"num-examples", "train-loss", "partition-id", "update-norm"}
     assert all(isinstance(v, (int, float)) for v in metrics.values())
+    # The norm it reports is the norm of what it sends (no DP here).
+    sent = np.sqrt(sum(float(((a.numpy() - s.numpy()) ** 2).sum()) for a, s in zip(arrays.values(), state.values())))
+    assert metrics["update-norm"] == pytest.approx(sent, rel=1e-4) and sent > 0
     # No text of the client's rows anywhere in what it sends.
     payload = b"".join(a.data for a in arrays.values())
     for text in rows:
@@ -250,6 +254,8 @@ def test_dp_clipping_bounds_the_update_that_leaves_the_client(bbc_fed, server_id
     new = reply.content["arrays"].to_numpy_ndarrays()
     norm = np.sqrt(sum(float(((a - s.numpy()) ** 2).sum()) for a, s in zip(new, state.values())))
     assert 0 < norm <= 1e-3 * (1 + 1e-4)
+    # The metric is the update's norm before clipping: what a user chooses dp_clipping_norm from.
+    assert reply.content["metrics"]["update-norm"] > 10 * 1e-3
     # The server side: Flower's DP wrapper around Flower's FedAvg.
     from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
 

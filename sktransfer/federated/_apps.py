@@ -256,7 +256,9 @@ def make_client_app(get_spec, get_partition, mods=()):
 
     Replies: ``train`` and ``train.personalize`` send the trainable weights
     (the same names as received) and a ``MetricRecord`` of scalars
-    (``num-examples``, ``train-loss``, ``partition-id``); ``evaluate`` sends
+    (``num-examples``, ``train-loss``, ``partition-id``; ``train`` also
+    ``update-norm``, the L2 norm of the update before any DP clipping);
+    ``evaluate`` sends
     scalars only (``num-examples``, ``loss``, ``accuracy``).
     """
 
@@ -274,7 +276,10 @@ def make_client_app(get_spec, get_partition, mods=()):
             spec, X, y, state, epochs=int(cfg.get("local-epochs", spec.local_epochs)),
             seed=client_seed(spec.seed, rnd, pid), proximal_mu=float(cfg.get("proximal-mu", 0.0)),
         )
-        return _reply(msg, new, {"num-examples": len(y), "train-loss": loss, "partition-id": pid})
+        # The L2 norm of this client's update before any DP clipping (the
+        # mod clips after this function): what dp_clipping_norm is chosen from.
+        norm = math.sqrt(sum(float(((new[k].float() - state[k].float()) ** 2).sum()) for k in new))
+        return _reply(msg, new, {"num-examples": len(y), "train-loss": loss, "partition-id": pid, "update-norm": norm})
 
     @app.train("personalize")
     def personalize(msg: Message, context: Context) -> Message:
@@ -318,14 +323,18 @@ def client_seed(seed, server_round, partition_id):
 
 # ------------------------------------------------------------- ServerApp
 def _aggregate_train_metrics(contents, weighted_by_key):
-    """Flower's ``train_metrics_aggr_fn``: the loss weighted by rows, and the clients that replied."""
+    """Flower's ``train_metrics_aggr_fn``: the loss weighted by rows, the clients that replied, and the
+    median and largest norm of their updates (before DP clipping)."""
     n = [float(c[METRICS]["num-examples"]) for c in contents]
     loss = [float(c[METRICS]["train-loss"]) for c in contents]
+    norms = [float(c[METRICS]["update-norm"]) for c in contents if "update-norm" in c[METRICS]]
     total = sum(n)
     return MetricRecord({
         "train-loss": sum(a * b for a, b in zip(n, loss)) / total if total else math.nan,
         "num-examples": int(total),
         "clients": len(contents),
+        "update-norm-median": float(np.median(norms)) if norms else math.nan,
+        "update-norm-max": float(max(norms)) if norms else math.nan,
     })
 
 

@@ -119,7 +119,10 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
     history_ : list of dict
         One entry per round: ``round``, ``clients`` (that replied),
         ``failures`` (their errors), ``train_loss`` (rows-weighted mean of
-        the clients' last local epoch), ``loss`` and ``accuracy`` (the new
+        the clients' last local epoch), ``update_norm_median`` and
+        ``update_norm_max`` (L2 norms of the clients' updates, new minus
+        global trainable weights, before DP clipping: a run without DP
+        tells what ``dp_clipping_norm`` would clip), ``loss`` and ``accuracy`` (the new
         global model on the sampled clients' own rows, rows-weighted),
         ``bytes_sent`` (clients to server, measured on the messages),
         ``bytes_received`` (server to clients); with ``eval_set``,
@@ -388,6 +391,8 @@ class FederatedTransferClassifier(ClassifierMixin, BaseEstimator):
                 "clients": e["replies"],
                 "failures": list(e["errors"]),
                 "train_loss": float(tm.get("train-loss", np.nan)),
+                "update_norm_median": float(tm.get("update-norm-median", np.nan)),
+                "update_norm_max": float(tm.get("update-norm-max", np.nan)),
                 "loss": float(em.get("loss", np.nan)),
                 "accuracy": float(em.get("accuracy", np.nan)),
                 "bytes_sent": int(e["bytes_from_clients"]),
