@@ -29,6 +29,7 @@ from torch import nn
 
 from . import _persistence
 from ._inputs import as_rows
+from ._trainer import check_accelerator_device, fit_device
 from ._training import INFERENCE_CONSTRAINTS, _forget_compiled, _inference_settings, check_inference_backend, compiled_forward
 from ._training import compiled_runner, export_model
 from ._transfer_module import TransferModule, export_spec, run_in_batches
@@ -275,6 +276,14 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     inference_quantize : {None, "int8"}, default=None
         int8 with a compiled ``inference_backend``; a calibrated model
         (images, OpenVINO) is calibrated on the rows given to ``fit``.
+    accelerator : accelerate.Accelerator or None, default=None
+        Tune the body through Hugging Face accelerate: mixed precision
+        (the accelerator's ``mixed_precision``) and several GPUs of one
+        machine (``accelerate launch``), as in
+        :class:`~sktransfer.FineTunedClassifier`; ``device`` is then left
+        to the accelerator (``accelerator.device``). None: as without it.
+        Neither pickled nor saved. Unverified on GPUs in this project's CI
+        (verified on the CPU): see ``docs/scaling.md``.
 
     Attributes
     ----------
@@ -336,6 +345,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
         "head": [StrOptions({"deprecated"}), HasMethods(["fit"])],
         **INFERENCE_CONSTRAINTS,
+        "accelerator": [HasMethods(["prepare", "unwrap_model"]), None],
     }
 
     def __init__(
@@ -361,6 +371,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         head="deprecated",
         inference_backend="torch",
         inference_quantize=None,
+        accelerator=None,
     ):
         self.backbone = backbone
         self.estimator = estimator
@@ -382,6 +393,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.head = head
         self.inference_backend = inference_backend
         self.inference_quantize = inference_quantize
+        self.accelerator = accelerator
 
     # ------------------------------------------------------------ checks
     def _resolve_estimator(self):
@@ -406,6 +418,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
                 f"{name} must be a scikit-learn classifier (e.g. LogisticRegression()), got {estimator!r}."
             )
         check_backbone_and_device(self.get_params(deep=False))  # before the backbone loads
+        check_accelerator_device(self.device, self.accelerator)
         check_inference_backend(self)
         return estimator
 
@@ -452,7 +465,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self._check_class_sizes(y, classes, y_enc, len(prompts[0]) if prompts else 0)
 
         _forget_compiled(self, refs=True)
-        self.device_ = resolve_device(self.device)
+        self.device_ = fit_device(self.device, self.accelerator)  # an accelerator's: its own
         # Training runs on a fork of torch's global generators (the user's,
         # left as they were; see sktransfer._seeding).
         with isolated_torch_rng(self.device_):
@@ -461,7 +474,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     def _fit_isolated(self, X, y, classes, y_enc, prompts, estimator):
         from skorch.callbacks import GradientNormClipping
 
-        from ._trainer import make_net
+        from ._trainer import make_net, release_data
 
         # Load before seeding: the first load of a backbone in a process
         # builds it with random init before reading its weights, which would
@@ -505,8 +518,10 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             collate_fn=_PairCollator(items, bb, self.max_length, self.image_size),
             adapter_only=True,  # every trainable weight at lr (there is no head)
             bf16=False,
+            accelerator=self.accelerator,  # None: a plain TransferNet
         )
         net.fit(_PairDataset(PairSampler(y_train, n_pairs, seed)), y=None)
+        release_data(net)  # the accelerator (if any) lets go of the model and the loaders
 
         self.body_ = net.module_.eval()
         self._backbone_obj = bb
@@ -628,11 +643,14 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         state = dict(self.__dict__)
         state.pop("_backbone_obj", None)
         state.pop("_runners", None)  # native sessions: loaded again from the cache
+        if state.get("accelerator") is not None:
+            state["accelerator"] = None  # bound to this process: not pickled, as not saved
         return state
 
     def __setstate__(self, state):
         state.setdefault("inference_backend", "torch")  # pickles from before 0.4
         state.setdefault("inference_quantize", None)
+        state.setdefault("accelerator", None)  # pickles from before it
         super().__setstate__(state)
 
     _SAVED_FILES = ("config.json", "body.safetensors", "head.skops")
@@ -652,6 +670,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("save() needs a backbone given by name or path (not an nn.Module) to rebuild it.")
         params = self.get_params(deep=False)
         del params["estimator"], params["head"]  # the fitted classifier is head.skops; head= is never saved
+        del params["accelerator"]  # a run-time object: never saved (loads as None)
         params["label_descriptions"] = _persistence.dict_to_pairs(params["label_descriptions"])
         fitted = {
             "classes": [c.item() if hasattr(c, "item") else c for c in self.classes_],
@@ -709,6 +728,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         # head= (the deprecated name) is never saved; the fitted classifier is the estimator.
         params.setdefault("inference_backend", "torch")  # saves from before they existed
         params.setdefault("inference_quantize", None)
+        params.setdefault("accelerator", None)  # never saved
         est = _persistence.build_estimator(cls, {**params, "estimator": clone(head), "head": "deprecated"}, path)
         if backbone is not None:
             est.backbone = backbone

@@ -97,6 +97,7 @@ class _FineTunedBase(_SkorchTransferBase):
         callbacks=None,
         inference_backend="torch",
         inference_quantize=None,
+        accelerator=None,
     ):
         self.backbone = backbone
         self.strategy = strategy
@@ -132,6 +133,7 @@ class _FineTunedBase(_SkorchTransferBase):
         self.callbacks = callbacks
         self.inference_backend = inference_backend
         self.inference_quantize = inference_quantize
+        self.accelerator = accelerator
 
     _parameter_constraints: dict = {
         **_SkorchTransferBase._parameter_constraints,
@@ -512,8 +514,11 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
     pooling : {"mean", "cls"}, default="mean"
         Token pooling for ``hf/`` encoders.
     bf16 : bool, default=True
-        bfloat16 autocast on CUDA (ignored on CPU).
+        bfloat16 autocast on CUDA (ignored on CPU, and with an
+        ``accelerator``: its ``mixed_precision`` is the one in force).
     device : str, default="auto"
+        Where the model trains and predicts (``"auto"``: CUDA, else MPS,
+        else CPU). With an ``accelerator``, the accelerator's device.
     num_workers : int, default=0
         Worker processes (torch ``DataLoader``) that prepare the training
         batches: images decoded, resized and cropped, texts tokenized and
@@ -551,6 +556,22 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
         for transformers on ONNX Runtime; static, calibrated by NNCF on
         (at most 256 of) the rows given to ``fit``, for CNNs and on
         OpenVINO. Check the labels it gives on your data before keeping it.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train through Hugging Face accelerate (skorch's
+        ``AccelerateMixin``): mixed precision (the accelerator's
+        ``mixed_precision``, which replaces ``bf16``: training runs in it,
+        and prediction in bf16 autocast on CUDA when it is ``"bf16"``) and
+        several GPUs of one machine (run the script with ``accelerate
+        launch``; each process trains on its share of every batch).
+        ``device`` is then left to the accelerator: the model trains and
+        predicts on ``accelerator.device`` (another ``device`` is
+        refused). None trains as without it; ``Accelerator(cpu=True)``
+        trains the same model on the CPU. Bound to the process that
+        trains: neither pickled nor saved (an unpickled or loaded model has
+        None; ``clone`` keeps it, so use ``n_jobs=1`` in a search), and the
+        fitted model keeps nothing of accelerate's. Verified on the CPU
+        only: unverified on GPUs in this project's CI. See
+        ``docs/scaling.md``.
 
     Attributes
     ----------
@@ -632,6 +653,7 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
         class_weight=None,
         inference_backend="torch",
         inference_quantize=None,
+        accelerator=None,
     ):
         super().__init__(
             backbone,
@@ -668,6 +690,7 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
             callbacks=callbacks,
             inference_backend=inference_backend,
             inference_quantize=inference_quantize,
+            accelerator=accelerator,
         )
         self.class_weight = class_weight
 

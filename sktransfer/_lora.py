@@ -202,6 +202,13 @@ verbose, callbacks, class_weight
     inference_quantize : {None, "int8"}, default=None
         int8 with a compiled ``inference_backend``, as in
         :class:`FineTunedClassifier`.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train through Hugging Face accelerate: mixed precision and several
+        GPUs of one machine (``accelerate launch``), as in
+        :class:`FineTunedClassifier`; ``device`` is then left to the
+        accelerator (``accelerator.device``). None: as without it. Neither
+        pickled nor saved. Unverified on GPUs in this project's CI
+        (verified on the CPU): see ``docs/scaling.md``.
 
     Attributes
     ----------
@@ -269,6 +276,7 @@ verbose, callbacks, class_weight
         class_weight=None,
         inference_backend="torch",
         inference_quantize=None,
+        accelerator=None,
     ):
         self.backbone = backbone
         self.method = method
@@ -305,6 +313,7 @@ verbose, callbacks, class_weight
         self.class_weight = class_weight
         self.inference_backend = inference_backend
         self.inference_quantize = inference_quantize
+        self.accelerator = accelerator
 
     # -------------------------------------------------------- validation
     _parameter_constraints: dict = {

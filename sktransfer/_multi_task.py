@@ -193,6 +193,7 @@ class _MultiTaskBase(_SkorchTransferBase):
         random_state=None,
         verbose=0,
         callbacks=None,
+        accelerator=None,
     ):
         self.backbone = backbone
         self.strategy = strategy
@@ -224,6 +225,7 @@ class _MultiTaskBase(_SkorchTransferBase):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.accelerator = accelerator
 
     _parameter_constraints: dict = {
         **{k: v for k, v in _SkorchTransferBase._parameter_constraints.items() if k not in ("head_init", "lr")},
@@ -396,6 +398,7 @@ class _MultiTaskBase(_SkorchTransferBase):
         config = os.path.join(str(path), "config.json")
         params = dict(meta["params"])
         params.setdefault("callbacks", None)  # never saved
+        params.setdefault("accelerator", None)  # never saved (a run-time object)
         est = _persistence.build_estimator(cls, params, path, legacy=_with_legacy_params)
         try:
             est._restore_fitted(meta["fitted"])
@@ -474,6 +477,13 @@ batch_size, validation_fraction, early_stopping, image_size, max_length, \
 pooling, bf16, device, num_workers, random_state, verbose, callbacks
         As in :class:`~sktransfer.FineTunedClassifier`. The validation split
         is not stratified (there are k label columns).
+    accelerator : accelerate.Accelerator or None, default=None
+        Train through Hugging Face accelerate: mixed precision and several
+        GPUs of one machine (``accelerate launch``), as in
+        :class:`~sktransfer.FineTunedClassifier`; ``device`` is then left
+        to the accelerator (``accelerator.device``). None: as without it.
+        Neither pickled nor saved. Unverified on GPUs in this project's CI
+        (verified on the CPU): see ``docs/scaling.md``.
     augment : bool, default=False
         Random crops and flips of images in training.
 """

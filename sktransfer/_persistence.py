@@ -182,13 +182,14 @@ def read_saved_config(path, cls, files, stacklevel=2):
     return meta
 
 
-def build_estimator(cls, params, path, legacy=None):
+def build_estimator(cls, params, path, legacy=None, file="config.json"):
     """``cls(**params)`` from a saved config, its parameters validated as ``fit`` would.
 
     ``legacy`` fills in parameters the save predates. Unknown, missing or
-    invalid parameters raise a :class:`SaveIntegrityError` naming the file.
+    invalid parameters raise a :class:`SaveIntegrityError` naming the file
+    (``file`` in the folder ``path``).
     """
-    config = os.path.join(str(path), "config.json")
+    config = os.path.join(str(path), file)
     params = dict(params)
     if legacy is not None:
         params = legacy(cls, params)

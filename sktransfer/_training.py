@@ -15,7 +15,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
@@ -23,9 +23,10 @@ from . import _lr_finder, _persistence
 from ._data import RowDataset
 from ._inputs import as_rows, check_image_headers, image_digest, text_digest
 from ._trainer import TransferNet as _TransferNet, make_net, release_data  # _TransferNet: the name old pickles use
+from ._trainer import accelerator_fingerprint, check_accelerator_device, fit_device
 from ._transfer_module import TransferModule, export_spec, make_head, run_in_batches
 from ._seeding import data_generator, fit_seed, isolated_torch_rng, seed_torch
-from ._utils import resolve_device, trained_model_tags as _trained_model_tags
+from ._utils import trained_model_tags as _trained_model_tags
 from ._validation import check_backbone_and_device, check_params, check_targets, encode_known_labels, encode_labels
 from .backbones import load_backbone
 from .backbones._base import trainable_copy
@@ -46,7 +47,7 @@ class _WeightedCrossEntropy:
 # how an estimator saved or pickled before them was trained.
 _LEGACY_DEFAULTS = {
     "freeze_bn_stats": False, "head_lr": None, "head_init": "random",
-    "inference_backend": "torch", "inference_quantize": None, "num_workers": 0,
+    "inference_backend": "torch", "inference_quantize": None, "num_workers": 0, "accelerator": None,
 }
 
 
@@ -79,6 +80,10 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     def __getstate__(self):
         state = super().__getstate__()
         state = {k: v for k, v in state.items() if k != "_runners"}  # native sessions: loaded again from the cache
+        if state.get("accelerator") is not None:
+            # Bound to this process (its device, process group, accelerate's
+            # process-wide state): not pickled, as not saved. The model is.
+            state["accelerator"] = None
         net = state.get("net_")
         if net is not None and net.__dict__.get("module") is net.__dict__.get("module_"):
             # skorch pickles module_ apart from its constructor argument
@@ -160,6 +165,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, tuple, None],
+        # An accelerate.Accelerator (duck-typed: accelerate is imported only when one is given).
+        "accelerator": [HasMethods(["prepare", "unwrap_model"]), None],
     }
 
     def _check_params(self):
@@ -171,6 +178,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         """
         check_params(self)
         check_backbone_and_device(self.get_params(deep=False))
+        check_accelerator_device(self.device, self._accelerator())
         if self.early_stopping is not None and not self.validation_fraction:
             raise ValueError(
                 f"early_stopping needs validation data (early_stopping={self.early_stopping!r}, "
@@ -207,10 +215,14 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         # Estimators pickled or saved before the parameter read 0.
         return int(getattr(self, "num_workers", 0) or 0)
 
+    def _accelerator(self):
+        # Estimators pickled or saved before the parameter had none.
+        return getattr(self, "accelerator", None)
+
     # --------------------------------------------------------------- fit
     def _fit(self, X, y_enc, n_out, stratify):
         self._forget_compiled(refs=True)
-        self.device_ = resolve_device(self.device)
+        self.device_ = fit_device(self.device, self._accelerator())  # an accelerator's: its own
         # Everything random runs on a fork of torch's global generators, which
         # are the user's and are left as they were (sktransfer._seeding).
         with isolated_torch_rng(self.device_):
@@ -257,7 +269,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         file's bytes, an array's or image's pixels, a text's characters;
         nothing is decoded), the targets, the classes
         (or the targets' scaling), every parameter that changes training
-        (not ``verbose``, ``device``, ``num_workers``, ``callbacks`` or ``checkpoint_dir``),
+        (not ``verbose``, ``device``, ``num_workers``, ``callbacks`` or ``checkpoint_dir``;
+        of ``accelerator``, its settings, not the object),
         the seed (``random_state=None``: None, so that the same fit resumes
         with the seed its checkpoint keeps) and the backbone's weights. Two
         fits share a checkpoint only when they would train the same model.
@@ -268,6 +281,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         for name in ("verbose", "device", "num_workers", "callbacks", "checkpoint_dir"):
             params.pop(name, None)
         params["random_state"] = None if self.random_state is None else seed
+        accelerator = params.pop("accelerator", None)
+        if accelerator is not None:  # None leaves the names of the runs before the parameter as they were
+            params["accelerator"] = accelerator_fingerprint(accelerator)
         # 2: WiSE-FT no longer inside the final save; 3: inputs hashed per row (lazy training data).
         h = hashlib.sha256(b"sktransfer-checkpoint-3\0")
         h.update(f"{type(self).__module__}.{type(self).__name__}\0{sorted(params.items())!r}\0".encode())
@@ -333,6 +349,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             collate_fn=data.collate,  # batches prepared as they are read (decoded, padded to their longest)
             num_workers=self._num_workers(),
             bf16=bool(self.bf16),
+            accelerator=self._accelerator(),  # None: a plain TransferNet
             **self._net_kwargs(),
         )
         net.initialize()
@@ -354,7 +371,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             net.partial_fit(data, torch.as_tensor(y_enc), epochs=epochs)
         for step in after:  # explicit steps on the trained model (also a resumed, finished one)
             step(net, data, torch.as_tensor(y_enc))
-        self.net_ = release_data(net)  # the loaders' collate function holds the rows: not pickled with the model
+        # The loaders' collate function holds the rows: not pickled with the model. A net
+        # trained through an accelerator is a plain TransferNet from here on (on its device).
+        self.net_ = release_data(net)
         self.n_epochs_ = len(net.history)
         self.history_ = net.history
         return self
@@ -476,6 +495,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     def _config(self):
         params = self.get_params()
         params.pop("callbacks", None)
+        params.pop("accelerator", None)  # a run-time object, as callbacks: never saved (loads as None)
         if "checkpoint_dir" in params:
             params["checkpoint_dir"] = None
         if isinstance(params.get("class_weight"), dict):
@@ -495,8 +515,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         """Verify the save in ``path`` (manifest, parameters) and rebuild the unfitted estimator."""
         meta = _persistence.read_saved_config(path, cls, cls._SAVED_FILES, stacklevel=3)
         params = dict(meta["params"])
-        if "callbacks" in cls._get_param_names():
-            params.setdefault("callbacks", None)  # never saved (_config)
+        for name in ("callbacks", "accelerator"):
+            if name in cls._get_param_names():
+                params.setdefault(name, None)  # never saved (_config)
         if isinstance(params.get("class_weight"), list):
             try:
                 params["class_weight"] = {k: v for k, v in params["class_weight"]}
@@ -535,7 +556,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
 
     def _attach_net(self, module):
         """Wrap a ready module in a skorch net for inference (after load)."""
-        self.device_ = resolve_device(self.device)
+        self.device_ = fit_device(self.device, self._accelerator())
         # The estimator's own loss, as in fit (for training on after load);
         # class_weight="balanced" needs the training labels, which a save
         # does not keep, so it comes back unweighted.

@@ -660,6 +660,13 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         :class:`~sktransfer.FineTunedClassifier`: batches are prepared as
         they are read, whatever the value; the model is the same for every
         value.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train through Hugging Face accelerate: mixed precision and several
+        GPUs of one machine (``accelerate launch``), as in
+        :class:`~sktransfer.FineTunedClassifier`; ``device`` is then left
+        to the accelerator (``accelerator.device``). None: as without it.
+        Unverified on GPUs in this project's CI (verified on the CPU): see
+        ``docs/scaling.md``.
     **others
         Every other parameter is FineTunedClassifier's.
 
@@ -742,6 +749,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
         verbose=0,
         callbacks=None,
         class_weight=None,
+        accelerator=None,
     ):
         super().__init__(
             backbone,
@@ -776,6 +784,7 @@ class DANNClassifier(_ClassifierOutputs, ClassifierMixin, _FineTunedBase):
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,
+            accelerator=accelerator,
         )
         self.domain_weight = domain_weight
         self.domain_schedule = domain_schedule

@@ -316,7 +316,11 @@ def _params_key(params, ignore):
 
 def _from_checkpoint(run, checkpoint, meta):
     cls = _estimator_classes()[meta["class"]]
-    est = _persistence.build_estimator(cls, {**meta["params"], "callbacks": None}, run)
+    from ._training import _with_legacy_params
+
+    # A checkpoint written before a parameter existed gets its old default, as load() does.
+    est = _persistence.build_estimator(cls, {**meta["params"], "callbacks": None}, run, legacy=_with_legacy_params,
+                                       file="final-estimator.json")
     est._restore_fitted(meta["fitted"])
     if "lr" in meta["fitted"]:
         est.lr_ = float(meta["fitted"]["lr"])
