@@ -1,0 +1,709 @@
+#!/usr/bin/env python
+"""Benchmark of model merging and multi-task transfer (issue 15).
+
+Four arms, accuracy (not speed) on a 2-core CPU, one record per full run:
+
+1. **Soups** (``sktransfer.merging.soup``): on bbc_news, sentiment_sentences
+   (``all-MiniLM-L6-v2``), digits and fashion_mnist (``tf_efficientnet_lite0``),
+   the candidates of a grid over learning rates and seeds of
+   ``FineTunedClassifier(strategy="full")``, each trained on the training
+   rows and saved; greedy and uniform soups of the save directories against
+   the best single candidate chosen on validation, all scored on the task's
+   fixed test split; 2 seeds, paired differences; peak memory of the greedy
+   soup against one model's size.
+2. **Task arithmetic** (``task_vector``): one full fine-tune per task; the
+   sum of the vectors of bbc_news + sentiment_sentences (text) and digits +
+   fashion_mnist (images), scaled by a coefficient chosen on validation,
+   against each task's fine-tuned accuracy; negation of each task's vector
+   from the other's fine-tune.
+3. **MultiTaskClassifier**: the sentiment sentences with two label columns
+   (sentiment, source site), one model for both against one
+   ``FineTunedClassifier`` per column: accuracy per task (2 seeds), fit time,
+   saved size.
+4. **WiSE-FT alpha after fit**: ``set_wise_alpha`` on one fitted model
+   (bbc_news, fashion_mnist) at alpha 0 .. 1: target accuracy and the
+   reference task's probe accuracy (``forgetting_report``).
+
+Usage::
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merging.py               # full run
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merging.py --quick       # smoke run, writes nothing
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_merging.py --report-only                   # rebuild from the record
+
+Record: ``benchmarks/results/merging/results.json``; prose:
+``sections/merging_notes.md``; plot: ``benchmarks/merging.png``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for _p in (HERE, HERE / "suite"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import _harness as H  # noqa: E402
+import numpy as np  # noqa: E402
+
+RECORD = H.RESULTS / "merging" / "results.json"
+PLOT = HERE / "merging.png"
+log = H.log
+
+TEXT_TASKS = ("bbc_news", "sentiment_sentences")
+IMAGE_TASKS = ("digits", "fashion_mnist")
+NAMES = {"bbc_news": "BBC News", "sentiment_sentences": "Sentiment sentences", "digits": "digits (8 px)",
+         "fashion_mnist": "Fashion-MNIST"}
+
+# The fine-tuning recipe per modality (strategy="full"; bench_fine_tuning's,
+# without augmentation). ``lr`` is the head's rate; the backbone trains at
+# lr * backbone_lr_ratio. Soups vary ``lr`` around the middle value.
+RECIPE = {
+    "text": dict(strategy="full", backbone_lr_ratio=0.003, batch_size=8, warmup=0.1, weight_decay=0.01),
+    "image": dict(strategy="full", backbone_lr_ratio=0.3, batch_size=16, warmup=0.1, weight_decay=0.01, augment=False),
+}
+LR = {"text": 3e-2, "image": 3e-3}  # the recipe's rate (task arithmetic, multi-task, WiSE)
+
+CONFIGS = {
+    "full": dict(
+        seeds=[0, 1], soup_tasks=list(TEXT_TASKS + IMAGE_TASKS),
+        # per task: training and validation rows per class (drawn from the suite's pool), epochs
+        rows={"bbc_news": (16, 12), "sentiment_sentences": (32, 30), "digits": (16, 10), "fashion_mnist": (16, 10)},
+        epochs={"text": 3, "image": 5}, max_length={"bbc_news": 64, "sentiment_sentences": 32}, image_size=32,
+        grid={"text": dict(lr=[1e-2, 3e-2, 1e-1], n_seeds=2), "image": dict(lr=[1e-3, 2e-3, 3e-3, 5e-3, 1e-2], n_seeds=2)},
+        test_cap=None,
+        ta_pairs=[list(TEXT_TASKS), list(IMAGE_TASKS)], ta_add=[0.4, 0.6, 0.8, 1.0], ta_neg=[0.5, 1.0, 1.5, 2.0],
+        mt=dict(train_per_cell=24, test_per_cell=50, epochs=4, max_length=32),
+        wise_tasks=["bbc_news", "fashion_mnist"], wise_alphas=[0.0, 0.25, 0.5, 0.75, 1.0], ref_n=200,
+    ),
+    "quick": dict(
+        seeds=[0], soup_tasks=["sentiment_sentences", "digits"],
+        rows={"bbc_news": (2, 2), "sentiment_sentences": (4, 3), "digits": (3, 2), "fashion_mnist": (3, 2)},
+        epochs={"text": 1, "image": 1}, max_length={"bbc_news": 16, "sentiment_sentences": 16}, image_size=32,
+        grid={"text": dict(lr=[1e-2, 3e-2], n_seeds=1), "image": dict(lr=[1e-3, 3e-3], n_seeds=2)},
+        test_cap=20,
+        ta_pairs=[list(TEXT_TASKS), list(IMAGE_TASKS)], ta_add=[0.5, 1.0], ta_neg=[1.0],
+        mt=dict(train_per_cell=3, test_per_cell=3, epochs=1, max_length=16),
+        wise_tasks=["sentiment_sentences", "digits"], wise_alphas=[0.0, 0.5, 1.0], ref_n=24,
+    ),
+}
+
+
+def modality(task):
+    return "text" if task in TEXT_TASKS else "image"
+
+
+def backbone(task):
+    return H.TEXT if modality(task) == "text" else H.IMAGE
+
+
+def input_kw(task, cfg):
+    return {"max_length": cfg["max_length"][task]} if modality(task) == "text" else {"image_size": cfg["image_size"]}
+
+
+def estimate_minutes(cfg):
+    """A rough cost model of a run on an idle 2-core CPU, 1 torch thread (seconds per row and epoch of a
+    full fine-tune, from bench_fine_tuning: MiniLM at 64 tokens ~15 rows/s, EfficientNet-Lite0 at 32 px ~250)."""
+    per_row = {"bbc_news": 1 / 15, "sentiment_sentences": 1 / 35, "digits": 1 / 250, "fashion_mnist": 1 / 250}
+    infer = {"bbc_news": 1 / 60, "sentiment_sentences": 1 / 200, "digits": 1 / 800, "fashion_mnist": 1 / 800}
+    n_cls = {"bbc_news": 5, "sentiment_sentences": 2, "digits": 10, "fashion_mnist": 10}
+    n_test = {"bbc_news": 300, "sentiment_sentences": 300, "digits": 600, "fashion_mnist": 600}
+    s = 0.0
+    for t in cfg["soup_tasks"]:
+        g = cfg["grid"][modality(t)]
+        n_cand = len(g["lr"]) * g["n_seeds"]
+        tr, va = (r * n_cls[t] for r in cfg["rows"][t])
+        nt = min(n_test[t], cfg["test_cap"] or n_test[t])
+        per_seed = (n_cand * (tr * cfg["epochs"][modality(t)] * per_row[t] + 3)  # fits + save I/O
+                    + (3 * n_cand) * va * infer[t] + (n_cand + 2) * nt * infer[t])
+        s += len(cfg["seeds"]) * per_seed
+    for pair in cfg["ta_pairs"]:
+        for t in pair:
+            tr, va = (r * n_cls[t] for r in cfg["rows"][t])
+            nt = min(n_test[t], cfg["test_cap"] or n_test[t])
+            s += tr * cfg["epochs"][modality(t)] * per_row[t] + (len(cfg["ta_add"]) + 2 * len(cfg["ta_neg"])) * (va * infer[t] + 2) + 6 * nt * infer[t]
+    m = cfg["mt"]
+    s += len(cfg["seeds"]) * 2 * (6 * m["train_per_cell"] * m["epochs"] * per_row["sentiment_sentences"] * 0.6 + 10)
+    for t in cfg["wise_tasks"]:
+        s += len(cfg["wise_alphas"]) * (n_test[t] * infer[t] + 4 * cfg["ref_n"] * infer[t] + 2)
+    return (s + 60) / 60  # + process start, data and model loads
+
+
+# --------------------------------------------------------------------- data
+def split_of(task, cfg):
+    """The suite's fixed test split of ``task`` (``suite/tasks.py``), capped in quick runs."""
+    import tasks as T
+
+    sp = T.load_split(task)
+    X_test, y_test = sp.X_test, sp.y_test
+    if cfg["test_cap"]:
+        keep = np.linspace(0, len(y_test) - 1, cfg["test_cap"]).round().astype(int)
+        X_test, y_test = [X_test[i] for i in keep], y_test[keep]
+    return sp, _as_input(task, X_test), np.asarray(y_test)
+
+
+def _as_input(task, X):
+    return np.stack(X) if modality(task) == "image" else list(X)
+
+
+def draw(sp, task, n_train, n_val, seed):
+    """Disjoint training and validation rows, ``n_train`` and ``n_val`` per class, from the suite's pool."""
+    rng = np.random.RandomState(20_000 + seed)
+    tr, va = [], []
+    for pool in sp.pool:
+        idx = rng.choice(pool, n_train + n_val, replace=False)
+        tr.append(idx[:n_train])
+        va.append(idx[n_train:])
+    tr, va = rng.permutation(np.concatenate(tr)), rng.permutation(np.concatenate(va))
+    take = lambda idx: (_as_input(task, [sp.X_all[i] for i in idx]), sp.y_all[idx])  # noqa: E731
+    return take(tr) + take(va)
+
+
+def concat(task, a, b):
+    return np.concatenate([a, b]) if modality(task) == "image" else list(a) + list(b)
+
+
+# ------------------------------------------------------------------ helpers
+def release_memory():
+    """Collect garbage and hand freed heap pages back to the OS (so a peak-RSS delta is not hidden by reuse)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # pragma: no cover - not glibc
+        pass
+
+
+def model_bytes(est):
+    return int(sum(v.numel() * v.element_size() for v in est.net_.module_.state_dict().values()))
+
+
+def dir_bytes(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def saved_bytes(est):
+    tmp = tempfile.mkdtemp(prefix="skt-bench-merging-")
+    try:
+        est.save(os.path.join(tmp, "m"))
+        return dir_bytes(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------- 1. soups
+def arm_soups(cfg):
+    from sklearn.model_selection import ParameterGrid
+
+    from sktransfer import FineTunedClassifier
+    from sktransfer.merging import soup
+
+    out = []
+    for task in cfg["soup_tasks"]:
+        mod = modality(task)
+        sp, X_te, y_te = split_of(task, cfg)
+        g = cfg["grid"][mod]
+        for seed in cfg["seeds"]:
+            X_tr, y_tr, X_va, y_va = draw(sp, task, *cfg["rows"][task], seed)
+            grid = {"lr": list(g["lr"]), "random_state": [100 * seed + j for j in range(g["n_seeds"])]}
+            tmp = tempfile.mkdtemp(prefix="skt-bench-soup-")
+            try:
+                # The grid's candidates, each trained once on the training rows, scored, saved and dropped:
+                # soup() then reads them back one at a time from their save directories.
+                dirs, params, val_scores, test_scores, fit_s = [], [], [], [], []
+                for i, cand in enumerate(ParameterGrid(grid)):
+                    t = time.perf_counter()
+                    clf = FineTunedClassifier(backbone(task), **RECIPE[mod], max_epochs=cfg["epochs"][mod],
+                                              device="cpu", **input_kw(task, cfg), **cand).fit(X_tr, y_tr)
+                    fit_s.append(time.perf_counter() - t)
+                    params.append(dict(cand))
+                    val_scores.append(float(clf.score(X_va, y_va)))
+                    test_scores.append(float(clf.score(X_te, y_te)))
+                    dirs.append(clf.save(os.path.join(tmp, f"c{i}")))
+                    del clf
+                release_memory()
+                box = {}
+                soup_s, mem, peak = H.measure_fit(lambda: box.update(greedy=soup(dirs, X_va, y_va, method="greedy", X_bn=X_tr)))
+                greedy = box.pop("greedy")
+                one = model_bytes(greedy)
+                greedy_test = float(greedy.score(X_te, y_te))
+                kept, greedy_val = list(greedy.soup_ingredients_), float(greedy.soup_score_)
+                soup_val_scores = greedy.soup_scores_.tolist()
+                del greedy
+                release_memory()
+                uniform = soup(dirs, X_va, y_va, method="uniform", X_bn=X_tr)
+                uniform_val, uniform_test = float(uniform.soup_score_), float(uniform.score(X_te, y_te))
+                del uniform
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            best = int(np.argmax(val_scores))  # the first of equals, as the greedy soup ranks them
+            rec = {
+                "task": task, "seed": seed, "n_train": len(y_tr), "n_val": len(y_va), "n_test": len(y_te),
+                "n_candidates": len(dirs), "grid": grid, "params": params, "fit_s": fit_s,
+                "val_scores": val_scores, "soup_val_scores": soup_val_scores, "test_scores": test_scores, "best": best,
+                "best_val": val_scores[best], "best_test": test_scores[best], "oracle_test": max(test_scores),
+                "greedy_kept": kept, "greedy_val": greedy_val, "greedy_test": greedy_test,
+                "uniform_val": uniform_val, "uniform_test": uniform_test,
+                "soup_s": soup_s, "soup_mem": int(mem), "soup_peak": int(peak), "model_bytes": one,
+            }
+            out.append(rec)
+            log(f"  soups {task} seed {seed}: {len(dirs)} candidates (val {np.round(val_scores, 3)}, "
+                f"test {np.round(test_scores, 3)}); best on val {rec['best_test']:.3f}, greedy {greedy_test:.3f} "
+                f"(kept {kept}), uniform {uniform_test:.3f}; greedy soup +{H.mib(mem):.0f} MiB peak "
+                f"= {mem / one:.2f} models of {H.mib(one):.0f} MiB, {soup_s:.0f} s; fits {sum(fit_s):.0f} s")
+            if not np.allclose(soup_val_scores, val_scores):
+                log(f"  WARNING: soup()'s scores of the saved candidates {np.round(soup_val_scores, 4)} differ from "
+                    f"the fitted ones {np.round(val_scores, 4)}")
+            release_memory()
+    return out
+
+
+# --------------------------------------------------- 2. task arithmetic
+def fine_tune(task, cfg, X, y, seed=0):
+    from sktransfer import FineTunedClassifier
+
+    mod = modality(task)
+    return FineTunedClassifier(backbone(task), **RECIPE[mod], lr=LR[mod], max_epochs=cfg["epochs"][mod],
+                               random_state=seed, device="cpu", **input_kw(task, cfg)).fit(X, y)
+
+
+def arm_task_arithmetic(cfg):
+    """Returns the record and the fitted models by task (reused by the WiSE arm)."""
+    from sktransfer.merging import task_vector
+
+    data, models, out = {}, {}, []
+    for pair in cfg["ta_pairs"]:
+        for task in pair:
+            sp, X_te, y_te = split_of(task, cfg)
+            X_tr, y_tr, X_va, y_va = draw(sp, task, *cfg["rows"][task], 0)
+            data[task] = dict(X_va=X_va, y_va=y_va, X_te=X_te, y_te=y_te)
+            t = time.perf_counter()
+            models[task] = fine_tune(task, cfg, X_tr, y_tr)
+            log(f"  task arithmetic: fine-tuned {task} in {time.perf_counter() - t:.0f} s")
+
+        def acc(est, task, split):
+            d = data[task]
+            return float(est.score(d["X_" + split], d["y_" + split]))
+
+        def on(vector, head, task, split):
+            est = vector.apply(head_from=head)
+            a = acc(est, task, split)
+            del est
+            return a
+
+        a, b = pair
+        tv = {t: task_vector(models[t], name=t) for t in pair}
+        ft = {t: {s: acc(models[t], t, s) for s in ("va", "te")} for t in pair}
+        rec = {"pair": pair, "fine_tuned": ft, "norms": {t: tv[t].norm() for t in pair},
+               "cos": float(sum(float((tv[a].deltas[k] * tv[b].deltas[k]).sum()) for k in tv[a].deltas)
+                            / (tv[a].norm() * tv[b].norm() + 1e-30))}
+        # Addition: pretrained + lam * (tau_a + tau_b), each task with its own head; lam chosen on validation
+        # by the mean normalised accuracy (accuracy / the task's fine-tuned accuracy), as the paper does.
+        both = tv[a] + tv[b]
+        add = []
+        for lam in cfg["ta_add"]:
+            v = lam * both
+            val = {t: on(v, t, t, "va") for t in pair}
+            add.append({"lam": lam, "val": val, "norm_val": float(np.mean([val[t] / max(ft[t]["va"], 1e-9) for t in pair]))})
+            log(f"    {a}+{b} lam={lam}: val " + ", ".join(f"{t} {val[t]:.3f}" for t in pair))
+        pick = max(add, key=lambda r: (r["norm_val"], -r["lam"]))
+        v = pick["lam"] * both
+        test = {t: on(v, t, t, "te") for t in pair}
+        rec["add"] = {"grid": add, "lam": pick["lam"], "test": test,
+                      "normalized": {t: test[t] / max(ft[t]["te"], 1e-9) for t in pair}}
+        # Pretrained body with each task's own head (lam = 0): what the vectors add.
+        rec["pretrained_head"] = {t: on(0.0 * tv[t], t, t, "te") for t in pair}
+        # Negation: keep one task's fine-tune, subtract lam * the other's vector. lam: the largest on the grid
+        # that keeps the kept task's validation accuracy >= 95 % of its fine-tuned one (the paper's rule,
+        # with the fine-tuned model as the control).
+        rec["negate"] = []
+        for keep, forget in ((a, b), (b, a)):
+            grid = []
+            for lam in cfg["ta_neg"]:
+                v = tv[keep] - lam * tv[forget]
+                grid.append({"lam": lam, "keep_val": on(v, keep, keep, "va"), "forget_val": on(v, forget, forget, "va")})
+            ok = [r for r in grid if r["keep_val"] >= 0.95 * ft[keep]["va"]]
+            lam = max(ok, key=lambda r: r["lam"])["lam"] if ok else min(r["lam"] for r in grid)
+            v = tv[keep] - lam * tv[forget]
+            before = tv[keep].apply(head_from=models[forget])  # the kept fine-tune's body, the forgotten task's head
+            r = {"keep": keep, "forget": forget, "grid": grid, "lam": lam, "rule_met": bool(ok),
+                 "keep_test": on(v, keep, keep, "te"), "forget_test": on(v, forget, forget, "te"),
+                 "forget_before_test": acc(before, forget, "te")}
+            del before
+            rec["negate"].append(r)
+            log(f"    {keep} - lam*{forget}, lam={lam}: {keep} {ft[keep]['te']:.3f} -> {r['keep_test']:.3f}; "
+                f"{forget} (its head) {r['forget_before_test']:.3f} -> {r['forget_test']:.3f} "
+                f"(fine-tuned {ft[forget]['te']:.3f})")
+        out.append(rec)
+        log(f"  {a}+{b}: lam={pick['lam']}: " + ", ".join(
+            f"{t} {test[t]:.3f} ({100 * rec['add']['normalized'][t]:.0f} % of {ft[t]['te']:.3f})" for t in pair))
+        del tv, both, v
+        release_memory()
+    return out, models, data
+
+
+# --------------------------------------------------------- 3. multi-task
+def load_sentiment_two_columns(cfg, seed):
+    """Sentiment sentences with two label columns, sentiment and the site (amazon, imdb, yelp): a fixed
+    test set and a seeded training draw, ``*_per_cell`` rows per (site, sentiment) cell, duplicates dropped."""
+    from sktransfer.datasets import load_sentiment_sentences
+
+    b = load_sentiment_sentences(shuffle=False)
+    texts, y, site = list(b.data), np.asarray(b.target_names, dtype=object)[b.target], np.asarray(b.domain, dtype=object)
+    seen, keep = {}, []
+    for i, t in enumerate(texts):
+        k = " ".join(t.lower().split())
+        if k not in seen:
+            seen[k] = i
+            keep.append(i)
+    keep = np.asarray(keep)
+    m = cfg["mt"]
+    rng_test, rng = np.random.RandomState(0), np.random.RandomState(30_000 + seed)
+    te, tr = [], []
+    for s in np.unique(site):
+        for c in np.unique(y):
+            cell = keep[(site[keep] == s) & (y[keep] == c)]
+            cell = rng_test.permutation(cell)
+            te.append(cell[: m["test_per_cell"]])
+            tr.append(rng.choice(cell[m["test_per_cell"]:], m["train_per_cell"], replace=False))
+    te, tr = np.concatenate(te), rng.permutation(np.concatenate(tr))
+    Y = np.column_stack([y, site])
+    return [texts[i] for i in tr], Y[tr], [texts[i] for i in te], Y[te]
+
+
+def arm_multi_task(cfg):
+    from sktransfer import FineTunedClassifier, MultiTaskClassifier
+
+    m = cfg["mt"]
+    params = dict(**{k: v for k, v in RECIPE["text"].items()}, lr=LR["text"], max_epochs=m["epochs"],
+                  max_length=m["max_length"], device="cpu")
+    tasks = ["sentiment", "site"]
+    out = []
+    for seed in cfg["seeds"]:
+        X, Y, X_te, Y_te = load_sentiment_two_columns(cfg, seed)
+        t = time.perf_counter()
+        mt = MultiTaskClassifier(H.TEXT, random_state=seed, **params).fit(X, Y)
+        mt_s = time.perf_counter() - t
+        P = mt.predict(X_te)
+        rec = {"seed": seed, "n_train": len(X), "n_test": len(X_te), "tasks": tasks, "mt_fit_s": mt_s,
+               "mt_acc": [float(np.mean(P[:, j] == Y_te[:, j])) for j in range(len(tasks))],
+               "mt_bytes": saved_bytes(mt), "sep_acc": [], "sep_fit_s": [], "sep_bytes": []}
+        del mt
+        release_memory()
+        for j in range(len(tasks)):
+            t = time.perf_counter()
+            clf = FineTunedClassifier(H.TEXT, random_state=seed, **params).fit(X, Y[:, j])
+            rec["sep_fit_s"].append(time.perf_counter() - t)
+            rec["sep_acc"].append(float(np.mean(clf.predict(X_te) == Y_te[:, j])))
+            rec["sep_bytes"].append(saved_bytes(clf))
+            del clf
+            release_memory()
+        out.append(rec)
+        log(f"  multi-task seed {seed}: MT acc {np.round(rec['mt_acc'], 3)} in {mt_s:.0f} s, "
+            f"{H.mib(rec['mt_bytes']):.0f} MiB; separate {np.round(rec['sep_acc'], 3)} in "
+            f"{sum(rec['sep_fit_s']):.0f} s, {H.mib(sum(rec['sep_bytes'])):.0f} MiB")
+    return out
+
+
+# ------------------------------------------------------------ 4. WiSE
+def reference(task, cfg):
+    """The reference task of ``task`` for forgetting (another task of the same modality): rows and labels."""
+    ref = {"bbc_news": "sentiment_sentences", "sentiment_sentences": "bbc_news",
+           "fashion_mnist": "digits", "digits": "fashion_mnist"}[task]
+    sp, X, y = split_of(ref, dict(cfg, test_cap=None))
+    idx = np.linspace(0, len(y) - 1, cfg["ref_n"]).round().astype(int)
+    return ref, _as_input(ref, [X[i] for i in idx]), y[idx]
+
+
+def arm_wise(cfg, models, data):
+    from sktransfer.metrics import forgetting_report
+
+    out = []
+    for task in cfg["wise_tasks"]:
+        clf, d = models[task], data[task]
+        ref, X_ref, y_ref = reference(task, cfg)
+        rows = []
+        for alpha in cfg["wise_alphas"]:
+            t = time.perf_counter()
+            clf.set_wise_alpha(alpha)
+            mix_s = time.perf_counter() - t
+            rep = forgetting_report(clf, X_ref, y_ref)
+            rows.append({"alpha": alpha, "val": float(clf.score(d["X_va"], d["y_va"])),
+                         "test": float(clf.score(d["X_te"], d["y_te"])), "set_s": mix_s, **rep})
+            log(f"  WiSE {task} alpha={alpha}: val {rows[-1]['val']:.3f}, test {rows[-1]['test']:.3f}, "
+                f"{ref} probe {rep['ref_accuracy_finetuned']:.3f} (pretrained {rep['ref_accuracy_pretrained']:.3f}), "
+                f"CKA {rep['cka']:.3f}; set_wise_alpha {mix_s:.2f} s")
+        clf.set_wise_alpha(1.0)
+        pick = max(rows, key=lambda r: (r["val"], r["alpha"]))
+        out.append({"task": task, "reference": ref, "n_ref": len(y_ref), "rows": rows, "chosen_alpha": pick["alpha"]})
+    return out
+
+
+def measure(cfg):
+    res = {}
+    t = time.perf_counter()
+    res["soups"] = arm_soups(cfg)
+    res["soups_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    res["task_arithmetic"], models, data = arm_task_arithmetic(cfg)
+    res["task_arithmetic_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    missing = [k for k in cfg["wise_tasks"] if k not in models]
+    for task in missing:  # a WiSE task outside the task-arithmetic pairs: fine-tune it here
+        sp, X_te, y_te = split_of(task, cfg)
+        X_tr, y_tr, X_va, y_va = draw(sp, task, *cfg["rows"][task], 0)
+        models[task], data[task] = fine_tune(task, cfg, X_tr, y_tr), dict(X_va=X_va, y_va=y_va, X_te=X_te, y_te=y_te)
+    res["wise"] = arm_wise(cfg, models, data)
+    res["wise_s"] = time.perf_counter() - t
+    del models, data
+    release_memory()
+    t = time.perf_counter()
+    res["multi_task"] = arm_multi_task(cfg)
+    res["multi_task_s"] = time.perf_counter() - t
+    return res
+
+
+# ------------------------------------------------------------------ report
+def pct(x, nd=1):
+    return f"{100 * x:.{nd}f}"
+
+
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+
+def report(res, run, cfg, out=None):
+    soups = res["soups"]
+    rows = []
+    for r in soups:
+        kept = ", ".join(str(i) for i in r["greedy_kept"])
+        rows.append([NAMES[r["task"]], str(r["seed"]), str(r["n_candidates"]),
+                     f"{pct(min(r['test_scores']))}–{pct(max(r['test_scores']))}",
+                     pct(r["best_test"]), f"{pct(r['greedy_test'])} ({len(r['greedy_kept'])}: {kept})",
+                     pct(r["uniform_test"]), f"{100 * (r['greedy_test'] - r['best_test']):+.1f}",
+                     f"{100 * (r['uniform_test'] - r['best_test']):+.1f}"])
+    soup_table = H.md_table(["task", "seed", "candidates", "candidates' test % (min–max)", "best on val: test %",
+                             "greedy soup test % (ingredients kept)", "uniform soup test %", "greedy − best",
+                             "uniform − best"], rows, "llrlrlrrr")
+    per_task, target_rows = [], []
+    tasks = list(dict.fromkeys(r["task"] for r in soups))
+    wins = {}
+    for t in tasks:
+        rs = [r for r in soups if r["task"] == t]
+        dg = [r["greedy_test"] - r["best_test"] for r in rs]
+        du = [r["uniform_test"] - r["best_test"] for r in rs]
+        wins[t] = float(np.mean(dg)) >= 0
+        fails = [r["seed"] for r in rs if r["uniform_test"] < r["best_test"]]
+        per_task.append([NAMES[t], str(len(rs)), "%+.1f ± %.1f" % (100 * np.mean(dg), 100 * (np.std(dg, ddof=1) if len(dg) > 1 else 0)),
+                         "%+.1f ± %.1f" % (100 * np.mean(du), 100 * (np.std(du, ddof=1) if len(du) > 1 else 0)),
+                         f"{sum(d >= 0 for d in dg)}/{len(dg)}", ", ".join(map(str, fails)) or "none"])
+    soup_summary = H.md_table(["task", "seeds", "greedy − best single (points, mean ± sd)", "uniform − best single",
+                               "seeds greedy ≥ best", "seed ids where uniform < best"], per_task, "lrrrrl")
+    n_img = sum(wins.get(t, False) for t in IMAGE_TASKS)
+    n_txt = sum(wins.get(t, False) for t in TEXT_TASKS)
+    target_rows.append(["greedy soup ≥ best single candidate on held-out data (mean over seeds), on ≥ 2 image and ≥ 2 text tasks",
+                        f"{n_txt} text and {n_img} image tasks of {len(tasks)}", verdict(n_img >= 2 and n_txt >= 2)])
+    uni_fail = [f"{NAMES[r['task']]} seed {r['seed']} ({100 * (r['uniform_test'] - r['best_test']):+.1f})"
+                for r in soups if r["uniform_test"] < r["best_test"]]
+    target_rows.append(["uniform soup reported (it can fail: say when)",
+                        "below the best single in " + ("; ".join(uni_fail) if uni_fail else "no run"), "–"])
+    mem_rows = [[NAMES[r["task"]], str(r["seed"]), str(r["n_candidates"]), f"{H.mib(r['model_bytes']):.1f}",
+                 f"{H.mib(r['soup_mem']):.0f}", f"{r['soup_mem'] / r['model_bytes']:.2f}",
+                 f"{H.mib(r['soup_mem'] - 3 * r['model_bytes']):+.0f}", f"{r['soup_s']:.0f}"]
+                for r in soups]
+    mem_table = H.md_table(["task", "seed", "candidates", "one model (MiB)", "greedy soup: peak RSS above baseline (MiB)",
+                            "= models", "beyond 3 models (MiB)", "soup seconds"], mem_rows, "lrrrrrrr")
+    worst = max(soups, key=lambda r: r["soup_mem"] / r["model_bytes"])
+    most = max(r["n_candidates"] for r in soups)
+    n_ok = sum(r["soup_mem"] <= 3 * r["model_bytes"] for r in soups)
+    target_rows.append([f"memory: souping 10 candidates peaks at ≤ 3 models (measured with up to {most} candidates)",
+                        f"{n_ok}/{len(soups)} soups within 3 models; worst {worst['soup_mem'] / worst['model_bytes']:.2f} "
+                        f"models ({NAMES[worst['task']]}, {worst['n_candidates']} candidates, "
+                        f"{H.mib(worst['model_bytes']):.0f} MiB a model)",
+                        verdict(worst["soup_mem"] <= 3 * worst["model_bytes"]) + ("" if most >= 10 else " (fewer than 10 candidates)")])
+
+    # Task arithmetic
+    ta_rows, neg_rows, add_ok, neg_ok = [], [], [], []
+    for r in res["task_arithmetic"]:
+        pair = " + ".join(NAMES[t] for t in r["pair"])
+        for t in r["pair"]:
+            n = r["add"]["normalized"][t]
+            add_ok.append(n >= 0.9)
+            ta_rows.append([pair, NAMES[t], pct(r["fine_tuned"][t]["te"]), pct(r["pretrained_head"][t]),
+                            pct(r["add"]["test"][t]), f"{r['add']['lam']:g}", f"{100 * n:.1f}"])
+        for ng in r["negate"]:
+            k, f = ng["keep"], ng["forget"]
+            keep_n = ng["keep_test"] / max(r["fine_tuned"][k]["te"], 1e-9)
+            lowered = ng["forget_test"] < ng["forget_before_test"]
+            neg_ok.append(lowered and keep_n >= 0.9)
+            neg_rows.append([f"{NAMES[k]} − λ·{NAMES[f]}", f"{ng['lam']:g}" + ("" if ng["rule_met"] else " (rule not met)"),
+                             pct(r["fine_tuned"][k]["te"]), f"{pct(ng['keep_test'])} ({100 * keep_n:.0f} %)",
+                             pct(r["fine_tuned"][f]["te"]), pct(ng["forget_before_test"]), pct(ng["forget_test"])])
+    ta_table = H.md_table(["pair", "task", "fine-tuned %", "pretrained body + task's head %",
+                           "pretrained + λ(τa + τb) %", "λ (on val)", "% of fine-tuned"], ta_rows, "llrrrrr")
+    neg_table = H.md_table(["edit (body: pretrained + τ_kept − λ·τ_forgotten)", "λ (on val)", "kept task: fine-tuned %",
+                            "kept task after %", "forgotten task: fine-tuned %",
+                            "forgotten task on the kept fine-tune's body %", "forgotten task after %"], neg_rows, "llrrrrr")
+    norm_min = min(r["add"]["normalized"][t] for r in res["task_arithmetic"] for t in r["pair"])
+    target_rows.append([f"task arithmetic: τa + τb keeps ≥ 90 % of each task's fine-tuned accuracy ({len(res['task_arithmetic'])} pairs)",
+                        f"lowest {100 * norm_min:.1f} % ({sum(add_ok)}/{len(add_ok)} tasks ≥ 90 %)", verdict(all(add_ok))])
+    target_rows.append(["negating a task's vector lowers that task's accuracy and keeps the other's (≥ 90 % of fine-tuned)",
+                        f"{sum(neg_ok)}/{len(neg_ok)} edits", verdict(all(neg_ok))])
+    lam_rows = []
+    for r in res["task_arithmetic"]:
+        for g in r["add"]["grid"]:
+            lam_rows.append([" + ".join(NAMES[t] for t in r["pair"]), f"{g['lam']:g}",
+                             ", ".join(f"{NAMES[t]} {pct(g['val'][t])}" for t in r["pair"]), f"{100 * g['norm_val']:.1f}"])
+    lam_table = H.md_table(["pair", "λ", "validation accuracy %", "mean normalised %"], lam_rows, "lrlr")
+    vec = "; ".join(f"{' + '.join(NAMES[t] for t in r['pair'])}: norms " +
+                    ", ".join(f"{NAMES[t]} {r['norms'][t]:.3g}" for t in r["pair"]) + f", cosine {r['cos']:.3f}"
+                    for r in res["task_arithmetic"])
+
+    # Multi-task
+    mts = res["multi_task"]
+    k = len(mts[0]["tasks"])
+    mt_rows = []
+    for j, name in enumerate(mts[0]["tasks"]):
+        a_mt = [r["mt_acc"][j] for r in mts]
+        a_sep = [r["sep_acc"][j] for r in mts]
+        mt_rows.append([name, H.pm(*H.mean_std(a_mt)), " / ".join(pct(a) for a in a_mt),
+                        H.pm(*H.mean_std(a_sep)), " / ".join(pct(a) for a in a_sep)])
+    mt_mean = float(np.mean([np.mean(r["mt_acc"]) for r in mts]))
+    sep_mean = float(np.mean([np.mean(r["sep_acc"]) for r in mts]))
+    mt_rows.append(["mean over tasks", pct(mt_mean), "", pct(sep_mean), ""])
+    mt_table = H.md_table(["task (label column)", "MultiTaskClassifier %", "per seed", "separate FineTunedClassifier %",
+                           "per seed"], mt_rows, "lrrrr")
+    t_ratio = float(np.median([r["mt_fit_s"] / sum(r["sep_fit_s"]) for r in mts]))
+    b_ratio = float(np.median([r["mt_bytes"] / sum(r["sep_bytes"]) for r in mts]))
+    cost_table = H.md_table(
+        ["", "MultiTaskClassifier", f"{k} separate models", "ratio", f"target ≤ 1/{k} + 10 %"],
+        [["fit seconds (median over seeds)", f"{np.median([r['mt_fit_s'] for r in mts]):.0f}",
+          f"{np.median([sum(r['sep_fit_s']) for r in mts]):.0f}", f"{t_ratio:.2f}", f"{1 / k + 0.1:.2f}"],
+         ["saved size (MiB)", f"{H.mib(mts[0]['mt_bytes']):.1f}", f"{H.mib(sum(mts[0]['sep_bytes'])):.1f}",
+          f"{b_ratio:.2f}", f"{1 / k + 0.1:.2f}"]], "lrrrr")
+    target_rows.append([f"MultiTaskClassifier (k={k}) ≥ separate models' mean accuracy − 1 point",
+                        f"{pct(mt_mean)} vs {pct(sep_mean)} ({100 * (mt_mean - sep_mean):+.1f} points)",
+                        verdict(mt_mean >= sep_mean - 0.01)])
+    target_rows.append([f"… at ≤ 1/k + 10 % of their combined fit time and saved size",
+                        f"time {t_ratio:.2f}, size {b_ratio:.2f} (limit {1 / k + 0.1:.2f})",
+                        verdict(t_ratio <= 1 / k + 0.1 and b_ratio <= 1 / k + 0.1)])
+
+    # WiSE
+    wise_blocks = []
+    for w in res["wise"]:
+        rows_w = [[f"{r['alpha']:g}", pct(r["val"]), pct(r["test"]), pct(r["ref_accuracy_finetuned"]),
+                   f"{r['retained']:.3f}", f"{r['cka']:.3f}", f"{r['set_s']:.2f}"] for r in w["rows"]]
+        wise_blocks.append(
+            f"**{NAMES[w['task']]}** (reference task: {NAMES[w['reference']]}, {w['n_ref']} rows, probe on the "
+            f"pretrained features: {pct(w['rows'][0]['ref_accuracy_pretrained'])} %; alpha chosen on validation: "
+            f"{w['chosen_alpha']:g})\n\n" + H.md_table(
+                ["alpha", "target val %", "target test %", "reference probe %", "retained", "CKA to pretrained",
+                 "set_wise_alpha s"], rows_w, "rrrrrrr"))
+
+    first = soups[0]
+    blocks = {
+        "header": H.header(run),
+        "text": H.TEXT, "image": H.IMAGE,
+        "recipe_text": ", ".join(f"{k}={v}" for k, v in RECIPE["text"].items()),
+        "recipe_image": ", ".join(f"{k}={v}" for k, v in RECIPE["image"].items()),
+        "grid_text": f"lr ∈ {cfg['grid']['text']['lr']} × {cfg['grid']['text']['n_seeds']} seeds",
+        "grid_image": f"lr ∈ {cfg['grid']['image']['lr']} × {cfg['grid']['image']['n_seeds']} seeds",
+        "rows": "; ".join(f"{NAMES[t]} {a} training + {b} validation rows per class" for t, (a, b) in cfg["rows"].items()),
+        "epochs": f"{cfg['epochs']['text']} epochs for text (max_length "
+                  + ", ".join(f"{v} for {NAMES[k_]}" for k_, v in cfg["max_length"].items())
+                  + f"), {cfg['epochs']['image']} for images (image_size {cfg['image_size']})",
+        "lr": f"lr={LR['text']:g} for text, {LR['image']:g} for images",
+        "seeds": ", ".join(map(str, cfg["seeds"])),
+        "n_test": "; ".join(f"{NAMES[t]} {r['n_test']}" for t, r in {r["task"]: r for r in soups}.items()),
+        "soup_table": soup_table, "soup_summary": soup_summary, "mem_table": mem_table,
+        "model_mib": f"{H.mib(first['model_bytes']):.0f}",
+        "ta_table": ta_table, "neg_table": neg_table, "lam_table": lam_table, "vectors": vec,
+        "ta_add": ", ".join(f"{x:g}" for x in cfg["ta_add"]), "ta_neg": ", ".join(f"{x:g}" for x in cfg["ta_neg"]),
+        "mt_cfg": ", ".join(f"{k_}={v}" for k_, v in cfg["mt"].items()),
+        "mt_n": f"{mts[0]['n_train']} training and {mts[0]['n_test']} test sentences",
+        "mt_table": mt_table, "cost_table": cost_table,
+        "wise": "\n\n".join(wise_blocks),
+        "targets": H.md_table(["target (issue 15)", "measured", "verdict"], target_rows, "lll"),
+        "times": ", ".join(f"{a} {res[a + '_s'] / 60:.1f} min" for a in ("soups", "task_arithmetic", "wise", "multi_task")),
+    }
+    return H.write_section("merging", blocks, out)
+
+
+def plot(res, path):
+    """One panel per soup task: every candidate's validation (x) and test (y) accuracy, the soups marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in res["soups"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.9), squeeze=False)
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#8172b3"]
+    for ax, task in zip(axes[0], tasks):
+        for j, r in enumerate(r for r in res["soups"] if r["task"] == task):
+            c = colors[j % len(colors)]
+            v, t = 100 * np.asarray(r["val_scores"]), 100 * np.asarray(r["test_scores"])
+            ax.scatter(v, t, s=22, color=c, alpha=0.6, label=f"candidates, seed {r['seed']}")
+            ax.scatter([v[r["best"]]], [t[r["best"]]], s=220, facecolors="none", edgecolors=c, linewidths=1.5,
+                       zorder=5, label="best candidate on val" if j == 0 else None)
+            ax.scatter([100 * r["greedy_val"]], [100 * r["greedy_test"]], marker="*", s=160, color=c, edgecolors="k",
+                       linewidths=0.6, zorder=4, label="greedy soup" if j == 0 else None)
+            ax.scatter([100 * r["uniform_val"]], [100 * r["uniform_test"]], marker="^", s=70, color=c, edgecolors="k",
+                       linewidths=0.6, zorder=4, label="uniform soup" if j == 0 else None)
+        ax.set_title(f"{NAMES[task]} ({r['n_candidates']} candidates per seed)", fontsize=9)
+        ax.set_xlabel("validation accuracy (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="best", framealpha=0.6)
+    fig.suptitle("Soups of a grid's candidates (FineTunedClassifier, strategy='full'): greedy (star) and\n"
+                 "uniform (triangle) soups against their ingredients (dots), one colour per seed", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log(f"wrote {path}")
+
+
+def main(argv=None):
+    p = H.parser(__doc__)
+    p.add_argument("--record", default=str(RECORD), help="JSON record to write (full run) or read (--report-only)")
+    p.add_argument("--quick-record", default=None,
+                   help="with --quick: write the smoke run's record to this path (to try --report-only on it)")
+    p.add_argument("--section-out", default=None, help="where to write the section (default sections/merging.md)")
+    p.add_argument("--plot", default=str(PLOT), help="where to write the plot (default benchmarks/merging.png)")
+    args = p.parse_args(argv)
+    if args.report_only:
+        rec = H.read_json(args.record)
+        cfg, res = rec["cfg"], rec["res"]
+        run = {**rec["run"], "started": H.dt.datetime.fromisoformat(str(rec["run"]["started"]))}
+    else:
+        import torch
+
+        H.quiet()
+        cfg = dict(CONFIGS["quick" if args.quick else "full"])
+        log(f"estimated run time: ~{estimate_minutes(cfg):.0f} min on an idle 2-core CPU with 1 torch thread "
+            f"({'quick' if args.quick else 'full'} run)")
+        run = H.start_run(args.threads, ["skorch", "peft", "numpy", "psutil"])
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        res = measure(cfg)
+        run = H.finish_run(run, notes="One process, arms in sequence (soups, task arithmetic, WiSE, multi-task).")
+        if args.quick:
+            log(f"quick run done in {run['elapsed']:.0f} s")
+            if not args.quick_record:
+                return None
+            H.write_json(args.quick_record, {"cfg": cfg, "res": res, "run": run})
+            return None
+        H.write_json(args.record, {"cfg": cfg, "res": res, "run": run})
+    report(res, run, cfg, args.section_out)
+    plot(res, args.plot)
+    return None
+
+
+if __name__ == "__main__":
+    main()
