@@ -11,8 +11,10 @@
   (``slow``) the cheaper gallery scripts (``GALLERY_TESTED``) run in quick
   mode as the docs build runs them; ``make docs`` runs all of them.
 
-The whole site is built by ``make docs`` (Sphinx, warnings as errors); this
-file does not build it (minutes), it checks what breaks it most often.
+The whole site is built by ``make docs`` (Sphinx, warnings as errors, every
+gallery script in quick mode, internal links checked), which CI runs after
+``make test`` (``.ci/run``); this file does not build it (minutes), it
+checks what breaks it most often, within ``make test``.
 """
 
 import doctest
