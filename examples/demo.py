@@ -11,6 +11,10 @@ Text, BBC News topics (``sktransfer.datasets.load_bbc_news``: 5 topics):
   contrastive fine-tuning of the encoder, then a logistic regression), at
   the smallest sizes (``--fewshot-sizes``, default 2 and 8), where it is
   meant to help;
+- **automatic**: ``AutoTransferClassifier`` with a 45 s budget (the probe,
+  few-shot, LoRA and fine-tuning candidates and TF-IDF, searched by
+  successive halving on the training rows), at ``--auto-sizes`` (default 8);
+  on this budget it tries what fits and falls back to the tuned probe;
 - **frozen probe**: ``PretrainedFeatureExtractor`` (all-MiniLM-L6-v2, the
   first 128 tokens of each article: ``--max-length``) +
   ``LogisticRegression``;
@@ -62,6 +66,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from sktransfer import (
+    AutoTransferClassifier,
     FewShotClassifier,
     FineTunedClassifier,
     PretrainedFeatureExtractor,
@@ -81,6 +86,7 @@ OUTPUT_DIR = Path(__file__).resolve().parent / "output"
 TEXT_METHODS = {
     "zeroshot": ("zero-shot (topic names, 0 labels)", dict(color="C4", marker="*", linestyle="none", markersize=12)),
     "fewshot": ("FewShotClassifier (init_from_labels)", dict(color="C1", marker="D")),
+    "auto": ("AutoTransferClassifier (budget 45 s)", dict(color="C2", marker="s", linestyle="none", markersize=9)),
     "probe": ("MiniLM frozen probe", dict(color="C0", marker="o")),
     "tfidf": ("TF-IDF + LogisticRegression", dict(color="C3", marker="^", linestyle="--")),
 }
@@ -121,6 +127,11 @@ def text_model(method, seed, cache_dir, max_length):
     if method == "fewshot":
         return FewShotClassifier(TEXT_BACKBONE, init_from_labels=True, template="This news article is about {}.",
                                  n_pairs=128, max_length=max_length, random_state=seed)
+    if method == "auto":
+        # The probe, few-shot, LoRA and fine-tuning candidates (and TF-IDF), searched by
+        # successive halving within 45 s; the shared cache makes the probe candidates cheap.
+        return AutoTransferClassifier(TEXT_BACKBONE, budget_s=45, max_length=max_length, cache=cache_dir,
+                                      random_state=seed)
     raise ValueError(method)
 
 
@@ -215,8 +226,9 @@ def plot(panels, path):
             std = [100 * np.std(cells[n]) for n in xs]
             kw = dict(style)
             kw.setdefault("linestyle", "-")
+            kw.setdefault("markersize", 6)
             seeds_note = "" if len(cells[xs[0]]) == n_seeds else f" ({len(cells[xs[0]])} seed)"
-            ax.errorbar(xs, mean, yerr=std, label=label + seeds_note, capsize=3, linewidth=2, markersize=6, **kw)
+            ax.errorbar(xs, mean, yerr=std, label=label + seeds_note, capsize=3, linewidth=2, **kw)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes)
         ax.set_xticklabels([str(s) for s in sizes])
@@ -240,6 +252,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=None, help="draws of the training rows (default 3; 1 with --quick)")
     parser.add_argument("--fewshot-sizes", type=int, nargs="*", default=[2, 8], metavar="N",
                         help="sizes at which FewShotClassifier trains, seed 0 only (default: 2 8; none: --fewshot-sizes)")
+    parser.add_argument("--auto-sizes", type=int, nargs="*", default=[8], metavar="N",
+                        help="sizes at which AutoTransferClassifier searches (text), seed 0 only (default: 8)")
     parser.add_argument("--finetune-sizes", type=int, nargs="*", default=[8], metavar="N",
                         help="sizes at which FineTunedClassifier trains, seed 0 only (default: 8)")
     parser.add_argument("--image-size", type=int, default=64, help="input size of the image backbone in px (default 64)")
@@ -253,6 +267,7 @@ def main(argv=None):
         args.sizes = [2, 8]
         args.fewshot_sizes = [2]
         args.finetune_sizes = []
+        args.auto_sizes = []
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     if seeds < 1 or min(args.sizes) < 1:
         parser.error("--seeds and --sizes must be positive")
@@ -275,8 +290,8 @@ def main(argv=None):
                                 max_length=args.max_length, cache=cache_dir, verbose=False).fit(None, list(names))
         return float(np.mean(zs.predict(X_test) == y_test))
 
-    fewshot = {"fewshot": [n for n in args.fewshot_sizes if n in sizes]}
-    text_methods = {k: v for k, v in TEXT_METHODS.items() if k != "fewshot" or fewshot["fewshot"]}
+    fewshot = {"fewshot": [n for n in args.fewshot_sizes if n in sizes], "auto": [n for n in args.auto_sizes if n in sizes]}
+    text_methods = {k: v for k, v in TEXT_METHODS.items() if k not in fewshot or fewshot[k]}
     reset_embedding_stats()
     t0 = time.perf_counter()
     # FewShotClassifier's init_from_labels needs the label names as y: train every text method on names.
