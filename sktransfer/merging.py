@@ -356,14 +356,24 @@ def _ingredients(models):
 
 
 def _evaluator(ingredient):
-    """A fitted estimator to write the soup's candidates into: a copy (the ingredients stay as they are)."""
-    est = copy.deepcopy(ingredient.est)
-    if hasattr(est, "net_"):
-        return est
+    """A fitted estimator to write the soup's candidates into: a copy (the ingredients stay as they are).
+
+    The copy is of the estimator's description and fitted attributes, never
+    of its trained net: a fitted net also holds its optimizer's state (two
+    more sets of weights for Adam) and its callbacks' tensors, measured at
+    12 models' worth for a deep copy of a full fine-tune of MiniLM. The
+    module scored is built afresh from the shared pretrained backbone, as
+    for a save directory; every ingredient's weights are written into it
+    before it is scored.
+    """
+    est = copy.copy(ingredient.est)  # shallow: shares the ingredient's attributes until dropped or deep-copied
+    fitted_net = est.__dict__.pop("net_", None) is not None
+    est = copy.deepcopy(est)
     with isolated_torch_rng():
         shared = _pretrained(est)
         module = est._build_module(shared, est._n_out_fitted())
-    est.backbone_source_ = shared.source
+    if not fitted_net:  # a fitted ingredient keeps the source it was trained from
+        est.backbone_source_ = shared.source
     return est._attach_net(module)
 
 
@@ -386,10 +396,16 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
     validation score does not drop: it is never worse than the best
     ingredient on ``X_val`` (the uniform soup can be).
 
-    Models are read one at a time: at most three sets of weights are in
-    memory at once (the running sum, the model read, and the soup being
-    scored), whatever their number; models given as directories are read
-    from disk, and read twice by ``"greedy"`` (once to score, once to add).
+    Models are read one at a time, whatever their number: at most three
+    sets of weights are in memory at once beyond what the caller holds (the
+    running sum, the model read, and the soup being scored; a fitted
+    full fine-tune is read where it is, so two for those), plus the
+    activations of the scoring forward passes and the pretrained backbone,
+    which the library loads once per process (already loaded after a fit;
+    :func:`~sktransfer.backbones.clear_backbone_memo` frees it). Models
+    given as directories are read from disk, and read twice by
+    ``"greedy"`` (once to score, once to add). Measured peaks are in
+    ``docs/merging.md``.
 
     BatchNorm: running statistics describe the network they were measured
     in, and averaged weights are another network (interpolated BatchNorm
