@@ -22,7 +22,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 
-from conftest import TEXT
+from conftest import IMAGE, TEXT
 from sktransfer.federated import FederatedOneClassWarning, FederatedTransferClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -262,6 +262,31 @@ def test_dp_clipping_bounds_the_update_that_leaves_the_client(bbc_fed, server_id
     strategy = _apps.make_strategy(spec)
     assert isinstance(strategy, DifferentialPrivacyClientSideFixedClipping)
     assert isinstance(strategy.strategy, FedAvg) and strategy.noise_multiplier == 0.5
+
+
+def test_image_clients_train_at_the_requested_size_and_backbone_rate(server_identity):
+    # image_size and backbone_lr_ratio reach every client's estimator (without
+    # them an image client trained at the model's 224 px, its blocks at 0.1 x lr).
+    from sklearn.datasets import load_digits
+
+    from sktransfer.federated import _apps
+
+    d = load_digits()
+    rows = list((d.images[:12] * (255 / 16)).round().astype(np.uint8))
+    y_enc = d.target[:12] % 3
+    est = FederatedTransferClassifier(IMAGE, strategy="partial", unfreeze_last=1, image_size=32, backbone_lr_ratio=0.3,
+                                      lr=3e-3, batch_size=4)
+    spec = _apps.FederationSpec(
+        strategy="partial", local_params=est._local_params(), n_classes=3, n_clients=3, clients_per_round=3,
+        rounds=1, local_epochs=1, aggregation="fedavg", proximal_mu=0.0, seed=0,
+    )
+    local = _apps.local_estimator(spec)
+    assert (local.image_size, local.backbone_lr_ratio, local.strategy) == (32, 0.3, "partial")
+    app = _apps.make_client_app(lambda ctx: spec, lambda ctx: (rows, y_enc))
+    msg, state = _train_message(spec)
+    reply = app(msg, _context())
+    assert list(reply.content["arrays"].keys()) == list(state)
+    assert reply.content["metrics"]["update-norm"] > 0
 
 
 # --------------------------------------------------------------- bad input
