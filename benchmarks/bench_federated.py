@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of ``FederatedTransferClassifier`` (issue 17, federated half) on BBC News.
+"""Benchmark of ``FederatedTransferClassifier`` (issue 17, federated half) on BBC News and Fashion-MNIST.
 
 BBC News (``all-MiniLM-L6-v2``, LoRA) split over 5 clients, IID and
 strongly non-IID (Dirichlet(0.1) over classes): federated LoRA (Flower
@@ -9,13 +9,20 @@ full model; rounds until the global model reaches 95 % of the centralised
 accuracy (Flower's centralised evaluation on the held-out rows after each
 round). One seed, small sizes: the machine is a shared 2-core CPU.
 
+Fashion-MNIST (``tf_efficientnet_lite0`` at 64 px, ``strategy="partial"``:
+the top block groups + head train and travel) has the same arms, without
+the differential-privacy ones.
+
 Usage::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_federated.py               # full run, record + section + plot
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_federated.py --quick       # smoke run, writes nothing
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_federated.py --report-only # rebuild from the record
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_federated.py               # both tasks: records + section + plot
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_federated.py --task fashion_mnist  # one task's record, then the section
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_federated.py --quick --task fashion_mnist  # smoke run, writes nothing
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_federated.py --report-only # rebuild from the records
 
-Record: ``benchmarks/results/federated/results.json``; prose: ``sections/federated_notes.md``.
+Records: ``benchmarks/results/federated/results.json`` (BBC News) and
+``benchmarks/results/federated/fashion_mnist.json``; the section shows the
+image task only when its record exists. Prose: ``sections/federated_notes.md``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import _harness as H  # noqa: E402
 import numpy as np  # noqa: E402
 
 RECORD = H.RESULTS / "federated" / "results.json"
+IMAGE_RECORD = H.RESULTS / "federated" / "fashion_mnist.json"
+TASKS = ("bbc_news", "fashion_mnist")
 PLOT = HERE / "federated.png"
 log = H.log
 
@@ -45,6 +54,39 @@ CONFIGS = {
     "quick": dict(n_clients=5, per_class=3, n_test=10, chars=120, max_length=16, rounds=1, local_epochs=1,
                   alpha=0.1, seed=0, dp_noise=(0.0,)),
 }
+
+# Fashion-MNIST: the image recipe of the fine-tuning benchmark for "partial"
+# (``_harness.FT_HP["fmnist"]``: chosen there on other draws, not tuned on
+# these test rows) at 64 px, without augmentation (the federated local
+# estimator takes FineTunedClassifier's default, augment="auto": none), a
+# random head as the federation starts from; the top ``unfreeze_last`` block
+# groups + head train at every client and travel.
+PARTIAL = dict(unfreeze_last=2, lr=3e-3, backbone_lr_ratio=0.3, batch_size=16, weight_decay=0.01, grad_clip=1.0)
+
+IMAGE_CONFIGS = {
+    "full": dict(n_clients=5, per_class=16, n_test=500, image_size=64, rounds=20, local_epochs=1, alpha=0.1, seed=0),
+    "quick": dict(n_clients=5, per_class=3, n_test=20, image_size=64, rounds=1, local_epochs=1, alpha=0.1, seed=0),
+}
+
+# Seconds on a 2-core CPU with 1 torch thread, measured on this machine at
+# load 1.7 (2026-12-03: one federation of 1 and of 4 rounds, centralised fits
+# of 1 and 5 epochs, at the full sizes): one Flower simulation's start and
+# stop (Ray, the client actor importing torch, the initial evaluation), one
+# round's fixed cost (a module built per message, 5 clients + the server), a
+# fit's fixed cost, one training image for one epoch and one scored test image, at 64 px.
+IMAGE_COST = dict(fed_start=15.0, round_fixed=1.0, fit_fixed=2.2, train_row=0.004, test_row=0.002)
+
+
+def estimate_image_minutes(cfg):
+    """Minutes the image run should take on an idle 2-core CPU with 1 thread (``IMAGE_COST``)."""
+    c, n = IMAGE_COST, 10 * cfg["per_class"]
+    epochs = cfg["rounds"] * cfg["local_epochs"]
+    central = c["fit_fixed"] + epochs * n * c["train_row"] + cfg["n_test"] * c["test_row"]
+    # per partition: each client alone (its rows, as many epochs, scored on the test rows), then the federation
+    alone = cfg["n_clients"] * (c["fit_fixed"] + cfg["n_test"] * c["test_row"]) + epochs * n * c["train_row"]
+    fed = (c["fed_start"] + cfg["rounds"] * c["round_fixed"] + epochs * n * c["train_row"]
+           + (cfg["rounds"] + 1) * cfg["n_test"] * c["test_row"])
+    return (central + 2 * (alone + fed)) / 60
 
 
 def load(cfg):
@@ -60,6 +102,25 @@ def load(cfg):
     test = rng.choice(rest, cfg["n_test"], replace=False)
     cut = lambda idx: [bbc.data[i][: cfg["chars"]] for i in idx]  # noqa: E731
     return cut(train), names[bbc.target[train]], cut(test), names[bbc.target[test]]
+
+
+def load_images(cfg):
+    """Fashion-MNIST: per_class training images of each class (official train split) and
+    n_test test images (official test split, n_test / 10 per class), both seeded."""
+    from sktransfer.datasets import load_fashion_mnist
+
+    Xtr, ytr = load_fashion_mnist(subset="train", return_X_y=True)
+    Xte, yte = load_fashion_mnist(subset="test", return_X_y=True)
+    tr = H.per_class(ytr, cfg["per_class"], np.random.RandomState(cfg["seed"]))
+    te = H.per_class(yte, cfg["n_test"] // 10, np.random.RandomState(cfg["seed"]))
+    return Xtr[tr].copy(), ytr[tr].copy(), Xte[te].copy(), yte[te].copy()
+
+
+def take(X, mask):
+    """The rows of ``X`` (a list of texts or an array of images) where ``mask`` holds."""
+    if isinstance(X, np.ndarray):
+        return X[mask]
+    return [x for x, m in zip(X, mask) if m]
 
 
 def partition(y, n_clients, kind, alpha, seed):
@@ -90,16 +151,35 @@ def lora(cfg, epochs, seed):
                           random_state=seed)
 
 
-def federate(cfg, X, y, groups, eval_set, **dp):
-    """FederatedTransferClassifier (LoRA, FedAvg) fitted on the partition ``groups``; the fit and its seconds."""
+def partial(cfg, epochs, seed):
+    from sktransfer import FineTunedClassifier
+
+    return FineTunedClassifier(H.IMAGE, strategy="partial", **PARTIAL, image_size=cfg["image_size"], warmup=0.1,
+                               augment=False, max_epochs=epochs, head_init="random", random_state=seed)
+
+
+def local_model(task, cfg, epochs, seed):
+    """The estimator of the centralised and client-alone arms: the federation's local recipe."""
+    return lora(cfg, epochs, seed) if task == "bbc_news" else partial(cfg, epochs, seed)
+
+
+def federate(cfg, X, y, groups, eval_set, task="bbc_news", **dp):
+    """FederatedTransferClassifier (LoRA on text, partial on images; FedAvg) fitted on the partition
+    ``groups``; the fit and its seconds."""
     import warnings
 
     from sktransfer.federated import FederatedOneClassWarning, FederatedTransferClassifier
 
-    fed = FederatedTransferClassifier(
-        H.TEXT, strategy="lora", rounds=cfg["rounds"], local_epochs=cfg["local_epochs"],
-        max_length=cfg["max_length"], random_state=cfg["seed"], federated_evaluation=False, **LORA, **dp,
-    )
+    if task == "bbc_news":
+        fed = FederatedTransferClassifier(
+            H.TEXT, strategy="lora", rounds=cfg["rounds"], local_epochs=cfg["local_epochs"],
+            max_length=cfg["max_length"], random_state=cfg["seed"], federated_evaluation=False, **LORA, **dp,
+        )
+    else:
+        fed = FederatedTransferClassifier(
+            H.IMAGE, strategy="partial", rounds=cfg["rounds"], local_epochs=cfg["local_epochs"],
+            image_size=cfg["image_size"], random_state=cfg["seed"], federated_evaluation=False, **PARTIAL, **dp,
+        )
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FederatedOneClassWarning)
@@ -107,18 +187,24 @@ def federate(cfg, X, y, groups, eval_set, **dp):
     return fed, time.perf_counter() - t
 
 
-def measure(cfg):
-
-    X, y, X_test, y_test = load(cfg)
+def measure(cfg, task="bbc_news"):
+    """The arms of one task (``"bbc_news"``: LoRA, with the DP arms; ``"fashion_mnist"``: partial)."""
+    X, y, X_test, y_test = load(cfg) if task == "bbc_news" else load_images(cfg)
     y_test = np.asarray(y_test)
+    method = "LoRA" if task == "bbc_news" else "partial"
     out = {"n_train": len(X), "n_test": len(X_test)}
     epochs = cfg["rounds"] * cfg["local_epochs"]  # centralised and client-alone train as many epochs as a client in the federation
     t = time.perf_counter()
-    central = lora(cfg, epochs, cfg["seed"]).fit(X, y)
+    central = local_model(task, cfg, epochs, cfg["seed"]).fit(X, y)
+    module = central.net_.module_
     out["central"] = {"acc": float(central.score(X_test, y_test)), "fit_s": time.perf_counter() - t,
-                      "full_model_bytes": int(sum(p.numel() * p.element_size() for p in central.net_.module_.parameters())),
-                      "adapter_bytes": int(central.adapter_nbytes_)}
-    log(f"centralised LoRA: {out['central']['acc']:.3f} ({out['central']['fit_s']:.0f} s)")
+                      "full_model_bytes": int(sum(p.numel() * p.element_size() for p in module.parameters()))}
+    if task == "bbc_news":
+        out["central"]["adapter_bytes"] = int(central.adapter_nbytes_)
+    else:
+        out["central"]["trainable_bytes"] = int(sum(p.numel() * p.element_size() for p in module.parameters()
+                                                    if p.requires_grad))
+    log(f"centralised {method}: {out['central']['acc']:.3f} ({out['central']['fit_s']:.0f} s)")
     for kind in ("iid", "dirichlet"):
         groups = partition(np.asarray(y), cfg["n_clients"], kind, cfg["alpha"], cfg["seed"])
         sizes = [int((groups == c).sum()) for c in range(cfg["n_clients"])]
@@ -126,17 +212,17 @@ def measure(cfg):
         alone = []
         t = time.perf_counter()
         for c in range(cfg["n_clients"]):
-            rows = [x for x, g in zip(X, groups) if g == c]
+            rows = take(X, groups == c)
             yc = np.asarray(y)[groups == c]
             if len(np.unique(yc)) < 2:
                 # A one-class client alone predicts that class for every row.
                 alone.append(float(np.mean(y_test == yc[0])))
                 continue
             # predict, not score: a client alone never saw the topics it lacks (score refuses unseen labels).
-            alone.append(float(np.mean(lora(cfg, epochs, cfg["seed"]).fit(rows, yc).predict(X_test) == y_test)))
+            alone.append(float(np.mean(local_model(task, cfg, epochs, cfg["seed"]).fit(rows, yc).predict(X_test) == y_test)))
         alone_s = time.perf_counter() - t
         log(f"{kind}: clients alone {np.round(alone, 3)} ({alone_s:.0f} s)")
-        fed, fed_s = federate(cfg, X, y, groups, (X_test, y_test))
+        fed, fed_s = federate(cfg, X, y, groups, (X_test, y_test), task=task)
         accs = [h["eval_accuracy"] for h in fed.history_]
         target = 0.95 * out["central"]["acc"]
         reached = next((h["round"] for h in fed.history_ if h["eval_accuracy"] >= target), None)
@@ -154,6 +240,8 @@ def measure(cfg):
         log(f"{kind}: federated {out[kind]['fed_acc']:.3f} per round {np.round(accs, 3)} ({fed_s:.0f} s)")
         if kind == "iid":
             iid_groups = groups
+    if "dp_noise" not in cfg:  # no DP arms for the images
+        return out
     # Differential privacy on the IID partition: Flower's client-side fixed
     # clipping at the median over rounds of the clients' median update norm
     # (measured on the run without DP: about half the updates are clipped),
@@ -171,7 +259,13 @@ def measure(cfg):
     return out
 
 
-def report(res, run, cfg, out=None):
+def _cfg_text(cfg):
+    # A record's JSON turns tuples into lists: print them as the run did (as tuples).
+    return ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in cfg.items())
+
+
+def bbc_blocks(res, run, cfg):
+    """The BBC News part of the section (the template's placeholders without a prefix)."""
     c = res["central"]
     rows, target_rows = [], []
     for kind, label in (("iid", "IID"), ("dirichlet", f"Dirichlet({cfg['alpha']})")):
@@ -219,7 +313,7 @@ def report(res, run, cfg, out=None):
         "n_trainable": f"{n_trainable:,}",
         "row_points": f"{100 / res['n_test']:.1f}",
         "se": f"{100 * np.sqrt(0.9 * 0.1 / res['n_test']):.1f}",
-        "header": H.header(run), "text": H.TEXT, "cfg": ", ".join(f"{k}={v}" for k, v in cfg.items()),
+        "header": H.header(run), "text": H.TEXT, "cfg": _cfg_text(cfg),
         "lora": ", ".join(f"{k}={v}" for k, v in LORA.items()), "n_train": res["n_train"], "n_test": res["n_test"],
         "table": H.md_table(["partition", "rows per client", "classes per client", "centralised %", "federated %",
                              "client alone % (mean, min–max)", "rounds to 95 % of centralised"], rows, "lllrrrr"),
@@ -233,16 +327,99 @@ def report(res, run, cfg, out=None):
         "targets": H.md_table(["target", "measured", "verdict"], target_rows, "lll"),
         "initial": f"{100 * res['iid']['initial_acc']:.1f}" if res["iid"]["initial_acc"] is not None else "–",
     }
-    H.write_section("federated", blocks, out)
+    return blocks
 
 
-def plot(res, cfg, path):
+def image_blocks(res, run, cfg):
+    """The Fashion-MNIST part of the section (placeholders ``img_*``)."""
+    c = res["central"]
+    rows, target_rows = [], []
+    for kind, label in (("iid", "IID"), ("dirichlet", f"Dirichlet({cfg['alpha']})")):
+        r = res[kind]
+        rows.append([
+            label, " / ".join(map(str, r["sizes"])), " / ".join(map(str, r["classes_per_client"])),
+            f"{100 * c['acc']:.1f}", f"{100 * r['fed_acc']:.1f}",
+            f"{100 * np.mean(r['alone']):.1f} ({100 * min(r['alone']):.1f}–{100 * max(r['alone']):.1f})",
+            str(r["rounds_to_95"]) if r["rounds_to_95"] is not None else f"not in {cfg['rounds']}",
+        ])
+        d = 100 * (r["fed_acc"] - c["acc"])
+        if kind == "iid":
+            # The issue states the 2-point target for LoRA; here the same yardstick, measured.
+            target_rows.append([f"IID: federated partial within 2 points of centralised partial after <= 20 rounds "
+                                f"(here {cfg['rounds']} rounds; the issue states it for LoRA)", f"{d:+.1f} points",
+                                "met" if d >= -2 else "**not met**"])
+        else:
+            target_rows.append(["non-IID: the gap, reported", f"{d:+.1f} points", "–"])
+    r = res["iid"]
+    frac = r["bytes_per_client_round"] / r["full_model_bytes"]
+    target_rows.append(["bytes per client and round <= 5 % of the full model",
+                        f"{r['bytes_per_client_round'] / 1e6:.3f} MB vs {r['full_model_bytes'] / 1e6:.1f} MB = {100 * frac:.2f} %",
+                        "met" if frac <= 0.05 else "**not met**"])
+    per_round = H.md_table(
+        ["round"] + [str(i + 1) for i in range(cfg["rounds"])],
+        [[lab] + [f"{100 * a:.1f}" for a in res[k]["round_acc"]] for k, lab in (("iid", "IID"), ("dirichlet", "non-IID"))],
+        "l" + "r" * cfg["rounds"])
+    times = H.md_table(
+        ["arm", "IID (s)", "non-IID (s)"],
+        [["centralised partial (once)", f"{c['fit_s']:.0f}", "–"],
+         [f"{cfg['n_clients']} clients alone (sequential)", f"{res['iid']['alone_s']:.0f}", f"{res['dirichlet']['alone_s']:.0f}"],
+         ["federated (Flower simulation, Ray, 1 client at a time)", f"{res['iid']['fed_s']:.0f}",
+          f"{res['dirichlet']['fed_s']:.0f}"]], "lrr")
+    return {
+        "img_header": H.header(run), "img_backbone": H.IMAGE, "img_n_train": res["n_train"], "img_n_test": res["n_test"],
+        "img_n_clients": cfg["n_clients"], "img_per_class": cfg["per_class"], "img_image_size": cfg["image_size"],
+        "img_cfg": _cfg_text(cfg),
+        "img_recipe": ", ".join(f"{k}={v}" for k, v in PARTIAL.items()),
+        "img_row_points": f"{100 / res['n_test']:.1f}",
+        "img_table": H.md_table(["partition", "rows per client", "classes per client", "centralised %", "federated %",
+                                 "client alone % (mean, min–max)", "rounds to 95 % of centralised"], rows, "lllrrrr"),
+        "img_per_round": per_round,
+        "img_initial": f"{100 * r['initial_acc']:.1f}" if r["initial_acc"] is not None else "–",
+        "img_bytes": f"{r['bytes_per_client_round']:,} bytes per client and round (the top {PARTIAL['unfreeze_last']} block "
+                     f"groups + head, measured on the Flower messages) against {r['full_model_bytes']:,} bytes for the "
+                     f"full model ({100 * frac:.2f} %); the server sends each sampled client the same weights "
+                     f"({r['bytes_received_per_round'][0]:,} bytes per round to the {cfg['n_clients']} clients).",
+        "img_targets": H.md_table(["target", "measured", "verdict"], target_rows, "lll"),
+        "img_times": times,
+    }
+
+
+def write_report(bbc, img=None, out=None):
+    """Write ``sections/federated.md`` from the BBC News record and, when given, the Fashion-MNIST one.
+
+    ``bbc`` and ``img`` are ``(res, run, cfg)``. The template's image part
+    (between ``<!-- fashion_mnist -->`` and ``<!-- /fashion_mnist -->``) is
+    kept only with ``img``; as ``H.write_section``, otherwise.
+    """
+    import re
+
+    blocks = bbc_blocks(*bbc)
+    blocks["fmnist_not_run"] = "" if img else "Fashion-MNIST, named in the issue, is not run; "
+    template = (H.SECTIONS / "federated_notes.md").read_text()
+    keep = r"\1" if img else ""
+    template = re.sub(r"<!-- fashion_mnist -->\n?(.*?)<!-- /fashion_mnist -->\n?", keep, template, flags=re.S)
+    if img:
+        blocks.update(image_blocks(*img))
+    text = re.sub(r"\n{3,}", "\n\n", H.fill(template, blocks)).strip() + "\n"
+    out = Path(out) if out else H.SECTIONS / "federated.md"
+    out.write_text(text)
+    log(f"wrote {out}")
+    return out
+
+
+def plot(res, cfg, path, img=None):
+    """Accuracy per round, IID and non-IID: BBC News (top row) and, with ``img = (res, cfg)``, Fashion-MNIST."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    if img is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    else:
+        fig, grid = plt.subplots(2, 2, figsize=(10, 7.6))
+        axes = grid[0]
+        _image_panels(grid[1], *img)
     rounds = np.arange(1, cfg["rounds"] + 1)
     for ax, (kind, title) in zip(axes, (("iid", "IID"), ("dirichlet", f"non-IID, Dirichlet({cfg['alpha']})"))):
         r = res[kind]
@@ -264,23 +441,56 @@ def plot(res, cfg, path):
     log(f"wrote {path}")
 
 
+def _image_panels(axes, res, cfg):
+    rounds = np.arange(1, cfg["rounds"] + 1)
+    for ax, (kind, title) in zip(axes, (("iid", "IID"), ("dirichlet", f"non-IID, Dirichlet({cfg['alpha']})"))):
+        r = res[kind]
+        ax.plot(rounds, 100 * np.asarray(r["round_acc"]), "o-", color="#c44e52", label="federated partial (global model)")
+        ax.axhline(100 * res["central"]["acc"], color="#4c72b0", label="centralised partial")
+        ax.axhline(95 * res["central"]["acc"], color="#4c72b0", ls=":", label="95 % of centralised")
+        ax.axhline(100 * np.mean(r["alone"]), color="#55a868", ls="--", label="client alone (mean)")
+        ax.set_title(f"Fashion-MNIST ({cfg['image_size']} px), {cfg['n_clients']} clients, {title}", fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def read_record(path):
+    """``(res, run, cfg)`` of a record."""
+    rec = H.read_json(path)
+    return rec["res"], {**rec["run"], "started": H.dt.datetime.fromisoformat(rec["run"]["started"])}, rec["cfg"]
+
+
 def main(argv=None):
     p = H.parser(__doc__)
-    p.add_argument("--record", default=str(RECORD), help="JSON record to write (full run) or read (--report-only)")
+    p.add_argument("--task", choices=(*TASKS, "all"), default="all",
+                   help="which task to run (default: all); the section is rebuilt from both records either way")
+    p.add_argument("--record", default=str(RECORD), help="BBC News JSON record to write (full run) or read")
+    p.add_argument("--image-record", default=str(IMAGE_RECORD), help="Fashion-MNIST JSON record to write or read")
     args = p.parse_args(argv)
-    if args.report_only:
-        rec = H.read_json(args.record)
-        cfg, res, run = rec["cfg"], rec["res"], {**rec["run"], "started": H.dt.datetime.fromisoformat(rec["run"]["started"])}
-    else:
-        cfg = dict(CONFIGS["quick" if args.quick else "full"])
-        run = H.start_run(args.threads, ["flwr", "ray", "peft", "skorch", "numpy"])
-        res = measure(cfg)
-        run = H.finish_run(run, notes="One process; Ray gets 1 CPU (one client actor at a time).")
+    records = {"bbc_news": args.record, "fashion_mnist": args.image_record}
+    if not args.report_only:
+        for task in TASKS if args.task == "all" else (args.task,):
+            configs = CONFIGS if task == "bbc_news" else IMAGE_CONFIGS
+            cfg = dict(configs["quick" if args.quick else "full"])
+            run = H.start_run(args.threads, ["flwr", "ray", "peft", "skorch", "numpy"])
+            if task == "fashion_mnist":
+                log(f"fashion_mnist: about {estimate_image_minutes(cfg):.0f} min on an idle 2-core CPU with 1 thread "
+                    "(more on a loaded machine)")
+            res = measure(cfg, task)
+            run = H.finish_run(run, notes="One process; Ray gets 1 CPU (one client actor at a time).")
+            if args.quick:
+                log(f"{task}: " + str({k: v.get("fed_acc", v.get("acc")) for k, v in res.items() if isinstance(v, dict)})
+                    + f" in {run['elapsed']:.0f} s (nothing written)")
+                continue
+            H.write_json(records[task], {"cfg": cfg, "res": res, "run": run})
         if args.quick:
-            return log(str({k: v.get("fed_acc", v.get("acc")) for k, v in res.items() if isinstance(v, dict)}))
-        H.write_json(args.record, {"cfg": cfg, "res": res, "run": run})
-    report(res, run, cfg)
-    plot(res, cfg, PLOT)
+            return
+    res, run, cfg = read_record(records["bbc_news"])
+    img = read_record(records["fashion_mnist"]) if Path(records["fashion_mnist"]).exists() else None
+    write_report((res, run, cfg), img)
+    plot(res, cfg, PLOT, None if img is None else (img[0], img[2]))
 
 
 if __name__ == "__main__":
