@@ -291,22 +291,28 @@ def partition_rows(res, cfg, iid_target):
     return rows, target_rows, frac
 
 
-def bbc_blocks(res, run, cfg):
-    """The BBC News part of the section (the template's placeholders without a prefix)."""
+def run_tables(res, cfg, method):
+    """The per-round accuracy table and the time table, shared by both tasks."""
     c = res["central"]
-    rows, target_rows, frac = partition_rows(
-        res, cfg, f"IID: federated LoRA within 2 points of centralised LoRA after <= 20 rounds (here {cfg['rounds']} rounds)")
-    r = res["iid"]
     per_round = H.md_table(
         ["round"] + [str(i + 1) for i in range(cfg["rounds"])],
         [[lab] + [f"{100 * a:.1f}" for a in res[k]["round_acc"]] for k, lab in (("iid", "IID"), ("dirichlet", "non-IID"))],
         "l" + "r" * cfg["rounds"])
     times = H.md_table(
         ["arm", "IID (s)", "non-IID (s)"],
-        [["centralised LoRA (once)", f"{c['fit_s']:.0f}", "–"],
-         ["5 clients alone (sequential)", f"{res['iid']['alone_s']:.0f}", f"{res['dirichlet']['alone_s']:.0f}"],
+        [[f"centralised {method} (once)", f"{c['fit_s']:.0f}", "–"],
+         [f"{cfg['n_clients']} clients alone (sequential)", f"{res['iid']['alone_s']:.0f}", f"{res['dirichlet']['alone_s']:.0f}"],
          ["federated (Flower simulation, Ray, 1 client at a time)", f"{res['iid']['fed_s']:.0f}",
           f"{res['dirichlet']['fed_s']:.0f}"]], "lrr")
+    return per_round, times
+
+
+def bbc_blocks(res, run, cfg):
+    """The BBC News part of the section (the template's placeholders without a prefix)."""
+    rows, target_rows, frac = partition_rows(
+        res, cfg, f"IID: federated LoRA within 2 points of centralised LoRA after <= 20 rounds (here {cfg['rounds']} rounds)")
+    r = res["iid"]
+    per_round, times = run_tables(res, cfg, "LoRA")
     n_trainable = r["bytes_per_client_round"] // 4  # float32 adapters + head: the noise's dimension
     dp_rows = [[f"{d['clipping_norm']:.3g}", f"{d['noise_multiplier']:g}",
                 f"{d['noise_multiplier'] * d['clipping_norm'] / cfg['n_clients']:.2g}",
@@ -347,16 +353,7 @@ def image_blocks(res, run, cfg):
         res, cfg, f"IID: federated partial within 2 points of centralised partial after <= 20 rounds "
                   f"(here {cfg['rounds']} rounds; the issue states it for LoRA)")
     r = res["iid"]
-    per_round = H.md_table(
-        ["round"] + [str(i + 1) for i in range(cfg["rounds"])],
-        [[lab] + [f"{100 * a:.1f}" for a in res[k]["round_acc"]] for k, lab in (("iid", "IID"), ("dirichlet", "non-IID"))],
-        "l" + "r" * cfg["rounds"])
-    times = H.md_table(
-        ["arm", "IID (s)", "non-IID (s)"],
-        [["centralised partial (once)", f"{c['fit_s']:.0f}", "–"],
-         [f"{cfg['n_clients']} clients alone (sequential)", f"{res['iid']['alone_s']:.0f}", f"{res['dirichlet']['alone_s']:.0f}"],
-         ["federated (Flower simulation, Ray, 1 client at a time)", f"{res['iid']['fed_s']:.0f}",
-          f"{res['dirichlet']['fed_s']:.0f}"]], "lrr")
+    per_round, times = run_tables(res, cfg, "partial")
     return {
         "img_header": H.header(run), "img_backbone": H.IMAGE, "img_n_train": res["n_train"], "img_n_test": res["n_test"],
         "img_n_clients": cfg["n_clients"], "img_per_class": cfg["per_class"], "img_image_size": cfg["image_size"],
