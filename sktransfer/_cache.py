@@ -12,7 +12,7 @@ Layout of a cache directory::
         store/<writer>.idx      64-byte index records of that segment (key, offset, ...)
         namespaces/<id>.json    what each namespace is (backbone, layer, ...) for ``cache info``
         ab/cdef....emb          entries of the previous format (one file each): still read
-        compiled/               compiled models of ``_runtime`` (not managed here)
+        compiled/               compiled models of ``_runtime``: pruned with ``compiled=True``
 
 Why our own append-only segments rather than a library store. Measured by
 ``benchmarks/bench_cache.py`` (``benchmarks/sections/cache.md``):
@@ -94,6 +94,9 @@ _DIGEST = 16
 # Format 3, the segment store.
 STORE = "store"
 NAMESPACES = "namespaces"
+COMPILED = "compiled"  # the compiled models of ``_runtime`` (``<backend>-<quantize>-<key>.sktrt``)
+_COMPILED_SUFFIX = ".sktrt"
+_TMP_PREFIX = ".tmp-"  # what ``atomic_write_bytes`` leaves when its writer is killed
 _REC_MAGIC = b"SKR3"
 _REC_HEAD = struct.Struct("<4sI32s")  # magic, dim, raw entry key; then the payload, then its checksum (8 bytes)
 _SUM = 8
@@ -1011,8 +1014,10 @@ def cache_info(directory):
         duplicates), ``bytes``, ``files``, ``segments``,
         ``namespaces`` (a list of dicts: ``namespace``, ``backbone``,
         ``description``, ``entries``, ``bytes``, ``oldest``, ``newest``),
-        ``legacy_entries`` / ``legacy_bytes`` (the previous format) and
-        ``compiled_bytes`` (compiled models, not managed here).
+        ``legacy_entries`` / ``legacy_bytes`` (the previous format),
+        ``compiled_models`` / ``compiled_bytes`` (exported ONNX / OpenVINO
+        models under ``compiled/``, stray temporary files included in the
+        bytes; ``prune_cache(compiled=True)`` removes them).
     """
     directory = os.path.abspath(os.path.expanduser(os.fsdecode(directory)))
     root = os.path.join(directory, STORE)
@@ -1058,7 +1063,8 @@ def cache_info(directory):
         "namespaces": namespaces,
         "legacy_entries": len(legacy),
         "legacy_bytes": sum(_size(p) for p in legacy),
-        "compiled_bytes": _tree_bytes(os.path.join(directory, "compiled")),
+        "compiled_models": sum(is_model for _, _, _, is_model in _compiled_files(directory)),
+        "compiled_bytes": _tree_bytes(os.path.join(directory, COMPILED)),
     }
 
 
@@ -1071,8 +1077,62 @@ def _iso(t):
     return None if t is None else _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _compiled_files(directory):
+    """``(path, mtime, size, is_model)`` of the files under ``compiled/``: the models and the stray
+    temporary files of killed writers (anything else there is not ours and is left alone)."""
+    folder = os.path.join(directory, COMPILED)
+    out = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        is_model = name.endswith(_COMPILED_SUFFIX)
+        if not (is_model or name.startswith(_TMP_PREFIX)):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if os.path.isfile(path):
+            out.append((path, st.st_mtime, st.st_size, is_model))
+    return out
+
+
+def _prune_compiled(directory, older_than, max_bytes, grace, now, dry_run):
+    """Remove compiled models: not used for ``older_than`` seconds, then the least recently used until
+    ``compiled/`` holds at most ``max_bytes``; all of them when both are None. Files used (loaded or
+    written) in the last ``grace`` seconds are kept; stray temporary files older than that are removed."""
+    files = _compiled_files(directory)
+    every = older_than is None and max_bytes is None
+    rep = {"compiled_removed": 0, "compiled_freed_bytes": 0, "compiled_skipped_active": 0, "compiled_stray_removed": 0}
+    doomed, keep = [], []
+    for f in files:
+        path, mtime, size, is_model = f
+        if now - mtime < grace:
+            rep["compiled_skipped_active"] += is_model
+            keep.append(f)
+        elif not is_model or every or (older_than is not None and mtime < now - older_than):
+            doomed.append(f)
+        else:
+            keep.append(f)
+    if max_bytes is not None:
+        total = sum(f[2] for f in keep)
+        for f in sorted((f for f in keep if now - f[1] >= grace), key=lambda f: f[1]):  # least recently used first
+            if total <= max_bytes:
+                break
+            doomed.append(f)
+            total -= f[2]
+    for path, _, size, is_model in doomed:
+        if not dry_run:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:  # removed meanwhile (another prune)
+                continue
+        rep["compiled_removed" if is_model else "compiled_stray_removed"] += 1
+        rep["compiled_freed_bytes"] += size
+    return rep
+
+
 def prune_cache(directory, older_than=None, backbone=None, max_bytes=None, legacy=False, grace=600.0,
-                dry_run=False):
+                dry_run=False, compiled=False):
     """Remove old entries and compact the segments that held them.
 
     Segments are never edited: those with entries to remove are rewritten
@@ -1094,16 +1154,37 @@ def prune_cache(directory, older_than=None, backbone=None, max_bytes=None, legac
     legacy : bool, default=False
         Also remove the entries of the previous one-file-per-entry format.
     grace : float, default=600
-        Seconds: segments modified more recently are skipped.
+        Seconds: segments modified more recently are skipped, and so are
+        compiled models used more recently.
     dry_run : bool, default=False
         Only report what would be removed.
+    compiled : bool, default=False
+        Also prune the compiled models (exported ONNX / OpenVINO files under
+        ``compiled/``, see :mod:`sktransfer._runtime`): with ``older_than``,
+        those not used (loaded or built) for that many seconds; with
+        ``max_bytes``, then the least recently used until ``compiled/`` holds
+        at most ``max_bytes`` (a budget of its own, apart from the
+        embeddings'); with neither, all of them. ``backbone`` does not select
+        compiled models (their files are named by a hash). A removed model is
+        built again when next needed, but an estimator fitted with a
+        *calibrated* int8 model must then be fitted again.
 
     Returns
     -------
     report : dict
         ``removed`` (records), ``kept``, ``freed_bytes``, ``rewritten`` and
-        ``deleted`` (segments), ``skipped_active`` (segments), ``legacy_removed``.
+        ``deleted`` (segments), ``skipped_active`` (segments), ``legacy_removed``;
+        with ``compiled``: ``compiled_removed`` (models),
+        ``compiled_freed_bytes``, ``compiled_skipped_active`` (models) and
+        ``compiled_stray_removed`` (temporary files of killed writers).
     """
+    if max_bytes is not None and max_bytes < 0:
+        raise ValueError(f"max_bytes={max_bytes!r}: the size to prune down to must be >= 0 bytes.")
+    if compiled and backbone is not None and older_than is None and max_bytes is None:
+        raise ValueError(
+            f"backbone={backbone!r} with compiled=True: compiled models are named by a hash of their weights, "
+            "not by backbone; prune them by age (older_than), by size (max_bytes), or all (compiled alone)."
+        )
     directory = os.path.abspath(os.path.expanduser(os.fsdecode(directory)))
     root = os.path.join(directory, STORE)
     now = time.time()
@@ -1183,6 +1264,8 @@ def prune_cache(directory, older_than=None, backbone=None, max_bytes=None, legac
                         os.rmdir(p)
                     except OSError:
                         pass
+    if compiled:
+        report.update(_prune_compiled(directory, older_than, max_bytes, grace, now, dry_run))
     return report
 
 
@@ -1206,15 +1289,25 @@ def _copy_records(root, name, keep):
         _append(root, *(b"".join(col) for col in list(zip(*batch))[:3]), [b[3] for b in batch])
 
 
-def clear_cache(directory, dry_run=False):
+def clear_cache(directory, dry_run=False, compiled=False):
     """Remove every embedding of a cache directory (segments, labels, previous format).
 
-    Compiled models (``<directory>/compiled``) are kept.
+    Compiled models (``<directory>/compiled``) are kept unless ``compiled``.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The cache directory.
+    dry_run : bool, default=False
+        Only report what would be removed.
+    compiled : bool, default=False
+        Also remove the compiled models (and stray temporary files) under
+        ``compiled/``.
 
     Returns
     -------
     report : dict
-        ``files`` removed and ``freed_bytes``.
+        ``files`` removed and ``freed_bytes`` (compiled models included).
     """
     directory = os.path.abspath(os.path.expanduser(os.fsdecode(directory)))
     report = {"files": 0, "freed_bytes": 0}
@@ -1224,6 +1317,8 @@ def clear_cache(directory, dry_run=False):
     paths += list(_LegacyFiles(directory).files())
     folder = os.path.join(directory, NAMESPACES)
     paths += [os.path.join(folder, n) for n in (sorted(os.listdir(folder)) if os.path.isdir(folder) else ())]
+    if compiled:
+        paths += [path for path, _, _, _ in _compiled_files(directory)]
     for p in paths:
         report["files"] += 1
         report["freed_bytes"] += _size(p)

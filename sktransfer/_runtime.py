@@ -25,7 +25,10 @@ body + head (``_transfer_module.export_spec``; outputs named, e.g.
   the recipe ``CNN_INT8_RECIPE`` names in ``CNN_INT8_RECIPES`` (NNCF's
   defaults unless changed; the recipe is part of the cache key).
 
-Exported and quantized models are cached under ``<cache_dir>/compiled/``,
+Exported and quantized models are cached under ``<cache_dir>/compiled/``
+(one ``<backend>-<quantize>-<key>.sktrt`` file each; a load from the cache
+sets its time to now, so ``sktransfer cache prune --compiled`` removes the
+least recently used),
 keyed by the weights' fingerprint, the backend, the quantization, the
 opset, the graph's preprocessing (image size), the tool versions and, for
 calibrated int8, a hash of the calibration batches. Files are written
@@ -330,6 +333,7 @@ def load_compiled_module(path, key, input_names, backend, quantize=None, *, n_th
         return None
     runner.path, runner.built, runner.key = path, False, key
     _count("loads")
+    _mark_used(path)
     return runner
 
 
@@ -361,6 +365,7 @@ def load_compiled(path, key, backbone, backend, quantize=None, *, max_length=Non
     runner = CompiledBody(backend, quantize, spec.input_names, parts, threads)
     runner.path, runner.built, runner.key = path, False, key
     _count("loads")
+    _mark_used(path)
     return runner
 
 
@@ -582,6 +587,7 @@ class _Context:
                 _warn_damaged(path, f"it does not load ({type(exc).__name__}: {exc})")
             else:
                 _count("loads")
+                _mark_used(path)
                 return obj, path, False
         parts = self.build(backend, quantize)
         _count("builds")
@@ -818,6 +824,16 @@ def _read_entry(path, key):
         _warn_damaged(path, f"its contents are damaged ({exc})")
         return None
     return parts
+
+
+def _mark_used(path):
+    """Set a cached model's time to now when it is loaded: ``sktransfer cache prune --compiled``
+    removes the models not *used* for a while, least recently used first (file access times are
+    not reliable: many filesystems are mounted ``noatime``/``relatime``). A read-only cache is left as is."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def _warn_damaged(path, why):

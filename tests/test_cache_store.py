@@ -377,6 +377,74 @@ def test_cli_info_prune_clear(cache_dir, capsys, monkeypatch):
     assert os.path.exists(os.path.join(cache_dir, "compiled", "m.sktrt"))  # compiled models are kept
 
 
+def _compiled(directory, name, size, age_days):
+    """A compiled model's file (``compiled/<name>``) last used ``age_days`` ago."""
+    folder = os.path.join(directory, "compiled")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(b"x" * size)
+    t = time.time() - age_days * 86400
+    os.utime(path, (t, t))
+    return path
+
+
+def test_cli_prune_and_clear_compiled_models(cache_dir, capsys):
+    """Compiled models (``compiled/``) are pruned with ``--compiled``: not used for AGE, least recently
+    used first down to SIZE, or all; ``clear --compiled`` removes them too; without it they are kept."""
+    emb = _write(cache_dir, "org/model-a", 10)
+    old = _compiled(cache_dir, "openvino-int8-aaaa.sktrt", 3000, 40)
+    mid = _compiled(cache_dir, "onnx-fp32-bbbb.sktrt", 2000, 10)
+    new = _compiled(cache_dir, "onnx-int8-cccc.sktrt", 1000, 0)
+    stray = _compiled(cache_dir, ".tmp-0123456789abcdef", 500, 2)  # left by a killed writer
+
+    info = _cache.cache_info(cache_dir)
+    assert info["compiled_models"] == 3 and info["compiled_bytes"] == 6500
+    assert main(["cache", "info", "--dir", cache_dir]) == 0
+    assert "compiled models: 3" in capsys.readouterr().out
+
+    # without --compiled, prune leaves them alone
+    assert main(["cache", "prune", "--dir", cache_dir, "--older-than", "1d", "--grace", "0"]) == 0
+    capsys.readouterr()
+    assert all(os.path.exists(p) for p in (old, mid, new, stray))
+
+    # --older-than: the models not used for AGE (and stray temporary files as old)
+    assert main(["cache", "prune", "--dir", cache_dir, "--compiled", "--older-than", "30d", "--dry-run"]) == 0
+    assert "would remove 1 compiled models" in capsys.readouterr().out and os.path.exists(old)
+    assert main(["cache", "prune", "--dir", cache_dir, "--compiled", "--older-than", "1d"]) == 0
+    assert "removed 2 compiled models" in capsys.readouterr().out
+    assert not os.path.exists(old) and not os.path.exists(mid) and os.path.exists(new)
+    assert not os.path.exists(stray)
+    assert fresh(cache_dir).get_many(emb, DIM)[1].all()  # the embeddings (written now) were not touched
+
+    # --max-size: least recently used first until compiled/ is at most SIZE
+    mid = _compiled(cache_dir, "onnx-fp32-bbbb.sktrt", 2000, 10)
+    assert main(["cache", "prune", "--dir", cache_dir, "--compiled", "--max-size", "1500", "--grace", "0"]) == 0
+    assert "removed 1 compiled models" in capsys.readouterr().out
+    assert not os.path.exists(mid) and os.path.exists(new)
+
+    # --compiled alone: every model, except one used in the last --grace seconds
+    assert main(["cache", "prune", "--dir", cache_dir, "--compiled"]) == 0
+    assert "left alone" in capsys.readouterr().out and os.path.exists(new)
+    assert main(["cache", "prune", "--dir", cache_dir, "--compiled", "--grace", "0"]) == 0
+    assert "removed 1 compiled models" in capsys.readouterr().out and not os.path.exists(new)
+
+    # clear keeps compiled models unless --compiled
+    kept = _compiled(cache_dir, "onnx-fp32-dddd.sktrt", 100, 0)
+    assert main(["cache", "clear", "--dir", cache_dir]) == 0
+    assert os.path.exists(kept)
+    assert main(["cache", "clear", "--dir", cache_dir, "--compiled"]) == 0
+    capsys.readouterr()
+    assert not os.path.exists(kept) and _cache.cache_info(cache_dir)["compiled_models"] == 0
+
+
+def test_prune_compiled_errors(cache_dir):
+    with pytest.raises(ValueError, match="max_bytes=-1"):
+        _cache.prune_cache(cache_dir, compiled=True, max_bytes=-1)
+    with pytest.raises(ValueError, match="backbone=.*compiled"):  # compiled files do not name their backbone
+        _cache.prune_cache(cache_dir, compiled=True, backbone="org/model-a")
+
+
 def test_prune_keeps_entries_a_reader_still_needs(cache_dir, monkeypatch):
     # A segment with old and new rows is rewritten: the new rows are copied, then the segment goes.
     ns = namespace_key(backbone="org/mixed", layer=None)

@@ -146,6 +146,18 @@ def test_cnn_int8_recipe_is_in_the_key(case, root, monkeypatch):
     with pytest.raises(ValueError, match="CNN_INT8_RECIPE='no-such-recipe'.*'nncf_default'"):
         _runtime.compile_body(case["image"][0], "openvino", "int8", calibration=case["image"][1], cache_dir=root)
 
+def test_cache_hit_marks_the_model_used(case, root):
+    """Loading a compiled model from the cache refreshes its time: ``cache prune --compiled``
+    removes the least recently *used* models, not the first built."""
+    bb = case["text"][0]
+    path = _compile(case, root, "text", "onnx", None).path
+    old = time.time() - 40 * 86400
+    os.utime(path, (old, old))
+    again = _runtime.compile_body(bb, "onnx", None, cache_dir=root)
+    assert again.built is False and again.path == path
+    assert os.stat(path).st_mtime > time.time() - 3600
+
+
 def test_corrupt_cached_model_is_exported_again(case, root):
     bb, calib, batch, ref = case["image"]
     runner = _compile(case, root, "image", "onnx", None)
