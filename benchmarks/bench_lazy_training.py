@@ -26,8 +26,22 @@ Usage::
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_lazy_training.py                 # full run: N = 1k, 2k, 5k (9,000 training images at 224 px: ~40 min at the 4 images/s of a loaded 2-core CPU)
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_lazy_training.py --sizes 200 400 800   # the recorded run (~12 min, loaded 2-core CPU)
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_lazy_training.py --sizes 5000 20000 50000   # the issue's sizes (hours on a CPU)
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_lazy_training.py --steps 4 --sizes 5000 20000 50000
+                                         # the issue's sizes, each fit stopped after 4 optimizer steps (~5 min, loaded 2-core CPU)
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_lazy_training.py --quick         # smoke run (< 1 min), writes nothing
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_lazy_training.py --report-only   # section from the record
+
+With ``--steps K`` (the issue's N = 5k, 20k, 50k, where whole epochs do not
+fit on a CPU), each fit stops after K optimizer steps: a skorch callback
+raises ``KeyboardInterrupt`` at the end of the K-th training batch, which
+skorch's ``partial_fit`` catches and ends training as usual (``on_train_end``,
+the trained net kept). Everything a fit does with all N rows before its
+first step runs in full: the rows' validation (``check_inputs``), the
+``RowDataset``, skorch's dataset and the shuffled loader (and the validation
+split when ``validation_fraction`` is set; 0 here, the default). What is not
+run is the rest of the epoch: more batches of the same size. Only the
+``num_workers=0`` fits; no up-front-array process (its size is computed).
+Record: ``results/lazy_training/steps.json``.
 
 Record: ``benchmarks/results/lazy_training/results.json``; section:
 ``sections/lazy_training.md`` from ``sections/lazy_training_notes.md``;
@@ -53,6 +67,7 @@ import _harness as H  # noqa: E402
 
 NAME = "lazy_training"
 RECORD = H.RESULTS / NAME / "results.json"
+STEPS_RECORD = H.RESULTS / NAME / "steps.json"  # --steps: fits stopped after a fixed number of optimizer steps
 PLOT = HERE / "lazy_training.png"
 SIZE = 224  # the model's pretrained input size: crops of 3×224×224 uint8
 CONFIGS = {
@@ -85,29 +100,68 @@ def load_images(n):
 
 
 # ------------------------------------------------------------------ child
+def stop_after(steps):
+    """A skorch callback that ends training after ``steps`` optimizer steps (``KeyboardInterrupt``,
+    which skorch's ``partial_fit`` catches: ``on_train_end`` runs and the fit returns as usual); it
+    also notes when the first training batch began (``t_first_``: the fit's set-up is over)."""
+    from skorch.callbacks import Callback
+
+    class StopAfterSteps(Callback):
+        def __init__(self, steps):
+            self.steps = steps
+
+        def initialize(self):
+            self.done_, self.t_first_ = 0, None
+            return self
+
+        def on_batch_begin(self, net, batch=None, training=None, **kwargs):
+            if training and self.t_first_ is None:
+                self.t_first_ = time.perf_counter()
+
+        def on_batch_end(self, net, batch=None, training=None, **kwargs):
+            if training:
+                self.done_ += 1
+                if self.done_ >= self.steps:
+                    raise KeyboardInterrupt
+
+    return StopAfterSteps(steps)
+
+
 def child_fit(spec):
     from sktransfer import FineTunedClassifier
-    from sktransfer.backbones import load_backbone
 
-    cfg, n, workers = spec["cfg"], spec["n"], spec["num_workers"]
+    cfg, n, workers, steps = spec["cfg"], spec["n"], spec["num_workers"], spec.get("steps")
     X, y = load_images(n)
 
-    def make():
+    def make(callbacks=None):
         return FineTunedClassifier(H.IMAGE, strategy="linear_probe", head_init="random", max_epochs=1,
-                                   batch_size=cfg["batch_size"], num_workers=workers, random_state=0)
+                                   batch_size=cfg["batch_size"], num_workers=workers, random_state=0,
+                                   callbacks=callbacks)
 
     t = time.perf_counter()
     make().fit(X[: cfg["warmup_rows"]], y[: cfg["warmup_rows"]])  # imports, allocator pools, one model copy
     warmup_s = time.perf_counter() - t
     gc.collect()
-    clf = make()
-    fit_s, fit_increase, fit_peak = H.measure_fit(lambda: clf.fit(X, y))
+    stop = stop_after(steps) if steps else None
+    clf = make([("stop_after_steps", stop)] if stop else None)
+    box = {}
+
+    def fit():
+        box["t0"] = time.perf_counter()
+        clf.fit(X, y)
+
+    fit_s, fit_increase, fit_peak = H.measure_fit(fit)
     workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 if workers else None
-    return {
+    out = {
         "n": n, "num_workers": workers, "warmup_s": warmup_s, "fit_s": fit_s, "fit_increase": fit_increase,
         "fit_peak": fit_peak, "workers_maxrss": workers_rss, "n_epochs": int(clf.n_epochs_),
-        "train_loss": float(clf.history_[-1, "train_loss"]),
+        "train_loss": float(clf.history_[-1, "train_loss"]) if "train_loss" in clf.history_[-1] else None,
     }
+    if stop:
+        cb = dict(getattr(getattr(clf, "net_", None), "callbacks_", None) or []).get("stop_after_steps", stop)
+        out.update(steps=steps, steps_done=int(cb.done_), setup_s=cb.t_first_ - box["t0"],
+                   batch_losses=[float(b["train_loss"]) for b in clf.history_[-1, "batches"] if "train_loss" in b])
+    return out
 
 
 def child_encode(spec):
@@ -137,6 +191,49 @@ def measure(cfg, args):
             f"+{C.mib(r['encode_increase']):.0f} MiB ({C.mib(r['encode_bytes']):.0f} MiB computed)")
         res["runs"].append(r)
     return res
+
+
+def measure_steps(cfg, args):
+    """``--steps K``: one fresh process per N, each fit stopped after K optimizer steps (no up-front-array process)."""
+    script = Path(__file__).resolve()
+    res = {"runs": []}
+    for n in cfg["sizes"]:
+        label = f"N = {n:,}, {cfg['steps']} steps"
+        log(f"{label} ...")
+        spec = {"kind": "fit", "label": label, "cfg": cfg, "n": n, "num_workers": 0, "threads": cfg["threads"],
+                "steps": cfg["steps"]}
+        r = H.run_child(script, spec)
+        r.update(label=label, encode_bytes=n * 3 * SIZE * SIZE)
+        log(f"  {r['steps_done']} steps; set-up before the first step {r['setup_s']:.1f} s, fit {r['fit_s']:.0f} s, "
+            f"peak +{C.mib(r['fit_increase']):.0f} MiB (absolute {C.mib(r['fit_peak']):.0f} MiB)")
+        res["runs"].append(r)
+    return res
+
+
+def steps_blocks(steps):
+    """The section's blocks of the ``--steps`` record (the issue's sizes), or placeholders saying it was not run."""
+    if steps is None:
+        return {"steps_summary": "", "steps_table": "_Not run: `--steps K --sizes 5000 20000 50000`._",
+                "steps_header": "", "steps_k": "–", "steps_batch": "–", "steps_slope_kib": "–", "steps_sizes": "–"}
+    cfg, res, run = steps
+    runs = res["runs"]
+    rows = [[f"{r['n']:,}", f"{r['steps_done']}", f"{r['setup_s']:.1f}", f"{r['fit_s']:.0f}",
+             f"{C.mib(r['fit_increase']):.0f}", f"{C.mib(r['fit_peak']):.0f}", f"{C.mib(r['encode_bytes']):,.0f}"]
+            for r in runs]
+    table = H.md_table(["N images", "optimizer steps", "set-up before the first step (s)", "fit (s)",
+                        "fit: peak RSS increase (MiB)", "fit: peak RSS (MiB)",
+                        "previous trainers' N×3×224×224 array, computed (MiB)"], rows, "rrrrrrr")
+    per_image = slope(runs, "fit_increase")
+    per_image_old = float(3 * SIZE * SIZE)
+    flat = per_image <= TARGET_SHARE * per_image_old
+    sizes = ", ".join(f"{r['n']:,}" for r in runs)
+    summary = (f"| fit's peak memory flat in N, the issue's sizes (N = {sizes}; each fit stopped after "
+               f"{cfg['steps']} optimizer steps, see below) | {per_image / 1024:+.3f} KiB per image (fitted slope; "
+               f"peak increase {C.mib(min(r['fit_increase'] for r in runs)):.0f} to "
+               f"{C.mib(max(r['fit_increase'] for r in runs)):.0f} MiB) | <= {TARGET_SHARE:.0%} of the previous "
+               f"{per_image_old / 1024:.0f} KiB per image | {'met' if flat else '**missed**'} |")
+    return {"steps_summary": summary, "steps_table": table, "steps_header": H.header(run), "steps_k": cfg["steps"],
+            "steps_batch": cfg["batch_size"], "steps_slope_kib": f"{per_image / 1024:+.3f}", "steps_sizes": sizes}
 
 
 # ------------------------------------------------------------------ report
@@ -173,7 +270,7 @@ def plot(res, path):
     log(f"wrote {path}")
 
 
-def report(res, run, cfg, write=True):
+def report(res, run, cfg, write=True, steps=None):
     runs0 = [r for r in res["runs"] if not r["num_workers"]]
     rows = []
     for r in res["runs"]:
@@ -205,21 +302,48 @@ def report(res, run, cfg, write=True):
         "big_old_mib": f"{C.mib(big['fit_increase'] + big['encode_increase']):.0f}",
         "at_50k_gib": f"{50_000 * per_image_old / 2**30:.1f}",
         "plot": f"![peak RSS increase against N]({PLOT.relative_to(HERE)})",
+        **steps_blocks(steps),
     }
     if write and (H.SECTIONS / f"{NAME}_notes.md").exists():
         H.write_section(NAME, blocks)
         plot(res, PLOT)
     else:
         log("\n" + summary + "\n\n" + table)
+        if steps is not None:
+            blocks = steps_blocks(steps)
+            log("\n" + blocks["steps_summary"] + "\n\n" + blocks["steps_table"])
 
 
 def main(argv=None):
     p = H.parser(__doc__, threads=2)
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="training images per arm (default 1000 2000 5000)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="stop each fit after this many optimizer steps (the issue's sizes: --sizes 5000 20000 50000); "
+                        "its own record, shown beside the full-epoch one")
     p.add_argument("--record", default=str(RECORD), help="JSON record to write (full run) or read (--report-only)")
+    p.add_argument("--steps-record", default=str(STEPS_RECORD), help="JSON record of the --steps runs")
     args = p.parse_args(argv)
     if args._child:
         return H.child_main(args._child, {"fit": child_fit, "encode": child_encode})
+    if args.steps and not args.report_only:
+        cfg = {**CONFIGS["quick" if args.quick else "full"], "threads": args.threads, "steps": args.steps}
+        cfg.pop("workers_at", None)
+        if args.sizes:
+            cfg["sizes"] = sorted(args.sizes)
+        run = H.start_run(args.threads, ["timm"])
+        res_steps = measure_steps(cfg, args)
+        run = H.finish_run(run)
+        if not args.quick:
+            H.write_json(args.steps_record, {"cfg": cfg, "res": res_steps, "run": run})
+            log(f"wrote {args.steps_record}")
+        steps = (cfg, res_steps, run)
+        if args.quick:
+            log("\n" + steps_blocks(steps)["steps_table"])
+            return 0
+        cfg, res, run = H.load_record(args.record)  # the section shows both records
+        report(res, run, cfg, steps=steps)
+        return 0
+    steps = H.load_record(args.steps_record) if Path(args.steps_record).exists() else None
     configs = {k: dict(v) for k, v in CONFIGS.items()}
     for cfg in configs.values():
         cfg["threads"] = args.threads
@@ -235,7 +359,7 @@ def main(argv=None):
         if not args.quick:
             H.write_json(args.record, {"cfg": cfg, "res": res, "run": run})
             log(f"wrote {args.record}")
-    report(res, run, cfg, write=not args.quick)
+    report(res, run, cfg, write=not args.quick, steps=steps)
 
 
 if __name__ == "__main__":

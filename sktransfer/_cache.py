@@ -190,6 +190,20 @@ def _remember(directory, keys, vecs):
         _memory_bytes += vecs.nbytes
 
 
+def forget_rows(directory):
+    """Drop this process's in-memory copies of the rows of cache ``directory`` (the files on disk stay).
+
+    For a long job whose rows are never read again by this process (the
+    ``embed`` command, chunk after chunk): what it computed is on disk.
+    ``directory`` as the cache keys it (absolute, user expanded).
+    """
+    global _memory_bytes
+    with _memory_lock:
+        rows = _memory.pop(directory, None)
+        if rows:
+            _memory_bytes = max(0, _memory_bytes - sum(v.nbytes for v in rows.values()))
+
+
 def clear_memory_layer():
     """Forget what this process holds, as after a restart (the files on disk stay).
 

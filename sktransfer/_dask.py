@@ -354,14 +354,12 @@ def _tune_malloc():
 
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux") or not _in_worker():
         return  # (in the client, the variable may be the nanny's copy, which its malloc never read)
-    import ctypes
-    import ctypes.util
+    from ._utils import glibc
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl): nothing to do
+    libc = glibc()
+    if libc is None:  # not glibc (musl): nothing to do
         return
+    mallopt = libc.mallopt
     mallopt(-3, _MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
     mallopt(-1, _TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
 

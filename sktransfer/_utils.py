@@ -122,3 +122,30 @@ def user_stacklevel():
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
+
+
+_GLIBC = []  # [glibc through ctypes, or None]: looked up once per process
+
+
+def glibc():
+    """glibc loaded through ctypes (for ``mallopt`` / ``malloc_trim``), or None.
+
+    None outside Linux or with another C library (musl): callers then leave
+    the allocator as it is.
+    """
+    if not _GLIBC:
+        lib = None
+        import sys
+
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import ctypes.util
+
+            try:
+                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                lib.malloc_trim.argtypes, lib.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+                lib.mallopt  # noqa: B018 (glibc has both; musl has neither)
+            except (OSError, AttributeError):
+                lib = None
+        _GLIBC.append(lib)
+    return _GLIBC[0]

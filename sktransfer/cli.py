@@ -17,6 +17,7 @@ From a shell::
     sktransfer cache prune --older-than 30d    # entries written more than 30 days ago
     sktransfer cache prune --backbone timm/tf_efficientnet_lite0
     sktransfer cache prune --max-size 20G --legacy
+    sktransfer cache prune --compiled --older-than 60d   # exported ONNX / OpenVINO models not used for 60 days
     sktransfer cache clear --dir /shared/cache
 """
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from . import _cache
 from ._config import get_config
+from ._utils import glibc
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -83,32 +85,49 @@ def cache_info(args):
         print(f"previous format (one file per entry): {info['legacy_entries']:,} entries, {_mib(info['legacy_bytes'])}; "
               "still read, and copied as they are used; `sktransfer cache prune --legacy` removes them")
     if info["compiled_bytes"]:
-        print(f"compiled models (compiled/, not managed here): {_mib(info['compiled_bytes'])}")
+        print(f"compiled models: {info['compiled_models']:,} in compiled/ ({_mib(info['compiled_bytes'])}); "
+              "`sktransfer cache prune --compiled` removes them")
     return 0
 
 
 def cache_prune(args):
     """``sktransfer cache prune``: remove old entries, or a backbone's, or down to a size."""
-    if args.older_than is None and args.backbone is None and args.max_size is None and not args.legacy:
-        print("sktransfer cache prune: say what to remove: --older-than, --backbone, --max-size and/or --legacy",
-              file=sys.stderr)
+    if (args.older_than is None and args.backbone is None and args.max_size is None and not args.legacy
+            and not args.compiled):
+        print("sktransfer cache prune: say what to remove: --older-than, --backbone, --max-size, --legacy "
+              "and/or --compiled", file=sys.stderr)
+        return 2
+    if args.compiled and args.backbone is not None and args.older_than is None and args.max_size is None:
+        print("sktransfer cache prune: --backbone does not select compiled models (their files are named by a "
+              "hash of the weights): with --compiled, give --older-than and/or --max-size, or --compiled alone "
+              "for all of them", file=sys.stderr)
         return 2
     rep = _cache.prune_cache(
         _directory(args), older_than=args.older_than, backbone=args.backbone, max_bytes=args.max_size,
-        legacy=args.legacy, grace=args.grace, dry_run=args.dry_run,
+        legacy=args.legacy, grace=args.grace, dry_run=args.dry_run, compiled=args.compiled,
     )
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {rep['removed']:,} entries and {rep['legacy_removed']:,} files of the previous format, "
-          f"{_mib(rep['freed_bytes'])}; {rep['rewritten']} segments rewritten, {rep['deleted']} deleted")
+    if not args.compiled or args.older_than is not None or args.backbone is not None or args.max_size is not None \
+            or args.legacy:
+        print(f"{verb} {rep['removed']:,} entries and {rep['legacy_removed']:,} files of the previous format, "
+              f"{_mib(rep['freed_bytes'])}; {rep['rewritten']} segments rewritten, {rep['deleted']} deleted")
     if rep["skipped_active"]:
         print(f"{rep['skipped_active']} segments written to in the last {args.grace:g} s were left alone "
               "(a writer may be running; see --grace)")
+    if args.compiled:
+        stray = rep["compiled_stray_removed"]
+        print(f"{verb} {rep['compiled_removed']:,} compiled models"
+              + (f" and {stray:,} stray temporary files" if stray else "")
+              + f", {_mib(rep['compiled_freed_bytes'])}")
+        if rep["compiled_skipped_active"]:
+            print(f"{rep['compiled_skipped_active']} compiled models used in the last {args.grace:g} s were left "
+                  "alone (see --grace)")
     return 0
 
 
 def cache_clear(args):
-    """``sktransfer cache clear``: remove every embedding (compiled models are kept)."""
-    rep = _cache.clear_cache(_directory(args), dry_run=args.dry_run)
+    """``sktransfer cache clear``: remove every embedding (compiled models too with ``--compiled``)."""
+    rep = _cache.clear_cache(_directory(args), dry_run=args.dry_run, compiled=args.compiled)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {rep['files']:,} files, {_mib(rep['freed_bytes'])}")
     return 0
@@ -311,12 +330,43 @@ def embed_frame(frame, ext, start, *, column, id_column=None, on_error="raise", 
     return pd.DataFrame({id_name: ids, EMBEDDING: emb, "error": pd.Series(reasons, dtype=object), "_row": rows})
 
 
+def _release_chunk(ext):
+    """Let go of what embedding a chunk left behind, so that memory stays one chunk whatever the input.
+
+    Two things grow with the rows otherwise (``benchmarks/bench_cli.py``,
+    MiniLM on short texts: about 14 KB per row over 10,000 rows, and
+    growing):
+
+    - the extractor keeps the rows it computes in an in-process layer (up to
+      512 MiB, for clones that embed the same rows again). Once a chunk is
+      written out its rows are not needed again (they are in the cache on
+      disk): its copies are dropped;
+    - glibc's heap. Batches of texts padded to different lengths allocate
+      tensors of ever new sizes; with glibc's adaptive mmap threshold they
+      come from the heap, whose freed holes are kept, not returned, so the
+      heap only grows. ``malloc_trim(0)`` hands the free pages back after
+      each chunk (a few ms against seconds of embedding). Nothing is done
+      outside glibc.
+    """
+    directory = ext._cache_directory()
+    if directory is not None:
+        directory = os.path.abspath(os.path.expanduser(os.fsdecode(directory)))  # as EmbeddingCache keys it
+        _cache.forget_rows(directory)
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def _embed_partition(frame, ext, offsets, partition_info=None, **kw):
     """``embed_frame`` on a dask worker: the backbone loaded once per process, no progress bars."""
     from . import _dask
 
     number = partition_info["number"] if partition_info else 0
-    return embed_frame(frame, _dask._loaded(ext), offsets[number], **kw)
+    ext = _dask._loaded(ext)
+    try:
+        return embed_frame(frame, ext, offsets[number], **kw)
+    finally:
+        _release_chunk(ext)  # a worker embeds many partitions: memory stays one partition
 
 
 def _read_chunks(kind, files, columns, chunk_rows, text_column):
@@ -402,6 +452,7 @@ def _local_embed(args, ext, kind, files, columns, root):
         for frame, f in _read_chunks(kind, files, columns, args.chunk_size, args.column):
             out = embed_frame(frame, ext, start, column=args.column, id_column=args.id_column,
                               on_error=args.on_error, root=root, file=f)
+            _release_chunk(ext)  # the chunk's rows are in the cache and in `out`: memory stays one chunk
             bad = out[out["error"].notna()]
             errors.extend(zip(bad["_row"].tolist(), bad.iloc[:, 0].tolist(), bad["error"].tolist(), [f] * len(bad)))
             table = _to_arrow(out, ext.embedding_dim_, args.id_column or "row")
@@ -708,12 +759,20 @@ def _add_cache(sub):
                    help="then the oldest entries until the store is at most SIZE (500M, 20G)")
     q.add_argument("--legacy", action="store_true", help="the entries of the previous one-file-per-entry format")
     q.add_argument("--grace", type=float, default=600.0, metavar="SECONDS",
-                   help="leave segments written to in the last SECONDS alone (default 600)")
+                   help="leave segments written to (and compiled models used) in the last SECONDS alone "
+                        "(default 600)")
+    q.add_argument("--compiled", action="store_true",
+                   help="also the compiled models (exported ONNX / OpenVINO files under compiled/): with "
+                        "--older-than, those not used for AGE; with --max-size, then the least recently used until "
+                        "compiled/ is at most SIZE (a budget of its own); alone, all of them. A removed model is "
+                        "built again when needed, but an estimator fitted with a calibrated int8 model must be "
+                        "fitted again")
     q.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     q.set_defaults(func=cache_prune)
 
-    q = csub.add_parser("clear", help="remove every embedding (compiled models are kept)")
+    q = csub.add_parser("clear", help="remove every embedding (compiled models are kept unless --compiled)")
     common(q)
+    q.add_argument("--compiled", action="store_true", help="also remove the compiled models (compiled/)")
     q.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     q.set_defaults(func=cache_clear)
 

@@ -80,6 +80,66 @@ def test_embed_parquet_equals_transform_and_resumes_from_the_cache(tmp_path, tex
     assert rc == 0 and (computed, hits) == (0, N)
 
 
+def test_embed_holds_at_most_one_chunk_of_rows_in_memory(tmp_path, texts, reference, monkeypatch):
+    # Memory flat in N: the extractor keeps the rows it computed in an in-process layer (up to 512 MiB);
+    # the command must not let the rows of earlier chunks pile up there (they are in the cache on disk).
+    src, out, cache = tmp_path / "docs.parquet", tmp_path / "emb.parquet", tmp_path / "cache"
+    pd.DataFrame({"text": texts}).to_parquet(src)
+    _cache.clear_memory_layer()
+    real, held = cli.embed_frame, []
+
+    def spy(*a, **kw):
+        result = real(*a, **kw)
+        held.append(sum(len(rows) for rows in _cache._memory.values()))  # rows held once the chunk is done
+        return result
+
+    monkeypatch.setattr(cli, "embed_frame", spy)
+    assert _run(src, out, "--column", "text", "--cache-dir", cache, "--batch-size", 8, "--chunk-size", 8) == 0
+    assert len(held) == N // 8 and max(held) <= 8, held
+    _, Z = _read(out)
+    assert np.abs(Z - reference).max() <= TOL
+
+
+def test_embed_resumes_after_kill_9(tmp_path, texts):
+    # A real `kill -9` of the command (a process of its own), once some rows are in the cache: the
+    # same command again computes only the rows that were not, and writes what one run would have.
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = [f"{t} #{i}" for i in range(8) for t in texts]  # 192 distinct rows: a few seconds of embedding
+    src, out, cache = tmp_path / "docs.parquet", tmp_path / "emb.parquet", tmp_path / "cache"
+    pd.DataFrame({"text": rows}).to_parquet(src)
+    argv = ["embed", str(src), str(out), "--column", "text", "--cache-dir", str(cache), "--batch-size", "8",
+            "--chunk-size", "16", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen([sys.executable, "-m", "sktransfer.cli", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if sum(os.path.getsize(p) // 64 for p in glob.glob(str(cache / "**" / "*.idx"), recursive=True)) >= 16:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None and time.monotonic() >= deadline:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the command ended before it could be killed"
+    assert not out.exists()
+    kept = _cache.cache_info(str(cache))["entries"]
+    assert 16 <= kept < len(rows)
+    rc, computed, hits = _computed(lambda: cli.main(argv))
+    assert rc == 0 and (computed, hits) == (len(rows) - kept, kept)  # nothing recomputed
+    df, Z = _read(out)
+    assert df["row"].tolist() == list(range(len(rows)))
+    ref = PretrainedFeatureExtractor(TEXT, batch_size=8).fit(rows[:2]).transform(rows)
+    assert np.abs(Z - ref).max() <= TOL
+
+
 def test_embed_csv_skips_or_names_rows_that_cannot_be_embedded(tmp_path, texts, reference, capsys):
     bad = list(texts[:10])
     bad[2], bad[5], bad[7] = None, "   ", "ok"
