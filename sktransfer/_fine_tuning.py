@@ -6,12 +6,13 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _persistence
 from ._training import INFERENCE_CONSTRAINTS, _CLASS_WEIGHT, _Exportable, _ClassifierOutputs, _RegressorOutputs, _SkorchTransferBase
+from ._training import resolve_backbone, start_estimator
 from .callbacks import L2SP, FreezeSchedule, apply_wise_ft, recompute_bn_statistics
 
 STRATEGIES = ("linear_probe", "partial", "full", "progressive")
@@ -137,6 +138,8 @@ class _FineTunedBase(_SkorchTransferBase):
 
     _parameter_constraints: dict = {
         **_SkorchTransferBase._parameter_constraints,
+        # A fitted FineTuned* (or its save directory, a str) as the start: sequential tasks.
+        "backbone": [str, torch.nn.Module, BaseEstimator],
         "strategy": [StrOptions(set(STRATEGIES))],
         "unfreeze_last": [Interval(Integral, 1, None, closed="left")],
         "unfreeze_every": [Interval(Integral, 1, None, closed="left")],
@@ -147,6 +150,47 @@ class _FineTunedBase(_SkorchTransferBase):
         "freeze_bn_stats": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
     }
+
+    def _check_params(self):
+        super()._check_params()
+        start_estimator(self.backbone)  # a fitted FineTuned* (or its save) or a backbone; else named errors
+
+    def __sklearn_clone__(self):
+        """``clone`` keeps a fitted start (``backbone=clf_a``) as it is: a clone of it would be unfitted."""
+        start = self.backbone
+        if not isinstance(start, BaseEstimator):
+            return super().__sklearn_clone__()
+        self.backbone = "<the fitted start>"  # a plain value for sklearn's clone; put back below
+        try:
+            twin = super().__sklearn_clone__()
+        finally:
+            self.backbone = start
+        twin.backbone = start
+        return twin
+
+    def get_params(self, deep=True):
+        """As sklearn's, without the ``backbone__*`` parameters of a fitted start.
+
+        A start (``backbone=clf_a``) is a fitted model this one trains on
+        from, not a sub-estimator to tune: ``set_params(backbone__lr=...)``
+        would change ``clf_a`` itself.
+        """
+        params = super().get_params(deep=deep)
+        if deep and isinstance(self.backbone, BaseEstimator):
+            params = {k: v for k, v in params.items() if not k.startswith("backbone__")}
+        return params
+
+    def set_params(self, **params):
+        """As sklearn's; ``backbone__*`` is refused while the backbone is a fitted start (see :meth:`get_params`)."""
+        start = params.get("backbone", self.backbone)
+        nested = sorted(k for k in params if k.startswith("backbone__"))
+        if nested and isinstance(start, BaseEstimator):
+            raise ValueError(
+                f"Invalid parameter {nested[0]!r} for {type(self).__name__}: the backbone is a fitted start "
+                f"({type(start).__name__}), which this model trains on from; it is not tuned through this one. "
+                "Set the start's parameters on it before fitting it."
+            )
+        return super().set_params(**params)
 
     def _augments(self):
         # "auto": no augmentation, whatever the strategy (docs/fine_tuning.md:
@@ -289,10 +333,9 @@ class _FineTunedBase(_SkorchTransferBase):
         if recalibrate:  # checked before any weight changes: bad rows leave the model as it was
             from ._data import RowDataset
             from ._seeding import isolated_torch_rng
-            from .backbones import load_backbone
 
             with isolated_torch_rng():
-                bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+                bb = resolve_backbone(self.backbone, self.pooling)
             rows = RowDataset(bb, bb.check_inputs(X_bn), None, max_length=self.max_length, image_size=self.image_size)
         if alpha < 1.0 and pretrained is None:
             pretrained = self._wise_pretrained()
@@ -333,12 +376,11 @@ class _FineTunedBase(_SkorchTransferBase):
     def _wise_pretrained(self):
         """The pretrained backbone's tensors (``body.``-prefixed; the loaded backbone's own, not a copy)."""
         from ._seeding import isolated_torch_rng
-        from .backbones import load_backbone
 
-        if not isinstance(self.backbone, str):
+        if isinstance(self.backbone, torch.nn.Module):
             raise ValueError("set_wise_alpha needs a backbone given by name or path (not an nn.Module) to reload it.")
-        with isolated_torch_rng():
-            shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+        with isolated_torch_rng():  # a fitted start (backbone=clf_a): its trained body is the one mixed with
+            shared = resolve_backbone(self.backbone, self.pooling)
         expected = self.__dict__.get("_wise_fingerprint")
         if expected is not None and shared.fingerprint() != expected:
             raise ValueError(
@@ -402,6 +444,22 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
         Any name :func:`sktransfer.load_backbone` accepts (``"timm/<arch>"``,
         ``"torchvision/<arch>"``, ``"sentence-transformers/<name>"``,
         ``"hf/<org>/<name>"``, a local directory).
+
+        Or a fitted :class:`FineTunedClassifier` / :class:`FineTunedRegressor`
+        (or the directory its ``save`` wrote): sequential tasks. Training
+        starts from that model's trained body with a new head sized from
+        ``y`` (its classes may be new); the start itself is left as it
+        is. What measures from "the pretrained weights" measures from the
+        start's: ``l2sp`` pulls towards them, ``wise_alpha`` and
+        :meth:`set_wise_alpha` mix with them, and
+        :func:`sktransfer.merging.task_vector` is the change since them
+        (``task_vector(clf_b).apply(clf_a)`` is task A's head on the new
+        body: how much of task A survived). ``clone`` keeps the start
+        itself (a clone of it would be unfitted). A start held in memory is
+        not saved with the model (``save`` refuses: save the start and pass
+        its directory); LoRA models start a fit once merged
+        (``backbone=lora.merge()``). See ``docs/merging.md``, "Sequential
+        tasks".
     strategy : {"linear_probe", "partial", "full", "progressive"}, default="full"
         ``"linear_probe"``: backbone frozen, only the head trains.
         ``"partial"``: the top ``unfreeze_last`` block groups train.

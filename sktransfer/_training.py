@@ -74,6 +74,109 @@ _CLASS_WEIGHT = [dict, StrOptions({"balanced"}), None]
 _SAME_AS_MODULE_ = "<sktransfer: same as module_>"
 
 
+# ------------------------------------------- a fitted model as the start
+# Sequential tasks (continual transfer): ``FineTunedClassifier(backbone=clf_a)``
+# or ``backbone=<clf_a's save directory>`` trains on from task A's trained body
+# with a new head. Everything that reads ``est.backbone`` resolves it here.
+_START_CLASSES = ("FineTunedClassifier", "FineTunedRegressor")
+_saved_starts = {}  # (real path, manifest/config mtime) -> the fitted estimator read from it (up to 4)
+
+
+def _saved_class(path):
+    """The estimator class named by an sktransfer save in directory ``path``, or None (not a save)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    config = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(config) or os.path.isfile(os.path.join(os.fspath(path), "modules.json")):
+        return None
+    import json
+
+    try:
+        with open(config, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    name = meta.get("class") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and isinstance(meta.get("params"), dict) else None
+
+
+def start_estimator(spec, param="backbone"):
+    """The fitted model ``spec`` names as a start: itself, or the one saved in its directory; None otherwise.
+
+    ``spec`` is a ``backbone`` value. A fitted :class:`FineTunedClassifier`
+    or :class:`FineTunedRegressor` (or the directory its ``save`` wrote) is
+    a start; a name, a model folder or an ``nn.Module`` is a backbone
+    (None). A LoRA model, an unfitted one or a save of another kind is
+    refused, naming ``param``.
+    """
+    from sklearn.exceptions import NotFittedError
+
+    if isinstance(spec, BaseEstimator):
+        est, where = spec, f"{param}={type(spec).__name__}(...)"
+    else:
+        name = _saved_class(spec)
+        if name is None:
+            return None
+        est, where = None, f"{param}={os.fspath(spec)!r} (a save of a {name})"
+        if name in _START_CLASSES:
+            path = os.path.realpath(os.fspath(spec))
+            stamp = os.path.join(path, _persistence.MANIFEST)
+            stamp = stamp if os.path.isfile(stamp) else os.path.join(path, "config.json")
+            key = (path, os.stat(stamp).st_mtime_ns)
+            est = _saved_starts.get(key)
+            if est is None:
+                from . import _fine_tuning
+
+                est = getattr(_fine_tuning, name).load(path)
+                while len(_saved_starts) >= 4:  # a few held (a chain of starts), the oldest read first dropped
+                    _saved_starts.pop(next(iter(_saved_starts)))
+                _saved_starts[key] = est
+            return est
+    kind = type(est).__name__ if est is not None else name
+    if kind not in _START_CLASSES:
+        hint = (
+            " Merge its adapters first: backbone=lora.merge() (a FineTunedClassifier), or its save directory."
+            if kind == "LoRAClassifier" else ""
+        )
+        raise ValueError(
+            f"{where}: a fitted model as the start of another fit must be a FineTunedClassifier or "
+            f"FineTunedRegressor (its trained body is trained on with a new head), not a {kind}.{hint}"
+        )
+    try:
+        check_is_fitted(est, "net_")
+    except NotFittedError as exc:
+        raise NotFittedError(
+            f"{where} is not fitted: a model given as the backbone is the start of this fit (its trained body, "
+            "a new head), so fit it first (or pass a backbone name)."
+        ) from exc
+    return est
+
+
+def resolve_backbone(spec, pooling="mean"):
+    """:func:`~sktransfer.load_backbone` (on the CPU), or a start's backbone carrying its trained body.
+
+    For a fitted model (or its save directory), the backbone it was trained
+    from (itself resolved: a chain of starts goes back to the pretrained
+    name) with the model's trained body in place of the pretrained one:
+    same preprocessing, tokenizer and block groups, the start's weights
+    (and fingerprint). The body is the start's own module (not a copy):
+    fitting copies it before training.
+    """
+    start = start_estimator(spec)
+    if start is None:
+        return load_backbone(spec, device="cpu", pooling=pooling)
+    import copy
+
+    base = resolve_backbone(start.backbone, start.pooling)
+    body = start._core_module().body
+    if any(t.device.type != "cpu" for t in body.state_dict().values()):
+        body = trainable_copy(body).cpu()
+    bb = copy.copy(base)
+    bb.body = body
+    bb._fingerprint = None
+    return bb
+
+
 class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     """Fit/predict plumbing: inputs → rows (a RowDataset, batches prepared as read) → skorch → outputs."""
 
@@ -229,7 +332,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             # Load before seeding: the first load of a backbone in a process
             # builds it with random init before reading its weights, which
             # would make the first fit differ from the later ones.
-            shared = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+            shared = resolve_backbone(self.backbone, self.pooling)
             self.modality_ = shared.modality
             self.backbone_source_ = shared.source
             data = self._training_data(X, y_enc, shared)
@@ -419,7 +522,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
     def _forward(self, X, features=False):
         check_is_fitted(self, "net_")
         with isolated_torch_rng():  # for its tokenizer; a first load in a process draws random numbers
-            bb = load_backbone(self.backbone, device="cpu", pooling=self.pooling)
+            bb = resolve_backbone(self.backbone, self.pooling)
         backend, quantize = _inference_settings(self)
         if backend != "torch":
             return self._compiled_forward(bb, X, backend, quantize, "embedding" if features else None)
@@ -501,6 +604,12 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         if isinstance(params.get("class_weight"), dict):
             # JSON keys are strings: pairs keep integer class labels intact.
             params["class_weight"] = [[getattr(k, "item", lambda: k)(), float(v)] for k, v in params["class_weight"].items()]
+        if isinstance(self.backbone, BaseEstimator):
+            raise ValueError(
+                f"save() needs a backbone given by name or path to rebuild the model; this one started from a fitted "
+                f"{type(self.backbone).__name__} held in memory (backbone=<estimator>). Save the start first "
+                "(start.save(dir_a)) and fit with backbone=dir_a, whose saves then name it."
+            )
         if not isinstance(params["backbone"], str):
             raise ValueError("save() needs a backbone given by name or path (not an nn.Module) to rebuild it.")
         return params
@@ -628,7 +737,7 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         if backbone is not None:
             est.backbone = backbone
         with isolated_torch_rng():  # the backbone's first load and the new head's init draw random numbers
-            shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+            shared = resolve_backbone(est.backbone, est.pooling)
             module = est._build_module(shared, est._n_out_fitted())
         est.backbone_source_ = shared.source
         state = _persistence.load_tensors(path, "model.safetensors")
@@ -891,7 +1000,7 @@ def export_model(est, path, backend, quantize, calibration):
         )
     _runtime.check_backend(backend, quantize)
     with isolated_torch_rng():
-        bb = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+        bb = resolve_backbone(est.backbone, est.pooling)
     spec = est._export_spec(bb)
     ref = est.__dict__.get("_compiled_refs", {}).get((backend, quantize))
     parts = _runtime.load_entry(*ref) if ref is not None and calibration is None else None

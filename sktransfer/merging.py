@@ -33,12 +33,12 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from . import _persistence
 from ._seeding import isolated_torch_rng
-from .backbones import load_backbone
 from .callbacks import _bn_layers_changed, recompute_bn_statistics  # WiSE-FT's BatchNorm step
 
 __all__ = ["TaskVector", "merge_task_vectors", "soup", "task_vector"]
@@ -80,9 +80,30 @@ def _dense(est):
 
 
 def _pretrained(est):
-    """The shared (cached) backbone ``est`` starts from."""
+    """The shared (cached) backbone ``est`` starts from (a fitted start's: with its trained body)."""
+    from ._training import resolve_backbone
+
     with isolated_torch_rng():  # a first load in a process draws random numbers
-        return load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+        return resolve_backbone(est.backbone, est.pooling)
+
+
+def _starts_from(est, fingerprint):
+    """Whether ``est`` was fine-tuned from the weights ``fingerprint``, or holds them in its body.
+
+    The second is a model that started another fit (sequential tasks:
+    ``FineTunedClassifier(backbone=clf_a)``): the task vector of the model
+    fitted from it is measured from its weights, and adds to them.
+    """
+    if _fingerprint(est) == fingerprint:
+        return True
+    from ._fine_tuning import FineTunedClassifier, FineTunedRegressor
+    from ._training import resolve_backbone
+
+    dense = _dense(est)
+    if not isinstance(dense, (FineTunedClassifier, FineTunedRegressor)):
+        return False
+    with isolated_torch_rng():
+        return resolve_backbone(dense).fingerprint() == fingerprint
 
 
 def _fingerprint(est):
@@ -706,7 +727,7 @@ class TaskVector:
                 raise ValueError(f"head_from={head_from!r} names no task of this vector; its tasks: {self.tasks}.")
             return matches[0]
         _check_fitted(head_from, "head_from")
-        if _fingerprint(head_from) != self.fingerprint:
+        if not _starts_from(head_from, self.fingerprint):
             raise ValueError(
                 f"head_from ({_describe(head_from)}) was fine-tuned from another backbone than this "
                 f"vector's {self.backbone!r} (fingerprint {self.fingerprint})."
@@ -740,10 +761,12 @@ class TaskVector:
             Fitted (a LoRA task's head comes back on a
             :class:`~sktransfer.FineTunedClassifier`).
         """
+        from ._training import resolve_backbone
+
         base_est = None
         if backbone_or_estimator is not None and not isinstance(backbone_or_estimator, str):
             _check_fitted(backbone_or_estimator, "backbone_or_estimator")
-            if _fingerprint(backbone_or_estimator) != self.fingerprint:
+            if not _starts_from(backbone_or_estimator, self.fingerprint):
                 raise ValueError(
                     f"this task vector was measured on {self.backbone!r} (fingerprint {self.fingerprint}); "
                     f"the estimator ({_describe(backbone_or_estimator)}) was fine-tuned from fingerprint "
@@ -754,7 +777,7 @@ class TaskVector:
         if base_est is None:
             name = self.backbone if backbone_or_estimator is None else backbone_or_estimator
             with isolated_torch_rng():
-                base = load_backbone(name, device="cpu", pooling=head["params"]["pooling"])
+                base = resolve_backbone(name, head["params"]["pooling"])
             if base.fingerprint() != self.fingerprint:
                 raise ValueError(
                     f"this task vector was measured on {self.backbone!r} (fingerprint {self.fingerprint}); "
@@ -766,11 +789,15 @@ class TaskVector:
         params = {**head["params"], "callbacks": None}
         if base_est is None and backbone_or_estimator is not None:
             params["backbone"] = backbone_or_estimator  # e.g. a local copy of the same weights
-        est = _persistence.build_estimator(head["class"], params, "<task vector>")
+        if isinstance(params.get("backbone"), BaseEstimator):  # a head fitted from a fitted start (not a saved config)
+            est = head["class"](**params)
+            est._check_params()
+        else:
+            est = _persistence.build_estimator(head["class"], params, "<task vector>")
         est._restore_fitted(head["fitted"])
         est.lr_ = head["lr"]
         with isolated_torch_rng():
-            shared = load_backbone(est.backbone, device="cpu", pooling=est.pooling)
+            shared = resolve_backbone(est.backbone, est.pooling)
             module = est._build_module(shared, est._n_out_fitted())
         state = module.state_dict()
         with torch.no_grad():

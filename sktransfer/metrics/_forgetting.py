@@ -47,7 +47,14 @@ def linear_cka(X, Y):
 
 
 def forgetting_report(model, X_ref, y_ref=None, *, cv=3, random_state=0):
-    """How far a fine-tuned model drifted from its pretrained backbone.
+    """How far a fine-tuned model drifted from its pretrained backbone (or from the model it started from).
+
+    A model fitted from another fitted model (sequential tasks:
+    ``FineTunedClassifier(backbone=clf_a)``, or ``backbone=<clf_a's save
+    directory>``) is compared with that start: the "pretrained" features
+    are then ``clf_a.transform(X_ref)``, so with task A's rows as
+    ``X_ref, y_ref`` the report says how much of task A survived training
+    on task B (a probe fitted on each model's features, A's own head aside).
 
     Parameters
     ----------
@@ -65,7 +72,8 @@ def forgetting_report(model, X_ref, y_ref=None, *, cv=3, random_state=0):
     report : dict
         ``cka`` (linear CKA of pretrained vs fine-tuned features), and with
         ``y_ref``: ``ref_accuracy_pretrained``, ``ref_accuracy_finetuned``
-        and ``retained`` (their ratio).
+        and ``retained`` (their ratio). For a model fitted from a fitted
+        start, "pretrained" means the start's features.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -74,10 +82,17 @@ def forgetting_report(model, X_ref, y_ref=None, *, cv=3, random_state=0):
 
     from .._feature_extractor import PretrainedFeatureExtractor
 
-    pre = PretrainedFeatureExtractor(
-        model.backbone, image_size=model.image_size, max_length=model.max_length, pooling=model.pooling, device=model.device
-    ).fit(X_ref)
-    F0 = pre.transform(X_ref)
+    from .._training import start_estimator
+
+    start = start_estimator(model.backbone)
+    if start is not None:  # sequential tasks: the weights this model was trained from are the start's
+        F0 = start.transform(X_ref)
+    else:
+        pre = PretrainedFeatureExtractor(
+            model.backbone, image_size=model.image_size, max_length=model.max_length, pooling=model.pooling,
+            device=model.device,
+        ).fit(X_ref)
+        F0 = pre.transform(X_ref)
     F1 = model.transform(X_ref)
     report = {"cka": linear_cka(F0, F1)}
     if y_ref is not None:
