@@ -143,9 +143,11 @@ METHODS = {
     # (inbatch, the loss over every pair of each batch's distinct examples,
     # was tried at N = 8 and lost: -0.8 mean; its parameter was not kept and
     # its records say so);
-    # pairs20n_max1024: SetFit's count with its cost bounded (4x the default's).
+    # pairs20n_max1024: SetFit's count with its cost bounded (4x the default's);
+    # pairs20n_max1024_lr5e-5: both levers that won held-out folds, together.
     "fewshot": (_fewshot, {"default": {}, "pairs20n": {"n_pairs": lambda n: 20 * n}, "lr5e-5": {"lr": 5e-5},
-                            "pairs20n_max1024": {"n_pairs": lambda n: min(20 * n, 1024)}},
+                            "pairs20n_max1024": {"n_pairs": lambda n: min(20 * n, 1024)},
+                            "pairs20n_max1024_lr5e-5": {"n_pairs": lambda n: min(20 * n, 1024), "lr": 5e-5}},
                 ("text", "image"), True),
     # head_init="auto" (LP-FT for the linear head) is the default since the
     # N = 8 runs chose it leave-one-task-out; "random" is the old default.
