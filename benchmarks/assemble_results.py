@@ -10,7 +10,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 FIRST = "extractor"
-ORDER = ["fast_inference", "int8_recipes", "inference_extras", "image_preprocessing", "cache", "dask", "cli", "lazy_training", "suite", "suite_decisions", "da_selection", "dann_recipe", "confirm_top_k", "fine_tuning", "forgetting", "lora", "few_shot", "selection", "adaptation", "merging", "continual", "federated"]
+ORDER = ["fast_inference", "int8_recipes", "inference_extras", "image_preprocessing", "cache", "dask", "cli", "lazy_training", "suite", "suite_decisions", "da_selection", "dann_recipe", "confirm_top_k", "fine_tuning", "forgetting", "lora", "few_shot", "selection", "adaptation", "merging", "merging_soup_val", "continual", "federated"]
 MARK = "<!-- sections below are copied from benchmarks/sections/ by assemble_results.py -->"
 
 

@@ -30,6 +30,18 @@ Usage::
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merging.py --quick       # smoke run, writes nothing
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_merging.py --report-only                   # rebuild from the record
 
+Validation-size study of the soups (arm 1 only; record ``results/merging/soup_val.json``, section
+``sections/merging_soup_val.md``): the candidates of each seed are trained once and souped twice, with the
+default run's validation rows and with ``--val-rows`` rows per class (the default run's rows plus more from
+the pool, never used for training or test)::
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merging.py --val-rows 150 \
+        --tasks sentiment_sentences,rotten_tomatoes --seeds 0,1,2
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merging.py --val-rows 60 \
+        --tasks bbc_news --seeds 0,1 --record benchmarks/results/merging/soup_val_bbc.json --section-out /tmp/bbc.md
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_merging.py --val-rows 150 --report-only \
+        --also-record benchmarks/results/merging/soup_val_bbc.json                # the section from both records
+
 Record: ``benchmarks/results/merging/results.json``; prose:
 ``sections/merging_notes.md``; plot: ``benchmarks/merging.png``.
 """
@@ -54,13 +66,16 @@ import _harness as H  # noqa: E402
 import numpy as np  # noqa: E402
 
 RECORD = H.RESULTS / "merging" / "results.json"
+RECORD_VAL = H.RESULTS / "merging" / "soup_val.json"
 PLOT = HERE / "merging.png"
 log = H.log
 
 TEXT_TASKS = ("bbc_news", "sentiment_sentences")
 IMAGE_TASKS = ("digits", "fashion_mnist")
 NAMES = {"bbc_news": "BBC News", "sentiment_sentences": "Sentiment sentences", "digits": "digits (8 px)",
-         "fashion_mnist": "Fashion-MNIST"}
+         "fashion_mnist": "Fashion-MNIST", "rotten_tomatoes": "Rotten Tomatoes"}
+# Soup tasks outside the default run (``--tasks``): training and validation rows per class, max_length.
+EXTRA_TASKS = {"rotten_tomatoes": dict(rows=(32, 30), max_length=48)}
 
 # The fine-tuning recipe per modality (strategy="full"; bench_fine_tuning's,
 # without augmentation). ``lr`` is the head's rate; the backbone trains at
@@ -97,7 +112,7 @@ CONFIGS = {
 
 
 def modality(task):
-    return "text" if task in TEXT_TASKS else "image"
+    return "image" if task in IMAGE_TASKS else "text"
 
 
 def backbone(task):
@@ -153,17 +168,43 @@ def _as_input(task, X):
     return np.stack(X) if modality(task) == "image" else list(X)
 
 
-def draw(sp, task, n_train, n_val, seed):
-    """Disjoint training and validation rows, ``n_train`` and ``n_val`` per class, from the suite's pool."""
+def draw_idx(sp, n_train, n_val, seed):
+    """Indices of disjoint training and validation rows, ``n_train`` and ``n_val`` per class, from the pool."""
     rng = np.random.RandomState(20_000 + seed)
     tr, va = [], []
     for pool in sp.pool:
         idx = rng.choice(pool, n_train + n_val, replace=False)
         tr.append(idx[:n_train])
         va.append(idx[n_train:])
-    tr, va = rng.permutation(np.concatenate(tr)), rng.permutation(np.concatenate(va))
-    take = lambda idx: (_as_input(task, [sp.X_all[i] for i in idx]), sp.y_all[idx])  # noqa: E731
-    return take(tr) + take(va)
+    return rng.permutation(np.concatenate(tr)), rng.permutation(np.concatenate(va))
+
+
+def take(sp, task, idx):
+    return _as_input(task, [sp.X_all[i] for i in idx]), sp.y_all[idx]
+
+
+def draw(sp, task, n_train, n_val, seed):
+    """Disjoint training and validation rows, ``n_train`` and ``n_val`` per class, from the suite's pool."""
+    tr, va = draw_idx(sp, n_train, n_val, seed)
+    return take(sp, task, tr) + take(sp, task, va)
+
+
+def draw_more_val(sp, n_train, n_val, n_val_large, seed):
+    """:func:`draw_idx`'s rows (the same training and validation rows) and a larger validation set: its
+    ``n_val`` rows per class plus ``n_val_large - n_val`` more per class from the rest of the pool (a seeded
+    draw of its own), never training or test rows. Returns (train, small val, large val) indices; the small
+    validation set is the first ``len(small)`` rows of the large one."""
+    tr, va = draw_idx(sp, n_train, n_val, seed)
+    used = set(tr.tolist()) | set(va.tolist())
+    rng = np.random.RandomState(40_000 + seed)
+    extra = []
+    for pool in sp.pool:
+        rest = np.asarray([i for i in pool if i not in used])
+        if len(rest) < n_val_large - n_val:
+            raise ValueError(f"--val-rows={n_val_large}: the pool of a class has only {len(rest) + n_val} rows "
+                             f"left for validation")
+        extra.append(rng.choice(rest, n_val_large - n_val, replace=False))
+    return tr, va, np.concatenate([va, rng.permutation(np.concatenate(extra))])
 
 
 def concat(task, a, b):
@@ -260,6 +301,128 @@ def arm_soups(cfg):
             if not np.allclose(soup_val_scores, val_scores):
                 log(f"  WARNING: soup()'s scores of the saved candidates {np.round(soup_val_scores, 4)} differ from "
                     f"the fitted ones {np.round(val_scores, 4)}")
+            release_memory()
+    return out
+
+
+# ------------------------------------- 1b. soups: validation-size study
+def greedy_path(order, single, subset_count, strict):
+    """The greedy soup's rule replayed on correct-row counts: ``order`` ranks the candidates (best validation
+    score first), ``single[i]`` is candidate i's count, ``subset_count(kept)`` the uniform soup's of ``kept``.
+    ``strict=False`` accepts an addition that ties (``s >= best``, the library's rule), ``True`` only one that
+    improves. Returns the kept candidates, their count and the steps."""
+    kept, best, steps = [int(order[0])], int(single[order[0]]), []
+    for i in order[1:]:
+        c = int(subset_count(kept + [int(i)]))
+        ok = c > best if strict else c >= best
+        steps.append({"kept": list(kept), "add": int(i), "count": c, "best": best, "accepted": bool(ok),
+                      "tie": c == best})
+        if ok:
+            kept.append(int(i))
+            best = c
+    return kept, best, steps
+
+
+def arm_soup_val(cfg, val_rows):
+    """Per task and seed: the grid's candidates trained once (the default run's training rows), souped twice:
+    on the default run's validation rows and on ``val_rows`` rows per class (those plus more from the pool).
+    The library's greedy and uniform soups, and the greedy rule replayed with ties accepted (the library's,
+    a check) and refused, from uniform soups of the subsets it visits (each scored on both validation sets
+    and the test rows once)."""
+    from sklearn.model_selection import ParameterGrid
+
+    from sktransfer import FineTunedClassifier
+    from sktransfer.merging import soup
+
+    out = []
+    for task in cfg["soup_tasks"]:
+        mod = modality(task)
+        sp, X_te, y_te = split_of(task, cfg)
+        g = cfg["grid"][mod]
+        n_tr, n_va = cfg["rows"][task]
+        for seed in cfg["seeds"]:
+            t0 = time.perf_counter()
+            i_tr, i_va, i_vl = draw_more_val(sp, n_tr, n_va, val_rows, seed)
+            (X_tr, y_tr), (X_vl, y_vl) = take(sp, task, i_tr), take(sp, task, i_vl)
+            n_small = len(i_va)
+            sets = {"small": slice(0, n_small), "large": slice(0, len(i_vl))}
+            X_v = {"small": X_vl[:n_small], "large": X_vl}
+            y_v = {"small": y_vl[:n_small], "large": y_vl}
+            grid = {"lr": list(g["lr"]), "random_state": [100 * seed + j for j in range(g["n_seeds"])]}
+            tmp = tempfile.mkdtemp(prefix="skt-bench-soupval-")
+            try:
+                dirs, params, val_ok, test_scores, fit_s = [], [], [], [], []
+                for i, cand in enumerate(ParameterGrid(grid)):
+                    t = time.perf_counter()
+                    clf = FineTunedClassifier(backbone(task), **RECIPE[mod], max_epochs=cfg["epochs"][mod],
+                                              device="cpu", **input_kw(task, cfg), **cand).fit(X_tr, y_tr)
+                    fit_s.append(time.perf_counter() - t)
+                    params.append(dict(cand))
+                    val_ok.append(np.asarray(clf.predict(X_vl)) == y_vl)
+                    test_scores.append(float(np.mean(np.asarray(clf.predict(X_te)) == y_te)))
+                    dirs.append(clf.save(os.path.join(tmp, f"c{i}")))
+                    del clf
+                release_memory()
+                cache = {}
+
+                def evaluate(subset):
+                    """(correct rows on the large validation set, test accuracy) of the uniform soup of ``subset``."""
+                    key = tuple(sorted(int(j) for j in subset))
+                    if len(key) == 1:
+                        return val_ok[key[0]], test_scores[key[0]]
+                    if key not in cache:
+                        est = soup([dirs[j] for j in key], X_v["small"], y_v["small"], method="uniform", X_bn=X_tr)
+                        cache[key] = (np.asarray(est.predict(X_vl)) == y_vl,
+                                      float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
+                        del est
+                    return cache[key]
+
+                all_c = tuple(range(len(dirs)))
+                recs = {}
+                for vs, sl in sets.items():
+                    single = [int(v[sl].sum()) for v in val_ok]
+                    n_val = len(y_v[vs])
+                    order = np.argsort(-np.asarray(single), kind="stable")
+                    est = soup(dirs, X_v[vs], y_v[vs], method="greedy", X_bn=X_tr)
+                    lib_kept, lib_val = list(map(int, est.soup_ingredients_)), float(est.soup_score_)
+                    lib_test = float(np.mean(np.asarray(est.predict(X_te)) == y_te))
+                    del est
+                    release_memory()
+                    count = lambda sub, sl=sl: int(evaluate(sub)[0][sl].sum())  # noqa: E731
+                    ge_kept, ge_best, ge_steps = greedy_path(order, single, count, strict=False)
+                    st_kept, st_best, st_steps = greedy_path(order, single, count, strict=True)
+                    for st in ge_steps + st_steps:  # each visited soup's test accuracy, for the step tables
+                        st["test"] = evaluate(st["kept"] + [st["add"]])[1]
+                    best = int(np.argmax(single))
+                    uni_ok, uni_test = evaluate(all_c)
+                    recs[vs] = {
+                        "n_val": n_val, "val_scores": [c / n_val for c in single], "best": best,
+                        "best_val": single[best] / n_val, "best_test": test_scores[best],
+                        "oracle": int(np.argmax(test_scores)), "oracle_test": max(test_scores),
+                        "greedy_kept": lib_kept, "greedy_val": lib_val, "greedy_test": lib_test,
+                        "replay_kept": ge_kept, "replay_agrees": ge_kept == lib_kept, "replay_steps": ge_steps,
+                        "strict_kept": st_kept, "strict_val": st_best / n_val, "strict_test": evaluate(st_kept)[1],
+                        "strict_steps": st_steps,
+                        "uniform_val": float(uni_ok[sl].mean()), "uniform_test": uni_test,
+                    }
+                    if not recs[vs]["replay_agrees"]:
+                        log(f"  WARNING: {task} seed {seed} {vs}: the replayed greedy rule kept {ge_kept}, "
+                            f"soup() kept {lib_kept}")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            rec = {"task": task, "seed": seed, "n_train": len(y_tr), "n_test": len(y_te), "n_candidates": len(dirs),
+                   "grid": grid, "params": params, "fit_s": fit_s, "test_scores": test_scores,
+                   "val_large_ok": [v.astype(int).tolist() for v in val_ok], "n_val_small": n_small,
+                   "subsets": {",".join(map(str, k)): {"val_small": float(v[:n_small].mean()), "val_large": float(v.mean()),
+                                                        "test": t} for k, (v, t) in cache.items()},
+                   "sets": recs, "seconds": time.perf_counter() - t0}
+            out.append(rec)
+            for vs, r in recs.items():
+                log(f"  soup-val {task} seed {seed} val={vs} ({r['n_val']} rows): val {np.round(r['val_scores'], 3)}, "
+                    f"test {np.round(test_scores, 3)}; best-on-val {r['best_test']:.3f}, oracle {r['oracle_test']:.3f}, "
+                    f"greedy {r['greedy_test']:.3f} {r['greedy_kept']}, strict {r['strict_test']:.3f} {r['strict_kept']}, "
+                    f"uniform {r['uniform_test']:.3f}")
+            log(f"  soup-val {task} seed {seed}: {rec['seconds']:.0f} s (fits {sum(fit_s):.0f} s)")
             release_memory()
     return out
 
@@ -635,6 +798,94 @@ def report(res, run, cfg, out=None):
     return H.write_section("merging", blocks, out)
 
 
+def report_soup_val(res, run, cfg, out=None):
+    """``sections/merging_soup_val.md`` from the validation-size study's record."""
+    vsets = ("small", "large")
+    label = {}
+    rows, steps_rows = [], []
+    for r in res:
+        for vs in vsets:
+            x = r["sets"][vs]
+            label[(r["task"], vs)] = x["n_val"]
+            d = lambda k, ref: f"{100 * (x[k] - x[ref]):+.1f}"  # noqa: E731
+            rows.append([NAMES[r["task"]], str(r["seed"]), str(x["n_val"]),
+                         f"{pct(x['best_test'])} (#{x['best']})", f"{pct(x['oracle_test'])} (#{x['oracle']})",
+                         f"{pct(x['greedy_test'])} ({', '.join(map(str, x['greedy_kept']))})",
+                         d("greedy_test", "best_test"), d("greedy_test", "oracle_test"),
+                         f"{pct(x['strict_test'])} ({', '.join(map(str, x['strict_kept']))})",
+                         d("strict_test", "best_test"),
+                         pct(x["uniform_test"]), d("uniform_test", "best_test"), d("uniform_test", "oracle_test")])
+            for st in x["replay_steps"]:
+                steps_rows.append([NAMES[r["task"]], str(r["seed"]), str(x["n_val"]),
+                                   "{" + ", ".join(map(str, st["kept"])) + "} + " + str(st["add"]),
+                                   f"{st['count']}/{x['n_val']} vs {st['best']}/{x['n_val']}",
+                                   "tie" if st["tie"] else ("better" if st["count"] > st["best"] else "worse"),
+                                   "kept" if st["accepted"] else "dropped", pct(st["test"])])
+    table = H.md_table(["task", "seed", "val rows", "best on val: test % (#)", "oracle best on test % (#)",
+                        "greedy soup test % (kept)", "greedy − best", "greedy − oracle",
+                        "greedy, ties refused: test % (kept)", "ties refused − best",
+                        "uniform soup test %", "uniform − best", "uniform − oracle"], rows, "llrrrlrrlrrrr")
+    summ = []
+    for task in dict.fromkeys(r["task"] for r in res):
+        rs = [r for r in res if r["task"] == task]
+        for vs in vsets:
+            xs = [r["sets"][vs] for r in rs]
+
+            def ms(a, b):
+                v = [x[a] - x[b] for x in xs]
+                return "%+.1f ± %.1f" % (100 * np.mean(v), 100 * (np.std(v, ddof=1) if len(v) > 1 else 0))
+
+            summ.append([NAMES[task], str(xs[0]["n_val"]), str(len(xs)), ms("greedy_test", "best_test"),
+                         f"{sum(x['greedy_test'] >= x['best_test'] for x in xs)}/{len(xs)}",
+                         ms("greedy_test", "oracle_test"), ms("strict_test", "best_test"),
+                         ms("uniform_test", "best_test"), ms("best_test", "oracle_test"),
+                         "%.1f" % np.mean([len(x["greedy_kept"]) for x in xs]),
+                         f"{sum(x['replay_agrees'] for x in xs)}/{len(xs)}"])
+    summary = H.md_table(["task", "val rows", "seeds", "greedy − best on val (points, mean ± sd)", "seeds greedy ≥ best",
+                          "greedy − oracle", "greedy, ties refused − best", "uniform − best", "best on val − oracle",
+                          "ingredients kept (mean)", "replayed rule = soup()'s"], summ, "lrrrrrrrrrr")
+    steps = H.md_table(["task", "seed", "val rows", "soup tried (candidates)", "val correct: soup vs kept so far",
+                        "on validation", "greedy (s >= best)", "test % of the soup tried"], steps_rows, "llrlllll")
+    # What each accepted addition did on test: ties (s == best, kept by the library's s >= best) against
+    # strict improvements, from the test accuracy of the soup before and after the addition.
+    def test_of(r, kept):
+        return r["test_scores"][kept[0]] if len(kept) == 1 else r["subsets"][",".join(map(str, sorted(kept)))]["test"]
+
+    acc_rows = []
+    for task in dict.fromkeys(r["task"] for r in res):
+        for vs in vsets:
+            for kind in ("tie", "better"):
+                d = [100 * (st["test"] - test_of(r, st["kept"])) for r in res if r["task"] == task
+                     for st in r["sets"][vs]["replay_steps"] if st["accepted"] and (st["tie"] == (kind == "tie"))]
+                acc_rows.append([NAMES[task], str(label[(task, vs)]), "tie (s = best)" if kind == "tie" else "better (s > best)",
+                                 str(len(d)), "%+.2f" % np.mean(d) if d else "–",
+                                 f"{sum(x < 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x > 0 for x in d)}",
+                                 ", ".join("%+.1f" % x for x in d) or "–"])
+    accepted = H.md_table(["task", "val rows", "addition accepted as", "additions", "test change (points, mean)",
+                           "worse / same / better on test", "each"], acc_rows, "lrlrrll")
+    first = res[0]
+    blocks = {
+        "header": H.header(run), "accepted": accepted,
+        "tasks": ", ".join(NAMES[t] for t in dict.fromkeys(r["task"] for r in res)),
+        "rows": "; ".join(f"{NAMES[t]} {cfg['rows'][t][0]} training rows per class, validation "
+                          f"{next(r['sets']['small']['n_val'] for r in res if r['task'] == t)} or "
+                          f"{next(r['sets']['large']['n_val'] for r in res if r['task'] == t)} rows, "
+                          f"test {next(r['n_test'] for r in res if r['task'] == t)} rows"
+                          for t in dict.fromkeys(r["task"] for r in res)),
+        "runs": "\n".join(f"- {x}" for x in cfg.get("runs", [])),
+        "max_length": ", ".join(f"{NAMES[t]} {cfg['max_length'][t]}" for t in dict.fromkeys(r["task"] for r in res)),
+        "recipe_text": ", ".join(f"{k}={v}" for k, v in RECIPE["text"].items()),
+        "epochs": str(cfg["epochs"]["text"]),
+        "grid_text": f"lr ∈ {cfg['grid']['text']['lr']} × {cfg['grid']['text']['n_seeds']} seeds",
+        "seeds": "; ".join(f"{NAMES[t]} " + ", ".join(str(r["seed"]) for r in res if r["task"] == t)
+                           for t in dict.fromkeys(r["task"] for r in res)),
+        "n_candidates": str(first["n_candidates"]),
+        "table": table, "summary": summary, "steps": steps,
+        "minutes": f"{sum(r['seconds'] for r in res) / 60:.1f}",
+    }
+    return H.write_section("merging_soup_val", blocks, out)
+
+
 def plot(res, path):
     """One panel per soup task: every candidate's validation (x) and test (y) accuracy, the soups marked."""
     import matplotlib
@@ -676,7 +927,19 @@ def main(argv=None):
                    help="with --quick: write the smoke run's record to this path (to try --report-only on it)")
     p.add_argument("--section-out", default=None, help="where to write the section (default sections/merging.md)")
     p.add_argument("--plot", default=str(PLOT), help="where to write the plot (default benchmarks/merging.png)")
+    p.add_argument("--val-rows", type=int, default=None,
+                   help="run the soups' validation-size study instead (arm 1 only): validation rows per class of "
+                        "the larger validation set (record results/merging/soup_val.json, section "
+                        "sections/merging_soup_val.md)")
+    p.add_argument("--tasks", default=None, help="with --val-rows: comma-separated soup tasks (text tasks only "
+                   "outside the default four: " + ", ".join(EXTRA_TASKS) + ")")
+    p.add_argument("--seeds", default=None, help="with --val-rows: comma-separated seeds")
+    p.add_argument("--also-record", action="append", default=[],
+                   help="with --val-rows --report-only: another record of the study (other tasks) to add to the "
+                        "section (repeatable)")
     args = p.parse_args(argv)
+    if args.val_rows is not None:
+        return main_soup_val(args)
     if args.report_only:
         rec = H.read_json(args.record)
         cfg, res = rec["cfg"], rec["res"]
@@ -702,6 +965,61 @@ def main(argv=None):
         H.write_json(args.record, {"cfg": cfg, "res": res, "run": run})
     report(res, run, cfg, args.section_out)
     plot(res, args.plot)
+    return None
+
+
+def _run_line(rec):
+    """One line about a record's run: its command, start, length and load."""
+    r, info = rec["run"], rec["run"]["info"]
+    return (f"`{r['command']}`: {str(r['started'])[:16].replace('T', ' ')} UTC, {r.get('elapsed', 0) / 60:.1f} min, "
+            f"load average {info.get('loadavg_start', ['?'])[0]} at start, {info.get('loadavg_end', ['?'])[0]} at end")
+
+
+def main_soup_val(args):
+    record = RECORD_VAL if args.record == str(RECORD) else Path(args.record)
+    if args.report_only:
+        rec = H.read_json(record)
+        cfg, res = rec["cfg"], rec["res"]
+        run = {**rec["run"], "started": H.dt.datetime.fromisoformat(str(rec["run"]["started"]))}
+        cfg["runs"] = [_run_line(rec)]
+        for extra in args.also_record:  # other tasks' records: their rows, max_length, runs added
+            more = H.read_json(extra)
+            res = res + more["res"]
+            cfg["rows"] = {**cfg["rows"], **more["cfg"]["rows"]}
+            cfg["max_length"] = {**cfg["max_length"], **more["cfg"]["max_length"]}
+            cfg["runs"].append(_run_line(more))
+    else:
+        import torch
+
+        H.quiet()
+        cfg = dict(CONFIGS["quick" if args.quick else "full"])
+        cfg["rows"], cfg["max_length"] = dict(cfg["rows"]), dict(cfg["max_length"])
+        if args.tasks:
+            cfg["soup_tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        for t in cfg["soup_tasks"]:
+            if t not in NAMES:
+                raise ValueError(f"--tasks: unknown task {t!r}; known: {sorted(NAMES)}")
+            if t in EXTRA_TASKS and t not in cfg["rows"]:
+                cfg["rows"][t] = cfg["rows"]["sentiment_sentences"] if args.quick else EXTRA_TASKS[t]["rows"]
+                cfg["max_length"][t] = cfg["max_length"]["sentiment_sentences"] if args.quick else EXTRA_TASKS[t]["max_length"]
+            if args.val_rows <= cfg["rows"][t][1]:
+                raise ValueError(f"--val-rows={args.val_rows} must exceed {NAMES[t]}'s {cfg['rows'][t][1]} "
+                                 f"validation rows per class of the default run")
+        if args.seeds:
+            cfg["seeds"] = [int(x) for x in args.seeds.split(",")]
+        cfg["val_rows"] = args.val_rows
+        run = H.start_run(args.threads, ["skorch", "peft", "numpy", "psutil"])
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        res = arm_soup_val(cfg, args.val_rows)
+        run = H.finish_run(run, notes="One process: the soups' validation-size study (arm 1 only).")
+        if args.quick:
+            log(f"quick run done in {run['elapsed']:.0f} s")
+            if args.quick_record:
+                H.write_json(args.quick_record, {"cfg": cfg, "res": res, "run": run})
+            return None
+        H.write_json(record, {"cfg": cfg, "res": res, "run": run})
+    report_soup_val(res, run, cfg, args.section_out)
     return None
 
 
