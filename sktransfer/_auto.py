@@ -191,8 +191,9 @@ def _prior_seconds(strategy, settings, n, rates):
       every layer, weight gradients of the adapters only); for
       ``"linear_probe"`` a forward;
     * few-shot: the load, ``max_epochs × ceil(n_pairs / batch_size)`` steps
-      of at most ``2 × batch_size`` distinct inputs each (the pairs do not
-      grow with ``n``), then one forward per input (the head's embeddings).
+      of at most ``2 × batch_size`` distinct inputs each (``n_pairs="auto"``:
+      20 per input, at most 1,024), then one forward per input (the head's
+      embeddings).
     """
     if strategy == "baseline":
         return 0.0
@@ -204,7 +205,9 @@ def _prior_seconds(strategy, settings, n, rates):
     epochs = float(params.get("max_epochs", 1))
     load = float(rates.get("load") or 0.0)
     if strategy == "few_shot":
-        steps = math.ceil(params["n_pairs"] / params["batch_size"]) * epochs
+        from ._few_shot import resolve_n_pairs
+
+        steps = math.ceil(resolve_n_pairs(params["n_pairs"], n) / params["batch_size"]) * epochs
         return load + steps * min(2.0 * params["batch_size"], n) * train + n * fwd
     backward = train - fwd
     if strategy == "partial":

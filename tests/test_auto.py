@@ -189,8 +189,10 @@ def test_untimed_estimate_comes_from_measured_rates_not_the_probe():
     for strategy in ("few_shot", "lora", "partial", "full"):
         key = f"{strategy} | m | defaults"
         assert log.estimate(key, strategy, {}, 89) == pytest.approx(_auto._prior_seconds(strategy, {}, 89, RATES))
-    # few-shot: 16 steps of at most 32 texts, then the head's embeddings.
-    assert _auto._prior_seconds("few_shot", {}, 89, RATES) == pytest.approx(1.0 + 16 * 32 * 0.15 + 89 * 0.05)
+    # few-shot: 64 steps (n_pairs="auto": 20 x 89 pairs, capped at 1,024) of at most 32 texts,
+    # then the head's embeddings; with fewer rows, fewer pairs.
+    assert _auto._prior_seconds("few_shot", {}, 89, RATES) == pytest.approx(1.0 + 64 * 32 * 0.15 + 89 * 0.05)
+    assert _auto._prior_seconds("few_shot", {}, 10, RATES) == pytest.approx(1.0 + 13 * 10 * 0.15 + 10 * 0.05)
     # full fine-tuning: load, LP-FT's embedding pass, 5 epochs of steps training every weight.
     assert _auto._prior_seconds("full", {}, 89, RATES) == pytest.approx(1.0 + 89 * 0.05 + 5 * 89 * 0.2)
     # partial: the backward of the top 2 of 8 block groups only.
@@ -199,7 +201,7 @@ def test_untimed_estimate_comes_from_measured_rates_not_the_probe():
     # It scales with epochs and pairs.
     full = _auto._prior_seconds("full", {}, 89, RATES)
     assert _auto._prior_seconds("full", {"max_epochs": 10}, 89, RATES) > 1.9 * full
-    assert (_auto._prior_seconds("few_shot", {"n_pairs": 512}, 89, RATES)
+    assert (_auto._prior_seconds("few_shot", {"n_pairs": 2048}, 89, RATES)
             > 1.8 * _auto._prior_seconds("few_shot", {}, 89, RATES))
     # The ordering of the first round is unchanged: the same model in forward passes.
     assert _auto._prior_forwards("full", {}, 10) == pytest.approx(10 + 5 * 10 * 3)

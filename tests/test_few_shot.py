@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from sktransfer import PretrainedFeatureExtractor
-from sktransfer._few_shot import FewShotClassifier, PairSampler, _PairDataset
+from sktransfer._few_shot import FewShotClassifier, PairSampler, _PairDataset, resolve_n_pairs
 from conftest import IMAGE, TEXT
 
 FAST = dict(max_length=48, batch_size=8, random_state=0)
@@ -48,6 +48,18 @@ def tuned_test(fitted, split):
 
 
 # --------------------------------------------------------------- learning
+def test_default_pairs_grow_with_the_examples_up_to_a_cap():
+    # n_pairs="auto": SetFit's 20 pairs per example, at most 1,024, so a CPU fit's cost is bounded.
+    assert FewShotClassifier().get_params()["n_pairs"] == "auto"
+    texts = ["the striker scored twice", "a late goal won the cup", "the coach praised his team",
+             "shares fell sharply", "the bank raised interest rates", "profits beat forecasts"]
+    clf = FewShotClassifier(TEXT, batch_size=30, max_length=16, random_state=0).fit(texts, ["s"] * 3 + ["b"] * 3)
+    assert clf.n_pairs_ == 20 * 6
+    assert clf.predict(["the goalkeeper saved a penalty"]).tolist() == ["s"]
+    assert resolve_n_pairs("auto", 51) == 1020 and resolve_n_pairs("auto", 52) == 1024
+    assert resolve_n_pairs("auto", 10_000) == 1024 and resolve_n_pairs(300, 10_000) == 300
+
+
 def test_few_shot_learns_topics_from_8_examples(fitted, split, tuned_test):
     _, _, Xte, yte = split
     proba = fitted.predict_proba(Xte)
