@@ -242,9 +242,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         else in the package.)
     n_pairs : int or "auto", default="auto"
         Pairs drawn per epoch (half positive). Training time grows linearly
-        with it. ``"auto"``: SetFit's 20 pairs per training example, at
-        most 1,024 (64 steps of 16 pairs), so a fit's cost is bounded on a
-        CPU; chosen with ``lr`` on the evaluation suite, leave one task out
+        with it. ``"auto"``: SetFit's 20 pairs per training example (the
+        label prompts of ``init_from_labels`` count as examples), at most
+        1,024 (64 steps of 16 pairs), so a fit's cost is bounded on a CPU; chosen with ``lr`` on the evaluation suite, leave one task out
         (figures: ``docs/few_shot.md`` and ``benchmarks/RESULTS.md``,
         "Defaults chosen on the suite"). On a GPU, 20-40 pairs per example
         without the cap (``n_pairs=20 * len(X)``) cost little more.

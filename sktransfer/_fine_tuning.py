@@ -160,12 +160,18 @@ class _FineTunedBase(_SkorchTransferBase):
         start = self.backbone
         if not isinstance(start, BaseEstimator):
             return super().__sklearn_clone__()
-        self.backbone = "<the fitted start>"  # a plain value for sklearn's clone; put back below
-        try:
-            twin = super().__sklearn_clone__()
-        finally:
-            self.backbone = start
-        twin.backbone = start
+        import copy
+
+        from sklearn.base import clone
+
+        # As sklearn's clone (parameters cloned, the metadata requests and
+        # output configuration copied), except the start; self is not touched
+        # (another thread may read it meanwhile).
+        params = {k: (v if k == "backbone" else clone(v, safe=False)) for k, v in self.get_params(deep=False).items()}
+        twin = type(self)(**params)
+        for attr in ("_metadata_request", "_sklearn_output_config"):
+            if attr in self.__dict__:
+                setattr(twin, attr, copy.deepcopy(self.__dict__[attr]))
         return twin
 
     def get_params(self, deep=True):
@@ -440,7 +446,7 @@ class FineTunedClassifier(_ClassifierOutputs, ClassifierMixin, _Exportable, _Fin
 
     Parameters
     ----------
-    backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
+    backbone : str, nn.Module or fitted FineTunedClassifier, default="sentence-transformers/all-MiniLM-L6-v2"
         Any name :func:`sktransfer.load_backbone` accepts (``"timm/<arch>"``,
         ``"torchvision/<arch>"``, ``"sentence-transformers/<name>"``,
         ``"hf/<org>/<name>"``, a local directory).

@@ -10,6 +10,7 @@ parameters).
 
 import math
 import os
+import threading
 from numbers import Integral, Real
 
 import numpy as np
@@ -79,7 +80,15 @@ _SAME_AS_MODULE_ = "<sktransfer: same as module_>"
 # or ``backbone=<clf_a's save directory>`` trains on from task A's trained body
 # with a new head. Everything that reads ``est.backbone`` resolves it here.
 _START_CLASSES = ("FineTunedClassifier", "FineTunedRegressor")
-_saved_starts = {}  # (real path, manifest/config mtime) -> the fitted estimator read from it (up to 4)
+_saved_starts = {}  # (real path, manifest/config digest) -> the fitted estimator read from it (up to 4)
+_saved_starts_lock = threading.Lock()
+_resolving = threading.local()  # the start directories being read in this thread (a cycle is refused)
+
+
+def clear_saved_starts():
+    """Forget the fitted starts read from save directories (frees memory)."""
+    with _saved_starts_lock:
+        _saved_starts.clear()
 
 
 def _saved_class(path):
@@ -119,18 +128,33 @@ def start_estimator(spec, param="backbone"):
             return None
         est, where = None, f"{param}={os.fspath(spec)!r} (a save of a {name})"
         if name in _START_CLASSES:
+            import hashlib
+
             path = os.path.realpath(os.fspath(spec))
             stamp = os.path.join(path, _persistence.MANIFEST)
             stamp = stamp if os.path.isfile(stamp) else os.path.join(path, "config.json")
-            key = (path, os.stat(stamp).st_mtime_ns)
-            est = _saved_starts.get(key)
+            with open(stamp, "rb") as f:  # the content, not the time: a rewrite is always seen
+                key = (path, hashlib.sha256(f.read()).hexdigest())
+            with _saved_starts_lock:
+                est = _saved_starts.get(key)
             if est is None:
                 from . import _fine_tuning
 
-                est = getattr(_fine_tuning, name).load(path)
-                while len(_saved_starts) >= 4:  # a few held (a chain of starts), the oldest read first dropped
-                    _saved_starts.pop(next(iter(_saved_starts)))
-                _saved_starts[key] = est
+                chain = getattr(_resolving, "paths", set())
+                if path in chain:
+                    raise ValueError(
+                        f"{where}: the save names itself as its start, through {param} (a model saved into its "
+                        "own start's directory?). Save each model of a chain in a directory of its own."
+                    )
+                _resolving.paths = chain | {path}
+                try:
+                    est = getattr(_fine_tuning, name).load(path)
+                finally:
+                    _resolving.paths = chain
+                with _saved_starts_lock:
+                    while len(_saved_starts) >= 4:  # a few held (a chain of starts), the oldest read first dropped
+                        _saved_starts.pop(next(iter(_saved_starts)))
+                    _saved_starts[key] = est
             return est
     kind = type(est).__name__ if est is not None else name
     if kind not in _START_CLASSES:
@@ -147,9 +171,23 @@ def start_estimator(spec, param="backbone"):
     except NotFittedError as exc:
         raise NotFittedError(
             f"{where} is not fitted: a model given as the backbone is the start of this fit (its trained body, "
-            "a new head), so fit it first (or pass a backbone name)."
+            "a new head), so fit it first (or pass a backbone name). In a parameter grid, list the starts' save "
+            "directories: GridSearchCV clones the values of a grid, which leaves a model unfitted."
         ) from exc
     return est
+
+
+def _check_not_into_a_start(path, backbone):
+    """Refuse to save into the directory of the model's start (or of any start before it)."""
+    target = os.path.realpath(os.fspath(path))
+    spec = backbone
+    while isinstance(spec, (str, os.PathLike)) and _saved_class(spec) in _START_CLASSES:
+        if os.path.realpath(os.fspath(spec)) == target:
+            raise ValueError(
+                f"save(path={os.fspath(path)!r}) would overwrite this model's start (backbone={backbone!r}): "
+                "the start's weights would be lost and the save would name itself. Save into another directory."
+            )
+        spec = start_estimator(spec).backbone
 
 
 def resolve_backbone(spec, pooling="mean"):
@@ -612,6 +650,9 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
             )
         if not isinstance(params["backbone"], str):
             raise ValueError("save() needs a backbone given by name or path (not an nn.Module) to rebuild it.")
+        if start_estimator(params["backbone"]) is not None:
+            # The start's directory, absolute: the save is read from anywhere.
+            params["backbone"] = os.path.abspath(os.path.expanduser(params["backbone"]))
         return params
 
     def _write_config(self, path, extra=None):
@@ -700,6 +741,8 @@ class _SkorchTransferBase(TransformerMixin, BaseEstimator):
         from safetensors.torch import save_file
 
         check_is_fitted(self, "net_")
+        self._config()  # what cannot be saved is refused before anything is written
+        _check_not_into_a_start(path, self.backbone)
         os.makedirs(path, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net_.module_.state_dict().items()}
         save_file(state, os.path.join(path, "model.safetensors"))

@@ -107,7 +107,12 @@ def _starts_from(est, fingerprint):
 
 
 def _fingerprint(est):
+    """The fingerprint of the weights ``est`` was trained from, as recorded at fit (else reloaded)."""
     fp = est.__dict__.get("base_fingerprint_")  # LoRA keeps the one it trained on
+    if not isinstance(fp, str):
+        # FineTuned* record theirs at fit: a start changed since (refitted, set_wise_alpha, its
+        # directory rewritten) then no longer matches, and the vector is refused, not wrong.
+        fp = est.__dict__.get("_wise_fingerprint")
     return fp if isinstance(fp, str) else _pretrained(est).fingerprint()
 
 

@@ -125,6 +125,35 @@ def test_saved_directory_as_the_start(clf_a, tasks, tmp_path):
         ref.save(tmp_path / "c")
 
 
+def test_saves_name_their_start_wherever_they_are_read(clf_a, tasks, tmp_path, monkeypatch):
+    _, (Xb, yb) = tasks
+    monkeypatch.chdir(tmp_path)
+    clf_a.save("a")
+    clf_b = FineTunedClassifier(backbone="a", **KW).fit(Xb, yb)  # a relative start directory
+    # Saving B over its own start would lose A and make the save name itself: refused, nothing written.
+    digest = (tmp_path / "a" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="overwrite this model's start"):
+        clf_b.save("a")
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == digest
+    clf_b.save("b")
+    expected = clf_b.decision_function(Xb)  # (clf_b itself reads "a" relative to the working directory)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the save holds A's directory as an absolute path
+    loaded = FineTunedClassifier.load(str(tmp_path / "b"))
+    np.testing.assert_allclose(loaded.decision_function(Xb), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_task_vector_refuses_a_start_changed_since_the_fit(tasks):
+    (Xa, ya), (Xb, yb) = tasks
+    a = FineTunedClassifier(TEXT, **KW).fit(Xa, ya)
+    b = FineTunedClassifier(backbone=a, **KW).fit(Xb, yb)
+    assert task_vector(b).norm() > 0
+    a.set_wise_alpha(0.0)  # A's weights are not those B was trained from any more
+    with pytest.raises(ValueError, match="fingerprint"):
+        task_vector(b)
+
+
 def test_bad_starts_are_refused_naming_backbone(clf_a, tasks):
     _, (Xb, yb) = tasks
     with pytest.raises(NotFittedError, match="backbone"):

@@ -199,3 +199,6 @@ def clear_backbone_memo():
     """Forget the per-process copies of loaded backbones (frees memory)."""
     with _memo_lock:
         _memo.clear()
+    from .._training import clear_saved_starts  # fitted starts read from save directories too
+
+    clear_saved_starts()
