@@ -17,7 +17,7 @@ From a shell::
     sktransfer cache prune --older-than 30d    # entries written more than 30 days ago
     sktransfer cache prune --backbone timm/tf_efficientnet_lite0
     sktransfer cache prune --max-size 20G --legacy
-    sktransfer cache prune --compiled --older-than 60d   # exported ONNX / OpenVINO models not used for 60 days
+    sktransfer cache prune --compiled --older-than 60d   # entries written, and exported ONNX / OpenVINO models used, more than 60 days ago
     sktransfer cache clear --dir /shared/cache
 """
 
