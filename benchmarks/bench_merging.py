@@ -212,6 +212,27 @@ def concat(task, a, b):
 
 
 # ------------------------------------------------------------------ helpers
+def train_candidates(task, cfg, grid, X_tr, y_tr, tmp, score):
+    """Each candidate of ``grid`` trained once on the training rows, handed to ``score``, saved to ``tmp``
+    and dropped (soups read them back one at a time); returns (save dirs, parameters, fit seconds)."""
+    from sklearn.model_selection import ParameterGrid
+
+    from sktransfer import FineTunedClassifier
+
+    dirs, params, fit_s = [], [], []
+    for i, cand in enumerate(ParameterGrid(grid)):
+        t = time.perf_counter()
+        clf = FineTunedClassifier(backbone(task), **RECIPE[modality(task)], max_epochs=cfg["epochs"][modality(task)],
+                                  device="cpu", **input_kw(task, cfg), **cand).fit(X_tr, y_tr)
+        fit_s.append(time.perf_counter() - t)
+        params.append(dict(cand))
+        score(clf)
+        dirs.append(clf.save(os.path.join(tmp, f"c{i}")))
+        del clf
+    release_memory()
+    return dirs, params, fit_s
+
+
 def release_memory():
     """Collect garbage and hand freed heap pages back to the OS (so a peak-RSS delta is not hidden by reuse)."""
     gc.collect()
@@ -240,9 +261,6 @@ def saved_bytes(est):
 
 # ------------------------------------------------------------- 1. soups
 def arm_soups(cfg):
-    from sklearn.model_selection import ParameterGrid
-
-    from sktransfer import FineTunedClassifier
     from sktransfer.merging import soup
 
     out = []
@@ -257,18 +275,13 @@ def arm_soups(cfg):
             try:
                 # The grid's candidates, each trained once on the training rows, scored, saved and dropped:
                 # soup() then reads them back one at a time from their save directories.
-                dirs, params, val_scores, test_scores, fit_s = [], [], [], [], []
-                for i, cand in enumerate(ParameterGrid(grid)):
-                    t = time.perf_counter()
-                    clf = FineTunedClassifier(backbone(task), **RECIPE[mod], max_epochs=cfg["epochs"][mod],
-                                              device="cpu", **input_kw(task, cfg), **cand).fit(X_tr, y_tr)
-                    fit_s.append(time.perf_counter() - t)
-                    params.append(dict(cand))
+                val_scores, test_scores = [], []
+
+                def score(clf):
                     val_scores.append(float(clf.score(X_va, y_va)))
                     test_scores.append(float(clf.score(X_te, y_te)))
-                    dirs.append(clf.save(os.path.join(tmp, f"c{i}")))
-                    del clf
-                release_memory()
+
+                dirs, params, fit_s = train_candidates(task, cfg, grid, X_tr, y_tr, tmp, score)
                 box = {}
                 soup_s, mem, peak = H.measure_fit(lambda: box.update(greedy=soup(dirs, X_va, y_va, method="greedy", X_bn=X_tr)))
                 greedy = box.pop("greedy")
@@ -329,9 +342,6 @@ def arm_soup_val(cfg, val_rows):
     The library's greedy and uniform soups, and the greedy rule replayed with ties accepted (the library's,
     a check) and refused, from uniform soups of the subsets it visits (each scored on both validation sets
     and the test rows once)."""
-    from sklearn.model_selection import ParameterGrid
-
-    from sktransfer import FineTunedClassifier
     from sktransfer.merging import soup
 
     out = []
@@ -351,18 +361,13 @@ def arm_soup_val(cfg, val_rows):
             grid = {"lr": list(g["lr"]), "random_state": [100 * seed + j for j in range(g["n_seeds"])]}
             tmp = tempfile.mkdtemp(prefix="skt-bench-soupval-")
             try:
-                dirs, params, val_ok, test_scores, fit_s = [], [], [], [], []
-                for i, cand in enumerate(ParameterGrid(grid)):
-                    t = time.perf_counter()
-                    clf = FineTunedClassifier(backbone(task), **RECIPE[mod], max_epochs=cfg["epochs"][mod],
-                                              device="cpu", **input_kw(task, cfg), **cand).fit(X_tr, y_tr)
-                    fit_s.append(time.perf_counter() - t)
-                    params.append(dict(cand))
+                val_ok, test_scores = [], []
+
+                def score(clf):
                     val_ok.append(np.asarray(clf.predict(X_vl)) == y_vl)
                     test_scores.append(float(np.mean(np.asarray(clf.predict(X_te)) == y_te)))
-                    dirs.append(clf.save(os.path.join(tmp, f"c{i}")))
-                    del clf
-                release_memory()
+
+                dirs, params, fit_s = train_candidates(task, cfg, grid, X_tr, y_tr, tmp, score)
                 cache = {}
 
                 def evaluate(subset):
