@@ -182,6 +182,32 @@ def read_saved_config(path, cls, files, stacklevel=2):
     return meta
 
 
+def _portable_device(params, config):
+    """A save's ``device`` this machine lacks (trained on a GPU, loaded on a CPU) → ``"auto"``, with a warning."""
+    device = params.get("device")
+    if not isinstance(device, str):
+        return params
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    missing = (device.startswith("cuda") and not torch.cuda.is_available()) or (
+        device.startswith("mps") and not (mps is not None and mps.is_available())
+    )
+    if not missing:
+        return params
+    import warnings
+
+    from ._utils import resolve_device
+
+    warnings.warn(
+        f"{config!r} was saved with device={device!r}, which this machine does not have: loaded with "
+        f"device='auto' ({resolve_device('auto')}). Set the loaded model's device to choose another.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return {**params, "device": "auto"}
+
+
 def build_estimator(cls, params, path, legacy=None, file="config.json"):
     """``cls(**params)`` from a saved config, its parameters validated as ``fit`` would.
 
@@ -203,6 +229,7 @@ def build_estimator(cls, params, path, legacy=None, file="config.json"):
             ) if part
         )
         raise SaveIntegrityError(f"{config!r} does not fit {cls.__name__}: {what}. The file was edited or is damaged.")
+    params = _portable_device(params, config)
     est = cls(**params)
     try:
         # The estimator's own checks, as at fit: its ``_check_params`` (which

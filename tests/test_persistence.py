@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import NotFittedError
 
 from conftest import IMAGE, TEXT
@@ -113,6 +114,19 @@ def test_every_save_writes_a_manifest_and_loads_back(name, fitted, saves, data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a verified save loads without a word
         back = _load(name, path)
+    X, _ = data
+    np.testing.assert_allclose(_outputs(back, X[20:24]), _outputs(fitted[name], X[20:24]), atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CPU-only machine")
+@pytest.mark.parametrize("name", sorted(WEIGHTS))
+def test_a_model_saved_on_a_gpu_loads_on_a_cpu_only_machine(name, fitted, saves, data, tmp_path):
+    # Trained on a GPU (device="cuda:0" saved), deployed on a CPU: the load falls back to "auto" and says so.
+    path = _copy(saves, name, tmp_path)
+    _edit_config(path, lambda cfg: cfg["params"].update(device="cuda:0"))
+    with pytest.warns(UserWarning, match=r"device='cuda:0'.*loaded with device='auto'"):
+        back = _load(name, path)
+    assert back.device == "auto"
     X, _ = data
     np.testing.assert_allclose(_outputs(back, X[20:24]), _outputs(fitted[name], X[20:24]), atol=1e-5)
 
