@@ -17,6 +17,9 @@ safetensors, parameters from JSON, sklearn heads from skops' trusted types).
 import json
 import os
 import warnings
+from collections.abc import Mapping
+
+import numpy as np
 
 from ._utils import atomic_write_bytes, sha256_file
 
@@ -332,6 +335,82 @@ def load_tensors(path, name):
         return load_file(full)
     except (SafetensorError, OSError, ValueError) as exc:
         raise SaveIntegrityError(f"{full!r} is not a readable safetensors file (truncated or edited?): {exc}") from exc
+
+
+class TensorFile(Mapping):
+    """The tensors of safetensors file ``name`` in ``path``, each read from disk when it is looked up.
+
+    A soup of ten models needs one tensor of a model at a time, not the
+    model: looking a name up opens the file, copies that tensor out and
+    closes the file again, so neither the tensors read before nor the file's
+    mapped pages stay resident (measured in ``tests/test_merging.py``).
+    ``shape(name)`` reads the header only. A damaged file is named.
+    ``replace(overrides)`` gives the same file with some tensors given in
+    memory instead (a regressor's rescaled head).
+    """
+
+    def __init__(self, path, name, overrides=None):
+        self.full = os.path.join(str(path), name)
+        if not os.path.isfile(self.full):
+            raise _missing(path, name)
+        with self._open() as f:
+            self._shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        self._overrides = dict(overrides or {})
+
+    def _open(self):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            return safe_open(self.full, framework="pt", device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise SaveIntegrityError(f"{self.full!r} is not a readable safetensors file (truncated or edited?): {exc}") from exc
+
+    def __getitem__(self, key):
+        if key in self._overrides:
+            return self._overrides[key]
+        if key not in self._shapes:
+            raise KeyError(key)
+        from safetensors import SafetensorError
+
+        with self._open() as f:
+            try:
+                return f.get_tensor(key)
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise SaveIntegrityError(f"tensor {key!r} of {self.full!r} could not be read (truncated or edited?): {exc}") from exc
+
+    def __iter__(self):
+        return iter(self._shapes)
+
+    def __len__(self):
+        return len(self._shapes)
+
+    def chunks(self, key, max_bytes=4 << 20):
+        """``(index, part)`` pairs covering tensor ``key`` by blocks of rows of at most ``max_bytes``.
+
+        ``dest[index]`` is where ``part`` belongs. Read through safetensors'
+        slices, so a large tensor (a text model's token embeddings: half of
+        MiniLM) is never whole in memory twice.
+        """
+        shape = self.shape(key)
+        if key in self._overrides or len(shape) == 0 or shape[0] == 0:
+            yield ..., self[key]
+            return
+        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * 8)  # 8: the widest dtype saved here
+        step = max(1, max_bytes // row_bytes)
+        for a in range(0, shape[0], step):
+            # Opened per block: a slice is read through the file's memory map, whose pages stay
+            # resident (counted in the process's RSS) until the file is closed.
+            with self._open() as f:
+                part = f.get_slice(key)[a : a + step]
+            yield slice(a, a + step), part
+
+    def shape(self, key):
+        return tuple(self._overrides[key].shape) if key in self._overrides else self._shapes[key]
+
+    def replace(self, overrides):
+        out = object.__new__(TensorFile)
+        out.full, out._shapes, out._overrides = self.full, self._shapes, {**self._overrides, **overrides}
+        return out
 
 
 def check_state_fits(expected, loaded, path, name, describe):

@@ -537,10 +537,10 @@ class ResumableCheckpoint(Callback):
                 f"Delete the directory {self.dirname!r} to train this fit from the start."
             ) from exc
 
-    def _torch_load(self, role, map_location):
+    def _torch_load(self, role, map_location, mmap=False):
         path = self._file(self.state_, role)
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
         except Exception as exc:  # OSError, pickle.UnpicklingError, RuntimeError, ...
             raise CheckpointError(
                 f"The checkpoint file {path!r} could not be loaded ({type(exc).__name__}: {exc}). "

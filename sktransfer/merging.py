@@ -27,9 +27,11 @@ vector is its update per adapted layer.
 """
 
 import copy
+import gc
 import json
 import os
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -118,9 +120,14 @@ def _fingerprint(est):
 
 def _head_keys(state):
     """Weight and bias names of the last linear layer of the head (``task_head.<i>``)."""
-    linear = [k for k, v in state.items() if k.startswith("task_head.") and k.endswith(".weight") and v.ndim == 2]
+    linear = [k for k in state if k.startswith("task_head.") and k.endswith(".weight") and len(_shape(state, k)) == 2]
     last = max(linear, key=lambda k: int(k.split(".")[1]))
     return last, last[: -len("weight")] + "bias"
+
+
+def _shape(state, key):
+    """Shape of ``state[key]``; from a file's header when ``state`` reads from disk (nothing loaded)."""
+    return state.shape(key) if hasattr(state, "shape") else tuple(state[key].shape)
 
 
 def _rescaled_head(state, mean, scale, to_mean, to_scale):
@@ -137,7 +144,8 @@ def _rescaled_head(state, mean, scale, to_mean, to_scale):
     w, b = state[wk], state[bk]
     s = torch.as_tensor(np.asarray(scale) / np.asarray(to_scale), dtype=w.dtype)
     shift = torch.as_tensor((np.asarray(mean) - np.asarray(to_mean)) / np.asarray(to_scale), dtype=b.dtype)
-    return {**state, wk: w * s[:, None], bk: b * s + shift}
+    new = {wk: w * s[:, None], bk: b * s + shift}
+    return state.replace(new) if hasattr(state, "replace") else {**state, **new}
 
 
 def _check_same_start(first, other, first_label, label):
@@ -173,10 +181,10 @@ def _check_same_shapes(reference, state, first_label, label):
             "(same backbone, head and head_hidden)."
         )
     for k, shape in reference.items():
-        if shape != tuple(state[k].shape):
+        if shape != _shape(state, k):
             raise ValueError(
                 f"{label} and {first_label} have different architectures: tensor {k!r} is "
-                f"{tuple(state[k].shape)} in {label} and {shape} in {first_label}."
+                f"{_shape(state, k)} in {label} and {shape} in {first_label}."
             )
 
 
@@ -202,6 +210,26 @@ def _check_y(X_val, y_val):
 
 
 # -------------------------------------------------------------- ingredients
+class _Overlay(Mapping):
+    """Tensors of ``first``, and of ``then`` for the names ``first`` lacks (a checkpoint over the pretrained body)."""
+
+    def __init__(self, first, then):
+        self.first, self.then = first, then
+
+    def __getitem__(self, key):
+        return self.first[key] if key in self.first else self.then[key]
+
+    def __iter__(self):
+        yield from self.first
+        yield from (k for k in self.then if k not in self.first)
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def replace(self, overrides):
+        return _Overlay(overrides, self)
+
+
 class _Ingredient:
     """One model of a soup: what it is (``est``, a fitted or config-only estimator) and how to read its weights."""
 
@@ -258,7 +286,8 @@ def _from_save_dir(path):
     if meta["class"] == "LoRAClassifier":  # the adapter is read, put on the base and merged while read
         return _Ingredient(label, _as_fine_tuned(est), lambda: _merged_state(cls.load(path)), meta.get("base_fingerprint"))
     fingerprint = _pretrained(est).fingerprint()
-    return _Ingredient(label, est, lambda: _persistence.load_tensors(path, "model.safetensors"), fingerprint)
+    # Read a tensor at a time (the soup never holds a whole ingredient read from disk).
+    return _Ingredient(label, est, lambda: _persistence.TensorFile(path, "model.safetensors"), fingerprint)
 
 
 def _from_search(search):
@@ -356,6 +385,13 @@ def _from_checkpoint(run, checkpoint, meta):
         # A finished checkpoint keeps the tensors that trained and the
         # buffers; the others are the pretrained weights the module is built
         # with (the backbone's fingerprint is part of the run's name).
+        if meta["class"] != "LoRAClassifier":
+            # Mapped, not read: only the tensors looked up are paged in, and
+            # no module is built (built modules hold reference cycles, so
+            # they were freed only at the next garbage collection: a soup of
+            # 8 checkpoints of MiniLM peaked at 10.8 models).
+            trained = checkpoint._torch_load("final_params", "cpu", mmap=True)
+            return _Overlay(trained, {f"body.{k}": v for k, v in _pretrained(est).body.state_dict().items()})
         with isolated_torch_rng():
             module = est._build_module(_pretrained(est), est._n_out_fitted())
         module.load_state_dict(checkpoint._torch_load("final_params", "cpu"), strict=False)
@@ -403,10 +439,27 @@ def _evaluator(ingredient):
     return est._attach_net(module)
 
 
+def _parts(state, key):
+    """``(index, part)`` pairs that cover ``state[key]``: blocks of rows when ``state`` reads from disk."""
+    if hasattr(state, "chunks"):
+        yield from state.chunks(key)
+    else:
+        yield ..., state[key]
+
+
+def _into(dest, state, key, add=False):
+    """``dest`` (a tensor) set to, or increased by, ``state[key]``, read by blocks of rows where it is on disk."""
+    for index, part in _parts(state, key):
+        if add:
+            dest[index].add_(part.to(dest.dtype))
+        else:
+            dest[index].copy_(part)
+
+
 def _write(module, state):
     with torch.no_grad():
         for k, v in module.state_dict().items():
-            v.copy_(state[k])
+            _into(v, state, k)
 
 
 # ---------------------------------------------------------------------- soup
@@ -545,8 +598,8 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
         state = read(ing)
         _check_same_shapes(reference, state, first.label, ing.label)
         moved.append({
-            k[: -len(".running_mean")] for k, v in state.items()
-            if k.endswith(".running_mean") and k in pretrained and not torch.equal(v.cpu(), pretrained[k])
+            k[: -len(".running_mean")] for k in state
+            if k.endswith(".running_mean") and k in pretrained and not torch.equal(state[k].cpu(), pretrained[k])
         })
         _write(module, state)
         scores[i] = score()
@@ -588,17 +641,28 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
                     continue
                 v.copy_(total[k])
                 if extra is not None:
-                    v.add_(extra[k].to(v.dtype))
+                    _into(v, extra, k, add=True)
                 v.div_(n + (extra is not None))
 
     def add(total, state):
         with torch.no_grad():
             for k, v in total.items():
                 if v.is_floating_point():
-                    v.add_(state[k].to(v.dtype))
+                    _into(v, state, k, add=True)
+
+    def first_sum(state):
+        """A copy of ``state`` to sum into (read block by block where it is on disk)."""
+        out = {}
+        for k in state:
+            if hasattr(state, "chunks"):
+                out[k] = torch.empty(_shape(state, k), dtype=module.state_dict()[k].dtype)
+                _into(out[k], state, k)
+            else:
+                out[k] = state[k].detach().clone()
+        return out
 
     order = list(range(len(ingredients))) if method == "uniform" else list(np.argsort(-scores, kind="stable"))
-    total = {k: v.detach().clone() for k, v in read(ingredients[order[0]]).items()}
+    total = first_sum(read(ingredients[order[0]]))
     kept = [int(order[0])]
     if method == "uniform":
         for i in order[1:]:

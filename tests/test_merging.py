@@ -129,10 +129,12 @@ def test_soup_from_save_dirs_equals_soup_in_memory_and_streams(text_seeds, text_
     del in_memory, from_disk
 
     # Streaming: 6 save directories (copies of the two) souped greedily. Peak
-    # RSS above the RSS before the call, as the benchmark measures it: three
-    # sets of weights (the running sum, the model read, the soup being
-    # scored) and half a model for the rest (the scoring's activations,
-    # allocator slack: measured 3.18 models here); a fourth copy fails.
+    # RSS above the RSS before the call, as the benchmark measures it: two
+    # sets of weights (the running sum, the soup being scored), the model
+    # read from disk a block of rows at a time, and the scoring's
+    # activations (measured 2.23 models here; 3.19 when each model read was
+    # loaded whole, and 2.70 when read a tensor at a time: MiniLM's token
+    # embeddings are half the model).
     # The pretrained backbone, loaded once per process (the fits loaded it),
     # is part of the baseline.
     many = [m.save(str(tmp_path / f"c{i}")) for i in range(3) for m in text_seeds]
@@ -140,7 +142,7 @@ def test_soup_from_save_dirs_equals_soup_in_memory_and_streams(text_seeds, text_
     load_backbone(TEXT)
     peak, merged = _peak_rss_above_baseline(lambda: soup(many, Xv, yv, method="greedy"))
     print(f"soup of 6 save dirs: peak RSS {peak / model_bytes:.2f} models above the baseline")
-    assert peak <= 3.5 * model_bytes, f"peak RSS {peak / model_bytes:.2f} models above the baseline"
+    assert peak <= 2.5 * model_bytes, f"peak RSS {peak / model_bytes:.2f} models above the baseline"
     assert merged.soup_score_ >= merged.soup_scores_.max()
 
 
@@ -219,7 +221,16 @@ def test_soup_of_a_search_without_refit(text_data, tmp_path):
     (X, y), (Xv, yv) = text_data
     est = FineTunedClassifier(TEXT, random_state=0, checkpoint_dir=str(tmp_path / "ck"), **FAST)
     gs = GridSearchCV(est, {"lr": [1e-3, 3e-4]}, cv=2, refit=False).fit(X, y)
-    merged = soup(gs, Xv, yv, method="greedy")
+    # Each checkpoint is read through a memory map over the pretrained body, not
+    # loaded into a module built for it: built modules hold reference cycles and
+    # were freed only by the next garbage collection (4 checkpoints: 7.5 models;
+    # 8: 10.8). Now: the running sum, the soup scored, the checkpoint's mapped
+    # pages (counted in RSS while it is read) and the activations.
+    load_backbone(TEXT)
+    peak, merged = _peak_rss_above_baseline(lambda: soup(gs, Xv, yv, method="greedy"))
+    model_bytes = sum(v.numel() * v.element_size() for v in merged.net_.module_.state_dict().values())
+    print(f"soup of 4 checkpoints: peak RSS {peak / model_bytes:.2f} models above the baseline")
+    assert peak <= 3.5 * model_bytes, f"peak RSS {peak / model_bytes:.2f} models above the baseline"
     assert len(merged.soup_sources_) == 4  # 2 candidates x 2 folds
     assert all("run-" in s for s in merged.soup_sources_)
     assert merged.soup_score_ >= merged.soup_scores_.max()
