@@ -523,14 +523,29 @@ class _Index:
                 new.append((self.seg_ids[name], recs))
             if not new:
                 return
-            seg = np.concatenate([self.seg] + [np.full(len(r), i, "<i4") for i, r in new])
-            keys = np.concatenate([self.keys] + [r["key"] for _, r in new])
-            off = np.concatenate([self.off] + [r["off"] for _, r in new])
-            dim = np.concatenate([self.dim] + [r["dim"] for _, r in new])
-            when = np.concatenate([self.time] + [r["time"] for _, r in new])
+            seg = np.concatenate([np.full(len(r), i, "<i4") for i, r in new])
+            keys = np.concatenate([r["key"] for _, r in new]).reshape(-1, 4)
+            off = np.concatenate([r["off"] for _, r in new])
+            dim = np.concatenate([r["dim"] for _, r in new])
+            when = np.concatenate([r["time"] for _, r in new])
             # Sorted by key; among records of one key the newest last (it is the one served).
             order = np.lexsort((when, keys[:, 0]))
-            self.keys, self.seg, self.off, self.dim, self.time = keys[order], seg[order], off[order], dim[order], when[order]
+            seg, keys, off, dim, when = seg[order], keys[order], off[order], dim[order], when[order]
+            # The new records (a batch's worth) merged into the sorted arrays in one pass, not the
+            # whole index sorted again at each batch (quadratic in the rows: 15 s of a transform
+            # of 300,000 rows went to it). A key already indexed (written again, e.g. by two
+            # processes) takes the full sort, which orders its records by time.
+            at = np.searchsorted(self.keys[:, 0], keys[:, 0], side="left")
+            inside = at < len(self.keys)
+            if inside.any() and np.any(self.keys[at[inside], 0] == keys[inside, 0]):
+                seg, keys = np.concatenate([self.seg, seg]), np.concatenate([self.keys, keys])
+                off, dim, when = np.concatenate([self.off, off]), np.concatenate([self.dim, dim]), np.concatenate([self.time, when])
+                order = np.lexsort((when, keys[:, 0]))
+                self.keys, self.seg, self.off, self.dim, self.time = keys[order], seg[order], off[order], dim[order], when[order]
+            else:
+                self.keys = np.insert(self.keys, at, keys, axis=0)
+                self.seg, self.off = np.insert(self.seg, at, seg), np.insert(self.off, at, off)
+                self.dim, self.time = np.insert(self.dim, at, dim), np.insert(self.time, at, when)
             self.last_refresh = time.monotonic()
 
     def lookup(self, raw):

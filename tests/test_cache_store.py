@@ -481,3 +481,29 @@ def test_cli_errors_and_sizes(cache_dir, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main([]) == 2
+
+
+
+def test_index_merges_batches_and_serves_the_newest_of_a_key_written_twice(tmp_path):
+    """The in-memory index takes each batch's new records by merging them in (a transform of
+    millions of rows no longer sorts the whole index at every batch); a key written again
+    (another process, a recomputation) is served from its newest record."""
+    reader = fresh(str(tmp_path))
+    batches = [keys_of(f"b{b}", 300) for b in range(5)]
+    for keys in batches:  # interleaved keys: each batch lands all over the sorted index
+        EmbeddingCache(str(tmp_path)).put_many(keys, np.stack([vec_of(k) for k in keys]))
+        clear_memory_layer()
+        out, found = reader.get_many(keys, DIM)  # refresh: the new records merged in
+        assert found.all()
+        np.testing.assert_array_equal(out, np.stack([vec_of(k) for k in keys]))
+    ix = _cache._index(reader._root)
+    assert np.all(ix.keys[1:, 0] >= ix.keys[:-1, 0]) and len(ix.keys) == 1500
+    # The same keys written again with other vectors: the newest wins, old rows stay served right.
+    again = batches[2][:50]
+    time.sleep(0.01)
+    EmbeddingCache(str(tmp_path)).put_many(again, np.stack([vec_of(k) + 1 for k in again]))
+    clear_memory_layer()
+    out, found = reader.get_many(again + batches[4][:50], DIM)
+    assert found.all()
+    np.testing.assert_array_equal(out[:50], np.stack([vec_of(k) + 1 for k in again]))
+    np.testing.assert_array_equal(out[50:], np.stack([vec_of(k) for k in batches[4][:50]]))
