@@ -233,11 +233,14 @@ class _Overlay(Mapping):
 class _Ingredient:
     """One model of a soup: what it is (``est``, a fitted or config-only estimator) and how to read its weights."""
 
-    def __init__(self, label, est, read, fingerprint):
+    def __init__(self, label, est, read, fingerprint, builds=False):
         self.label = label
         self.est = est  # classes_ / y_mean_ / params; its net_ may be absent (save dirs, checkpoints)
         self.read = read  # () -> state dict (name -> tensor), read when needed
         self.fingerprint = fingerprint
+        # Whether read() builds a module (a LoRA model merged): modules hold reference cycles, so the
+        # one built for the previous read is freed only by a garbage collection (soup() runs one).
+        self.builds = builds
 
 
 def _as_fine_tuned(est):
@@ -267,9 +270,12 @@ def _merged_state(est):
 
 
 def _from_estimator(i, est):
+    from ._lora import LoRAClassifier
+
     label = f"models[{i}]"
     _check_fitted(est, label)
-    return _Ingredient(f"{label} ({_describe(est)})", _as_fine_tuned(est), lambda: _merged_state(est), _fingerprint(est))
+    return _Ingredient(f"{label} ({_describe(est)})", _as_fine_tuned(est), lambda: _merged_state(est), _fingerprint(est),
+                       builds=isinstance(est, LoRAClassifier))
 
 
 def _from_save_dir(path):
@@ -284,7 +290,8 @@ def _from_save_dir(path):
     label = repr(str(path))
     est, _ = cls._read_config(path)  # verified against the manifest; no weights read yet
     if meta["class"] == "LoRAClassifier":  # the adapter is read, put on the base and merged while read
-        return _Ingredient(label, _as_fine_tuned(est), lambda: _merged_state(cls.load(path)), meta.get("base_fingerprint"))
+        return _Ingredient(label, _as_fine_tuned(est), lambda: _merged_state(cls.load(path)), meta.get("base_fingerprint"),
+                           builds=True)
     fingerprint = _pretrained(est).fingerprint()
     # Read a tensor at a time (the soup never holds a whole ingredient read from disk).
     return _Ingredient(label, est, lambda: _persistence.TensorFile(path, "model.safetensors"), fingerprint)
@@ -401,7 +408,7 @@ def _from_checkpoint(run, checkpoint, meta):
             return est._attach_net(module).merge().net_.module_.state_dict()
         return module.state_dict()
 
-    return _Ingredient(repr(run), _as_fine_tuned(est), read, fingerprint)
+    return _Ingredient(repr(run), _as_fine_tuned(est), read, fingerprint, builds=meta["class"] == "LoRAClassifier")
 
 
 def _ingredients(models):
@@ -475,16 +482,18 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
     validation score does not drop: it is never worse than the best
     ingredient on ``X_val`` (the uniform soup can be).
 
-    Models are read one at a time, whatever their number: at most three
-    sets of weights are in memory at once beyond what the caller holds (the
-    running sum, the model read, and the soup being scored; a fitted
-    full fine-tune is read where it is, so two for those), plus the
-    activations of the scoring forward passes and the pretrained backbone,
-    which the library loads once per process (already loaded after a fit;
-    :func:`~sktransfer.backbones.clear_backbone_memo` frees it). Models
-    given as directories are read from disk, and read twice by
-    ``"greedy"`` (once to score, once to add). Measured peaks are in
-    ``docs/merging.md``.
+    Models are read one at a time, whatever their number: two sets of
+    weights are in memory beyond what the caller holds (the running sum and
+    the soup being scored), plus the activations of the scoring forward
+    passes and the pretrained backbone, which the library loads once per
+    process (already loaded after a fit;
+    :func:`~sktransfer.backbones.clear_backbone_memo` frees it). A fitted
+    full fine-tune is read where it is; a save directory is read from disk
+    a block of rows at a time (and twice by ``"greedy"``: once to score,
+    once to add); a search's checkpoint through a memory map, whose pages
+    count in the process's resident memory while it is read (one model more
+    at most); a LoRA model is merged into a third set while it is read.
+    Measured peaks are in ``docs/merging.md``.
 
     BatchNorm: running statistics describe the network they were measured
     in, and averaged weights are another network (interpolated BatchNorm
@@ -573,6 +582,8 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
         rescale = (to_mean, to_scale)
 
     def read(ing):
+        if ing.builds:  # frees the module built by the previous read (the loops drop their reference first)
+            gc.collect()
         state = ing.read()
         if rescale is not None:
             state = _rescaled_head(state, ing.est.y_mean_, ing.est.y_scale_, *rescale)
