@@ -663,10 +663,10 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
 
     def first_sum(state):
         """A copy of ``state`` to sum into (read block by block where it is on disk)."""
-        out = {}
+        out, dtypes = {}, {k: v.dtype for k, v in module.state_dict().items()}
         for k in state:
             if hasattr(state, "chunks"):
-                out[k] = torch.empty(_shape(state, k), dtype=module.state_dict()[k].dtype)
+                out[k] = torch.empty(_shape(state, k), dtype=dtypes[k])
                 _into(out[k], state, k)
             else:
                 out[k] = state[k].detach().clone()

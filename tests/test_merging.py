@@ -369,7 +369,7 @@ def test_task_vector_of_unfitted_or_foreign_model():
         task_vector(LogisticRegression())
 
 
-def test_regressor_soup_averages_in_one_unit(text_data):
+def test_regressor_soup_averages_in_one_unit(text_data, tmp_path):
     (X, y), (Xv, _) = text_data
     t = np.arange(len(X), dtype=float)
     # Fitted on different rows: different standardisation of the targets.
@@ -382,6 +382,10 @@ def test_regressor_soup_averages_in_one_unit(text_data):
     # The soup of a model with itself re-expressed is the model: predictions kept.
     same = soup([r1, r1], Xv, yv, method="uniform")
     np.testing.assert_allclose(same.predict(Xv), r1.predict(Xv), rtol=1e-4, atol=1e-4)
+    # Read from save directories (a block of rows at a time, the head rescaled in memory): the same soup.
+    dirs = [r.save(str(tmp_path / f"r{i}")) for i, r in enumerate((r1, r2))]
+    from_disk = soup(dirs, Xv, yv, method="uniform")
+    np.testing.assert_allclose(from_disk.predict(Xv), merged.predict(Xv), rtol=1e-5, atol=1e-5)
 
 
 def test_lora_soup_and_task_vector_use_merged_weights(text_data):
