@@ -229,6 +229,46 @@ class _Overlay(Mapping):
     def replace(self, overrides):
         return _Overlay(overrides, self)
 
+    def chunks(self, key, max_bytes=4 << 20):
+        """``(index, part)`` pairs covering ``state[key]``; a tensor of ``first`` (mapped from a checkpoint)
+        by blocks of rows, the pages of each dropped once it is used."""
+        t = self[key]
+        if key not in self.first or t.ndim == 0 or not t.is_contiguous() or not len(t):
+            yield ..., t
+            return
+        step = max(1, max_bytes // max(1, t[0].numel() * t.element_size()))
+        for a in range(0, len(t), step):
+            part = t[a : a + step]
+            yield slice(a, a + step), part
+            _drop_pages(part)
+
+
+def _drop_pages(t):
+    """Hand back the resident pages of ``t``, a tensor over a file mapped by ``torch.load(mmap=True)``.
+
+    The pages of a mapped file count in the process's resident memory for as
+    long as the mapping lives, and torch maps the whole checkpoint: read
+    tensor by tensor, a checkpoint ends up resident whole, one model more at
+    a soup's peak. torch and the standard library have no call for this on a
+    mapping they did not create, hence ``madvise(MADV_DONTNEED)`` through
+    ctypes. Safe on these pages: the mapping is private and never written,
+    so dropped pages are read again from the file if touched (a page shared
+    with a neighbouring tensor included). Linux with glibc only; elsewhere
+    nothing is done.
+    """
+    import ctypes
+    import mmap
+
+    from ._utils import glibc
+
+    lib = glibc()
+    start, size = t.data_ptr(), t.numel() * t.element_size()  # t is contiguous
+    if lib is None or not size or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    lo = start - start % mmap.PAGESIZE
+    lib.madvise.argtypes, lib.madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    lib.madvise(lo, start + size - lo, mmap.MADV_DONTNEED)
+
 
 class _Ingredient:
     """One model of a soup: what it is (``est``, a fitted or config-only estimator) and how to read its weights."""
@@ -489,10 +529,11 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
     process (already loaded after a fit;
     :func:`~sktransfer.backbones.clear_backbone_memo` frees it). A fitted
     full fine-tune is read where it is; a save directory is read from disk
-    a block of rows at a time (and twice by ``"greedy"``: once to score,
-    once to add); a search's checkpoint through a memory map, whose pages
-    count in the process's resident memory while it is read (one model more
-    at most); a LoRA model is merged into a third set while it is read.
+    a block of rows at a time; a search's checkpoint through a memory map,
+    a block of rows at a time too (the pages of each block handed back once
+    used); a LoRA model is merged into a third set while it is read. ``"greedy"`` reads
+    each model twice (its own score, the soup with it) and a third time
+    those it keeps (to add them).
     Measured peaks are in ``docs/merging.md``.
 
     BatchNorm: running statistics describe the network they were measured
@@ -613,8 +654,8 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
             if k.endswith(".running_mean") and k in pretrained and not torch.equal(state[k].cpu(), pretrained[k])
         })
         _write(module, state)
+        del state  # before scoring: a checkpoint's mapped pages are not resident with the activations
         scores[i] = score()
-        del state
     del reference
 
     if len(ingredients) == 1:
@@ -687,10 +728,12 @@ def soup(models, X_val, y_val, method="greedy", *, scoring=None, recalibrate_bn=
         for i in order[1:]:
             state = read(ingredients[i])
             set_mean(total, len(kept), state)
+            if not ingredients[i].builds:  # read again if kept (cheap), so nothing read is held while scoring
+                state = None
             recalibrate(kept + [int(i)])
             s = score()
             if s >= best:
-                add(total, state)
+                add(total, read(ingredients[i]) if state is None else state)
                 kept.append(int(i))
                 best = s
             del state
