@@ -42,6 +42,16 @@ the pool, never used for training or test)::
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_merging.py --val-rows 150 --report-only \
         --also-record benchmarks/results/merging/soup_val_bbc.json                # the section from both records
 
+Task arithmetic alone (arm 2 only; record ``results/merging/task_arithmetic.json``, section
+``sections/merging_task_arithmetic.md``, which repeats the full run's rows): the pairs and recipe of
+:data:`TA_CONFIGS` (text as above; images at lr 1e-3), seeds 0 and 1, with each fine-tune's straight path
+from the pretrained weights on validation rows; ``--pairs``, ``--seeds``, ``--image-lr`` change them::
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merging.py --arms task_arithmetic
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_merging.py --arms task_arithmetic --report-only
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merging.py --arms task_arithmetic \
+        --pairs digits+fashion_mnist --seeds 2 --image-lr 3e-3 --record /tmp/ta.json --section-out /tmp/ta.md
+
 Record: ``benchmarks/results/merging/results.json``; prose:
 ``sections/merging_notes.md``; plot: ``benchmarks/merging.png``.
 """
@@ -67,15 +77,21 @@ import numpy as np  # noqa: E402
 
 RECORD = H.RESULTS / "merging" / "results.json"
 RECORD_VAL = H.RESULTS / "merging" / "soup_val.json"
+RECORD_TA = H.RESULTS / "merging" / "task_arithmetic.json"
 PLOT = HERE / "merging.png"
 log = H.log
 
 TEXT_TASKS = ("bbc_news", "sentiment_sentences")
 IMAGE_TASKS = ("digits", "fashion_mnist")
 NAMES = {"bbc_news": "BBC News", "sentiment_sentences": "Sentiment sentences", "digits": "digits (8 px)",
-         "fashion_mnist": "Fashion-MNIST", "rotten_tomatoes": "Rotten Tomatoes"}
-# Soup tasks outside the default run (``--tasks``): training and validation rows per class, max_length.
-EXTRA_TASKS = {"rotten_tomatoes": dict(rows=(32, 30), max_length=48)}
+         "fashion_mnist": "Fashion-MNIST", "rotten_tomatoes": "Rotten Tomatoes", "fortunes": "Fortunes",
+         "emoji": "Emoji", "openclipart": "Openclipart"}
+# Tasks outside the default run (soups' ``--tasks``: text ones; task arithmetic's ``--pairs``: all): training
+# and validation rows per class, max_length (text) or image=True.
+EXTRA_TASKS = {"rotten_tomatoes": dict(rows=(32, 30), max_length=48),
+               "fortunes": dict(rows=(16, 12), max_length=48),
+               "emoji": dict(rows=(16, 10), image=True),
+               "openclipart": dict(rows=(16, 10), image=True)}
 
 # The fine-tuning recipe per modality (strategy="full"; bench_fine_tuning's,
 # without augmentation). ``lr`` is the head's rate; the backbone trains at
@@ -111,8 +127,33 @@ CONFIGS = {
 }
 
 
+# The task-arithmetic-only run (``--arms task_arithmetic``): its pairs and recipe, fixed before any of its
+# results were seen (sections/merging_task_arithmetic_notes.md gives the rule and why).
+TA_PAIRS = [["bbc_news", "sentiment_sentences"], ["rotten_tomatoes", "fortunes"],
+            ["digits", "fashion_mnist"], ["emoji", "openclipart"]]
+TA_LR = {"text": 3e-2, "image": 1e-3}
+TA_CONFIGS = {
+    "full": dict(
+        seeds=[0, 1], ta_pairs=TA_PAIRS, lr=TA_LR,
+        rows={"bbc_news": (16, 12), "sentiment_sentences": (32, 30), "digits": (16, 10), "fashion_mnist": (16, 10),
+              **{t: e["rows"] for t, e in EXTRA_TASKS.items()}},
+        epochs={"text": 3, "image": 5}, image_size=32, test_cap=None,
+        max_length={"bbc_news": 64, "sentiment_sentences": 32,
+                    **{t: e["max_length"] for t, e in EXTRA_TASKS.items() if "max_length" in e}},
+        ta_add=[0.4, 0.6, 0.8, 1.0], ta_neg=[0.5, 1.0, 1.5, 2.0], ta_path=[0.0, 0.25, 0.5, 0.75, 1.0],
+    ),
+    "quick": dict(
+        seeds=[0], ta_pairs=TA_PAIRS, lr=TA_LR,
+        rows={t: (2, 2) for t in list(TEXT_TASKS + IMAGE_TASKS) + list(EXTRA_TASKS)},
+        epochs={"text": 1, "image": 1}, image_size=32, test_cap=20,
+        max_length={t: 16 for t in list(TEXT_TASKS) + [t for t, e in EXTRA_TASKS.items() if "max_length" in e]},
+        ta_add=[0.5, 1.0], ta_neg=[1.0], ta_path=[0.0, 1.0],
+    ),
+}
+
+
 def modality(task):
-    return "image" if task in IMAGE_TASKS else "text"
+    return "image" if task in IMAGE_TASKS or EXTRA_TASKS.get(task, {}).get("image") else "text"
 
 
 def backbone(task):
@@ -433,27 +474,38 @@ def arm_soup_val(cfg, val_rows):
 
 
 # --------------------------------------------------- 2. task arithmetic
-def fine_tune(task, cfg, X, y, seed=0):
+def fine_tune(task, cfg, X, y, seed=0, lr=None):
+    """The recipe's fine-tune of ``task`` (``lr``: the modality's rate, default :data:`LR`)."""
     from sktransfer import FineTunedClassifier
 
     mod = modality(task)
-    return FineTunedClassifier(backbone(task), **RECIPE[mod], lr=LR[mod], max_epochs=cfg["epochs"][mod],
+    return FineTunedClassifier(backbone(task), **RECIPE[mod], lr=(lr or LR)[mod], max_epochs=cfg["epochs"][mod],
                                random_state=seed, device="cpu", **input_kw(task, cfg)).fit(X, y)
 
 
-def arm_task_arithmetic(cfg):
-    """Returns the record and the fitted models by task (reused by the WiSE arm)."""
+def arm_task_arithmetic(cfg, seed=0, lr=None, keep_models=True, on_pair=None):
+    """Returns the record and the fitted models by task (reused by the WiSE arm).
+
+    ``seed``: the rows' draw and the fine-tunes' seed; ``lr``: the rate per modality (default :data:`LR`);
+    ``keep_models=False`` drops each pair's models after it (the task-arithmetic-only run); ``on_pair``
+    is called with each pair's record as it is done. With ``cfg["ta_path"]`` (the task-arithmetic-only run),
+    each fine-tune's straight path from the pretrained weights, ``pretrained + α·τ`` with its own head, is
+    scored on the validation rows (linear connectivity), with the vectors' norm and cosine per part."""
     from sktransfer.merging import task_vector
 
+    lr = dict(lr or LR)
     data, models, out = {}, {}, []
     for pair in cfg["ta_pairs"]:
+        t_pair = time.perf_counter()
+        fit_s = {}
         for task in pair:
             sp, X_te, y_te = split_of(task, cfg)
-            X_tr, y_tr, X_va, y_va = draw(sp, task, *cfg["rows"][task], 0)
-            data[task] = dict(X_va=X_va, y_va=y_va, X_te=X_te, y_te=y_te)
+            X_tr, y_tr, X_va, y_va = draw(sp, task, *cfg["rows"][task], seed)
+            data[task] = dict(X_va=X_va, y_va=y_va, X_te=X_te, y_te=y_te, n_train=len(y_tr))
             t = time.perf_counter()
-            models[task] = fine_tune(task, cfg, X_tr, y_tr)
-            log(f"  task arithmetic: fine-tuned {task} in {time.perf_counter() - t:.0f} s")
+            models[task] = fine_tune(task, cfg, X_tr, y_tr, seed=seed, lr=lr)
+            fit_s[task] = time.perf_counter() - t
+            log(f"  task arithmetic: fine-tuned {task} (seed {seed}, lr {lr[modality(task)]:g}) in {fit_s[task]:.0f} s")
 
         def acc(est, task, split):
             d = data[task]
@@ -471,6 +523,16 @@ def arm_task_arithmetic(cfg):
         rec = {"pair": pair, "fine_tuned": ft, "norms": {t: tv[t].norm() for t in pair},
                "cos": float(sum(float((tv[a].deltas[k] * tv[b].deltas[k]).sum()) for k in tv[a].deltas)
                             / (tv[a].norm() * tv[b].norm() + 1e-30))}
+        if cfg.get("ta_path"):
+            rec.update(seed=seed, lr={t: lr[modality(t)] for t in pair}, fit_s=fit_s,
+                       n={t: {"train": data[t]["n_train"], "val": len(data[t]["y_va"]), "test": len(data[t]["y_te"])}
+                          for t in pair},
+                       vector_parts={t: vector_parts(tv[t]) for t in pair},
+                       cos_parts=cos_parts(tv[a], tv[b]))
+            # Linear connectivity of each single fine-tune: pretrained + alpha * tau_t, its own head, on validation.
+            rec["path"] = {t: [{"alpha": al, "val": on(al * tv[t], t, t, "va")} for al in cfg["ta_path"]] for t in pair}
+            log("    path (val): " + "; ".join(f"{t} " + ", ".join(f"{p['alpha']:g}:{p['val']:.3f}" for p in rec["path"][t])
+                                               for t in pair))
         # Addition: pretrained + lam * (tau_a + tau_b), each task with its own head; lam chosen on validation
         # by the mean normalised accuracy (accuracy / the task's fine-tuned accuracy), as the paper does.
         both = tv[a] + tv[b]
@@ -512,8 +574,51 @@ def arm_task_arithmetic(cfg):
         log(f"  {a}+{b}: lam={pick['lam']}: " + ", ".join(
             f"{t} {test[t]:.3f} ({100 * rec['add']['normalized'][t]:.0f} % of {ft[t]['te']:.3f})" for t in pair))
         del tv, both, v
+        if cfg.get("ta_path"):
+            rec["seconds"] = time.perf_counter() - t_pair
+        if not keep_models:
+            for t in pair:
+                del models[t], data[t]
         release_memory()
+        if on_pair is not None:
+            on_pair(rec)
     return out, models, data
+
+
+def _part(key):
+    """The part of the backbone a task vector's tensor belongs to: BatchNorm affine weights, BatchNorm
+    running statistics, norm layers of transformers (LayerNorm), biases, other weights (convolutions,
+    linear layers, embeddings)."""
+    if key.endswith((".running_mean", ".running_var")):
+        return "bn_stats"
+    if ".bn" in key or "bn1." in key or "bn2." in key or "bn3." in key:
+        return "bn_affine"
+    if "LayerNorm" in key or ".norm" in key:
+        return "layer_norm"
+    if key.endswith(".bias"):
+        return "bias"
+    return "weight"
+
+
+def vector_parts(tv):
+    """Squared-norm share of each :func:`_part` of a task vector, and its norm."""
+    sq = {}
+    for k, d in tv.deltas.items():
+        sq[_part(k)] = sq.get(_part(k), 0.0) + float((d.double() ** 2).sum())
+    total = sum(sq.values()) or 1.0
+    return {p: {"norm": v ** 0.5, "share": v / total} for p, v in sorted(sq.items())}
+
+
+def cos_parts(u, v):
+    """Cosine of two task vectors per :func:`_part`."""
+    dot, nu, nv = {}, {}, {}
+    for k in u.deltas:
+        p = _part(k)
+        a, b = u.deltas[k].double(), v.deltas[k].double()
+        dot[p] = dot.get(p, 0.0) + float((a * b).sum())
+        nu[p] = nu.get(p, 0.0) + float((a * a).sum())
+        nv[p] = nv.get(p, 0.0) + float((b * b).sum())
+    return {p: dot[p] / ((nu[p] * nv[p]) ** 0.5 + 1e-30) for p in sorted(dot)}
 
 
 # --------------------------------------------------------- 3. multi-task
@@ -803,6 +908,160 @@ def report(res, run, cfg, out=None):
     return H.write_section("merging", blocks, out)
 
 
+def _ms(xs, scale=100, nd=1):
+    """'mean (a / b)' of per-seed values, in percent."""
+    xs = [scale * x for x in xs]
+    m = f"{np.mean(xs):.{nd}f}"
+    return m if len(xs) == 1 else m + " (" + " / ".join(f"{x:.{nd}f}" for x in xs) + ")"
+
+
+def _ta_rows(recs, label):
+    """Addition and negation table rows of task-arithmetic records (one seed each); ``label`` names the recipe."""
+    add_rows, neg_rows = [], []
+    for r in recs:
+        pair = " + ".join(NAMES[t] for t in r["pair"])
+        for t in r["pair"]:
+            add_rows.append([pair, label(r, t), str(r.get("seed", 0)), NAMES[t], pct(r["fine_tuned"][t]["te"]),
+                             pct(r["pretrained_head"][t]), f"{r['add']['lam']:g}", pct(r["add"]["test"][t]),
+                             f"{100 * r['add']['normalized'][t]:.1f}"])
+        for ng in r["negate"]:
+            k, f = ng["keep"], ng["forget"]
+            keep_n = ng["keep_test"] / max(r["fine_tuned"][k]["te"], 1e-9)
+            neg_rows.append([f"{NAMES[k]} − λ·{NAMES[f]}", label(r, k), str(r.get("seed", 0)),
+                             f"{ng['lam']:g}" + ("" if ng["rule_met"] else " (rule not met)"),
+                             pct(r["fine_tuned"][k]["te"]), f"{pct(ng['keep_test'])} ({100 * keep_n:.0f} %)",
+                             pct(r["pretrained_head"][f]), pct(ng["forget_before_test"]), pct(ng["forget_test"])])
+    return add_rows, neg_rows
+
+
+ADD_HEAD = ["pair", "recipe", "seed", "task", "fine-tuned %", "pretrained body + task's head %", "λ (on val)",
+            "pretrained + λ(τa + τb) %", "% of fine-tuned"]
+NEG_HEAD = ["edit (body: pretrained + τ_kept − λ·τ_forgotten)", "recipe", "seed", "λ (on val)", "kept task: fine-tuned %",
+            "kept task after % (of fine-tuned)", "forgotten task: pretrained body + its head %",
+            "forgotten task on the kept fine-tune's body %", "forgotten task after %"]
+
+
+def _dip(path):
+    """How far the inside of a straight path (0 < α < 1) falls below the lower of its two ends, in points."""
+    ends = [x["val"] for x in path if x["alpha"] in (0.0, 1.0)]
+    inside = [x["val"] for x in path if 0.0 < x["alpha"] < 1.0]
+    if len(ends) < 2 or not inside:
+        return "–"
+    return f"{max(0.0, 100 * (min(ends) - min(inside))):.1f}"
+
+
+def report_task_arithmetic(res, run, cfg, old=None, out=None):
+    """``sections/merging_task_arithmetic.md`` from the task-arithmetic-only run's record (and the full run's
+    record ``old``, whose rows are repeated as they are)."""
+    lr_label = lambda r, t: f"lr {r['lr'][t]:g}"  # noqa: E731
+    add_rows, neg_rows = _ta_rows(res, lr_label)
+    pairs = [list(p) for p in dict.fromkeys(tuple(r["pair"]) for r in res)]
+    by_pair = {tuple(p): [r for r in res if r["pair"] == p] for p in pairs}
+    summ, neg_summ, verdicts, neg_verdicts = [], [], {}, {}
+    for p in pairs:
+        rs = by_pair[tuple(p)]
+        kept = {t: [r["add"]["normalized"][t] for r in rs] for t in p}
+        ok = all(np.mean(kept[t]) >= 0.9 for t in p)
+        verdicts[tuple(p)] = ok
+        summ.append([" + ".join(NAMES[t] for t in p), modality(p[0]), lr_label(rs[0], p[0]), str(len(rs)),
+                     *[_ms(kept[t]) for t in p], ", ".join(f"{r['add']['lam']:g}" for r in rs),
+                     f"{sum(all(r['add']['normalized'][t] >= 0.9 for t in p) for r in rs)}/{len(rs)}", verdict(ok)])
+        for i, (k, f) in enumerate(((p[0], p[1]), (p[1], p[0]))):
+            ngs = [r["negate"][i] for r in rs]
+            assert all(ng["keep"] == k for ng in ngs)
+            keep_n = [ng["keep_test"] / max(r["fine_tuned"][k]["te"], 1e-9) for ng, r in zip(ngs, rs)]
+            before = [ng["forget_before_test"] for ng in ngs]
+            after = [ng["forget_test"] for ng in ngs]
+            lowered = float(np.mean(after)) < float(np.mean(before))
+            ok_n = lowered and float(np.mean(keep_n)) >= 0.9
+            neg_verdicts[(k, f)] = ok_n
+            neg_summ.append([f"{NAMES[k]} − λ·{NAMES[f]}", lr_label(rs[0], k), str(len(rs)),
+                             ", ".join(f"{ng['lam']:g}" for ng in ngs), _ms(keep_n),
+                             _ms([r["pretrained_head"][f] for r in rs]), _ms(before), _ms(after),
+                             "yes" if lowered else "no", verdict(ok_n)])
+    sum_table = H.md_table(["pair", "modality", "recipe", "seeds", "first task: % of fine-tuned, mean (per seed)",
+                            "second task: % of fine-tuned, mean (per seed)", "λ per seed", "seeds both ≥ 90 %",
+                            "≥ 90 % of each (mean over seeds)"], summ, "lllrrrlrl")
+    neg_sum_table = H.md_table(["edit", "recipe", "seeds", "λ per seed", "kept task: % of fine-tuned, mean (per seed)",
+                                "forgotten task: pretrained body + its head %", "forgotten on the kept fine-tune's body %",
+                                "forgotten after %", "lowered (means)", "lowered and kept ≥ 90 %"],
+                               neg_summ, "llrlrrrrll")
+    # Diagnostics: each fine-tune's straight path from the pretrained weights, on validation; vectors.
+    path_rows, vec_rows = [], []
+    for r in res:
+        for t in r["pair"]:
+            path_rows.append([" + ".join(NAMES[x] for x in r["pair"]), lr_label(r, t), str(r["seed"]), NAMES[t]]
+                             + [pct(x["val"]) for x in r["path"][t]] + [_dip(r["path"][t])])
+        parts = r["cos_parts"]
+        vec_rows.append([" + ".join(NAMES[x] for x in r["pair"]), lr_label(r, r["pair"][0]), str(r["seed"]),
+                         ", ".join(f"{r['norms'][t]:.3g}" for t in r["pair"]), f"{r['cos']:.3f}",
+                         "; ".join(f"{k_} {v:.3f}" for k_, v in parts.items()),
+                         "; ".join(f"{NAMES[t]}: " + ", ".join(f"{k_} {100 * v['share']:.0f} %"
+                                                              for k_, v in r["vector_parts"][t].items() if v["share"] >= 0.005)
+                                   for t in r["pair"])])
+    alphas = [x["alpha"] for x in res[0]["path"][res[0]["pair"][0]]]
+    path_table = H.md_table(["pair", "recipe", "seed", "task"] + [f"α={a:g} val %" for a in alphas]
+                            + ["dip: lower end − lowest inside (points)"], path_rows, "llrl" + "r" * (len(alphas) + 1))
+    vec_table = H.md_table(["pair", "recipe", "seed", "norms ‖τa‖, ‖τb‖", "cosine", "cosine per part",
+                            "share of ‖τ‖² per part"], vec_rows, "llrrrll")
+    # The full run's rows (images at lr 3e-3, seed 0), as recorded.
+    old_block = "(the full run's record was not found: its rows are not repeated here)"
+    old_ok = None
+    if old is not None:
+        olr = old["cfg"].get("lr") or LR
+        o_add, o_neg = _ta_rows(old["res"]["task_arithmetic"], lambda r, t: f"lr {olr[modality(t)]:g}")
+        old_block = (f"From the full run's record (`{Path(RECORD).relative_to(HERE.parent)}`, "
+                     f"{str(old['run']['started'])[:16].replace('T', ' ')} UTC, seed 0), as recorded:\n\n"
+                     + H.md_table(ADD_HEAD, o_add, "llrlrrrrr") + "\n\n" + H.md_table(NEG_HEAD, o_neg, "llrrrrrrr"))
+        old_img = [r for r in old["res"]["task_arithmetic"] if modality(r["pair"][0]) == "image"]
+        old_ok = [(NAMES[t], r["add"]["normalized"][t]) for r in old_img for t in r["pair"]]
+    targets = []
+    for mod in ("text", "image"):
+        ps = [p for p in pairs if modality(p[0]) == mod]
+        if not ps:
+            continue
+        lows = [min(np.mean([r["add"]["normalized"][t] for r in by_pair[tuple(p)]]) for t in p) for p in ps]
+        n_ok = sum(verdicts[tuple(p)] for p in ps)
+        targets.append([f"{mod}: τa + τb keeps ≥ 90 % of each task's fine-tuned accuracy "
+                        f"({lr_label(by_pair[tuple(ps[0])][0], ps[0][0])}, mean over {len(cfg['seeds'])} seeds)",
+                        f"{n_ok}/{len(ps)} pairs; lowest task " + ", ".join(
+                            f"{' + '.join(NAMES[t] for t in p)} {100 * lo:.1f} %" for p, lo in zip(ps, lows)),
+                        verdict(n_ok == len(ps) and len(ps) >= 2) + ("" if len(ps) >= 2 else " (fewer than 2 pairs)")])
+        edits = [(p[0], p[1]) for p in ps] + [(p[1], p[0]) for p in ps]
+        n_neg = sum(neg_verdicts[e] for e in edits)
+        targets.append([f"{mod}: negating a task's vector lowers that task's accuracy and keeps the other's "
+                        f"(≥ 90 % of fine-tuned)", f"{n_neg}/{len(edits)} edits", verdict(n_neg == len(edits))])
+    if old_ok is not None:
+        targets.append(["images at lr 3e-3 (full run, 1 pair, seed 0; recorded before this run)",
+                        ", ".join(f"{n} {100 * v:.1f} %" for n, v in old_ok), verdict(all(v >= 0.9 for _, v in old_ok))])
+    n_pairs_ok = sum(verdicts.values())
+    targets.append(["the issue's wording: on 2 task pairs (any modality), addition keeps ≥ 90 % of each task",
+                    f"{n_pairs_ok}/{len(pairs)} pairs of this run", verdict(n_pairs_ok >= 2)])
+    blocks = {
+        "header": H.header(run),
+        "pairs": "; ".join(" + ".join(NAMES[t] for t in p) for p in pairs),
+        "rows": "; ".join(f"{NAMES[t]} {cfg['rows'][t][0]} training + {cfg['rows'][t][1]} validation rows per class"
+                          + (f" (max_length {cfg['max_length'][t]})" if modality(t) == "text" else "")
+                          + f", {res[[i for i, r in enumerate(res) if t in r['pair']][0]]['n'][t]['test']} test rows"
+                          for p in pairs for t in p),
+        "recipe_text": ", ".join(f"{k}={v}" for k, v in RECIPE["text"].items()) + f", lr={cfg['lr']['text']:g}, "
+                       f"{cfg['epochs']['text']} epochs",
+        "recipe_image": ", ".join(f"{k}={v}" for k, v in RECIPE["image"].items()) + f", lr={cfg['lr']['image']:g}, "
+                        f"{cfg['epochs']['image']} epochs, image_size {cfg['image_size']}",
+        "seeds": ", ".join(map(str, cfg["seeds"])),
+        "ta_add": ", ".join(f"{x:g}" for x in cfg["ta_add"]), "ta_neg": ", ".join(f"{x:g}" for x in cfg["ta_neg"]),
+        "ta_path": ", ".join(f"{x:g}" for x in cfg["ta_path"]),
+        "add_table": H.md_table(ADD_HEAD, add_rows, "llrlrrrrr"), "sum_table": sum_table,
+        "neg_table": H.md_table(NEG_HEAD, neg_rows, "llrrrrrrr"), "neg_sum_table": neg_sum_table,
+        "path_table": path_table, "vec_table": vec_table, "old": old_block,
+        "targets": H.md_table(["target (issue 15)", "measured", "verdict"], targets, "lll"),
+        "minutes": f"{sum(r['seconds'] for r in res) / 60:.1f}",
+        "per_pair": "; ".join(f"{' + '.join(NAMES[t] for t in p)} "
+                              f"{np.mean([r['seconds'] for r in by_pair[tuple(p)]]) / 60:.1f} min" for p in pairs),
+    }
+    return H.write_section("merging_task_arithmetic", blocks, out)
+
+
 def report_soup_val(res, run, cfg, out=None):
     """``sections/merging_soup_val.md`` from the validation-size study's record."""
     vsets = ("small", "large")
@@ -938,13 +1197,26 @@ def main(argv=None):
                         "sections/merging_soup_val.md)")
     p.add_argument("--tasks", default=None, help="with --val-rows: comma-separated soup tasks (text tasks only "
                    "outside the default four: " + ", ".join(EXTRA_TASKS) + ")")
-    p.add_argument("--seeds", default=None, help="with --val-rows: comma-separated seeds")
+    p.add_argument("--seeds", default=None, help="with --val-rows or --arms task_arithmetic: comma-separated seeds")
+    p.add_argument("--arms", default="all", choices=["all", "task_arithmetic"],
+                   help="task_arithmetic: run only the task-arithmetic arm, on --pairs (record "
+                        "results/merging/task_arithmetic.json, section sections/merging_task_arithmetic.md)")
+    p.add_argument("--pairs", default=None,
+                   help="with --arms task_arithmetic: comma-separated task pairs a+b (default: "
+                        + ", ".join("+".join(pr) for pr in TA_PAIRS) + ")")
+    p.add_argument("--image-lr", type=float, default=None,
+                   help=f"with --arms task_arithmetic: the image fine-tunes' lr (default {TA_LR['image']:g})")
+    p.add_argument("--old-record", default=str(RECORD),
+                   help="with --arms task_arithmetic: the full run's record, whose task-arithmetic rows "
+                        "(images at lr 3e-3) the section repeats")
     p.add_argument("--also-record", action="append", default=[],
                    help="with --val-rows --report-only: another record of the study (other tasks) to add to the "
                         "section (repeatable)")
     args = p.parse_args(argv)
     if args.val_rows is not None:
         return main_soup_val(args)
+    if args.arms == "task_arithmetic":
+        return main_task_arithmetic(args)
     if args.report_only:
         rec = H.read_json(args.record)
         cfg, res = rec["cfg"], rec["res"]
@@ -980,6 +1252,64 @@ def _run_line(rec):
             f"load average {info.get('loadavg_start', ['?'])[0]} at start, {info.get('loadavg_end', ['?'])[0]} at end")
 
 
+def parse_pairs(text):
+    """``"a+b,c+d"`` -> [[a, b], [c, d]], each task known and the two of a pair of one modality."""
+    pairs = []
+    for item in text.split(","):
+        pr = [t.strip() for t in item.split("+") if t.strip()]
+        if len(pr) != 2 or pr[0] == pr[1]:
+            raise ValueError(f"--pairs: {item!r} is not a pair of two tasks 'a+b'")
+        for t in pr:
+            if t not in NAMES:
+                raise ValueError(f"--pairs: unknown task {t!r}; known: {sorted(NAMES)}")
+        if modality(pr[0]) != modality(pr[1]):
+            raise ValueError(f"--pairs: {item!r} mixes a text and an image task (one backbone per pair)")
+        pairs.append(pr)
+    return pairs
+
+
+def main_task_arithmetic(args):
+    """The task-arithmetic arm alone, on its pairs and recipe (:data:`TA_CONFIGS`), per seed."""
+    record = RECORD_TA if args.record == str(RECORD) else Path(args.record)
+    if args.report_only:
+        rec = H.read_json(record)
+        cfg, res = rec["cfg"], rec["res"]
+        run = {**rec["run"], "started": H.dt.datetime.fromisoformat(str(rec["run"]["started"]))}
+    else:
+        import torch
+
+        H.quiet()
+        cfg = dict(TA_CONFIGS["quick" if args.quick else "full"])
+        if args.pairs:
+            cfg["ta_pairs"] = parse_pairs(args.pairs)
+        if args.seeds:
+            cfg["seeds"] = [int(x) for x in args.seeds.split(",")]
+        if args.image_lr:
+            cfg["lr"] = {**cfg["lr"], "image": float(args.image_lr)}
+        run = H.start_run(args.threads, ["skorch", "peft", "numpy", "psutil"])
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        res = []
+
+        def done(rec):  # a partial record after every pair, so a stopped run keeps what it measured
+            res.append(rec)
+            if not args.quick:
+                H.write_json(record, {"cfg": cfg, "res": res, "run": {**run, "partial": True}})
+
+        for seed in cfg["seeds"]:
+            arm_task_arithmetic(cfg, seed=seed, lr=cfg["lr"], keep_models=False, on_pair=done)
+        run = H.finish_run(run, notes="One process: the task-arithmetic arm alone, pairs in sequence per seed.")
+        if args.quick:
+            log(f"quick run done in {run['elapsed']:.0f} s")
+            if args.quick_record:
+                H.write_json(args.quick_record, {"cfg": cfg, "res": res, "run": run})
+            return None
+        H.write_json(record, {"cfg": cfg, "res": res, "run": run})
+    old = H.read_json(args.old_record) if Path(args.old_record).exists() else None
+    report_task_arithmetic(res, run, cfg, old, args.section_out)
+    return None
+
+
 def main_soup_val(args):
     record = RECORD_VAL if args.record == str(RECORD) else Path(args.record)
     if args.report_only:
@@ -1004,6 +1334,9 @@ def main_soup_val(args):
         for t in cfg["soup_tasks"]:
             if t not in NAMES:
                 raise ValueError(f"--tasks: unknown task {t!r}; known: {sorted(NAMES)}")
+            if modality(t) == "image" and t not in IMAGE_TASKS:
+                raise ValueError(f"--tasks: {t!r} is an image task outside the default run; soups of extra "
+                                 f"tasks are text only here")
             if t in EXTRA_TASKS and t not in cfg["rows"]:
                 cfg["rows"][t] = cfg["rows"]["sentiment_sentences"] if args.quick else EXTRA_TASKS[t]["rows"]
                 cfg["max_length"][t] = cfg["max_length"]["sentiment_sentences"] if args.quick else EXTRA_TASKS[t]["max_length"]

@@ -876,7 +876,11 @@ class TaskVector:
         X_bn : inputs or None, default=None
             Rows to recompute the BatchNorm statistics on for the edited
             weights (the layers whose statistics the vector changes). None:
-            the statistics are the pretrained ones plus the vector's.
+            the statistics are the pretrained ones plus the vector's; a
+            ValueError where that leaves a negative running variance (a
+            negated or scaled vector of a fit with
+            ``freeze_bn_stats=False``). Fits with frozen statistics (the
+            default) change none: their vectors need no ``X_bn``.
 
         Returns
         -------
@@ -930,6 +934,18 @@ class TaskVector:
                     v.copy_(body[k] if d is None or not v.is_floating_point() else body[k] + d.to(v.dtype))
                 elif k.startswith("task_head."):
                     v.copy_(head["head"][k])
+        if X_bn is None:
+            # A vector of a fit whose BatchNorm statistics moved (freeze_bn_stats=False), negated or scaled, can
+            # subtract more than the start's variance: BatchNorm would take the root of a negative number.
+            negative = [k[len("body."):-len(".running_var")] for k, v in state.items()
+                        if k.endswith(".running_var") and k in self.deltas and bool((v < 0).any())]
+            if negative:
+                raise ValueError(
+                    f"the edited weights have a negative BatchNorm running_var in {len(negative)} layer(s) (first: "
+                    f"{negative[0]!r}): this vector changes BatchNorm statistics (a fit with freeze_bn_stats=False) "
+                    f"and, negated or scaled, subtracts more than the start's variance, which makes every output "
+                    f"NaN. Pass X_bn (e.g. training rows) to recompute the statistics of the edited weights."
+                )
         est.backbone_source_ = shared.source
         est = est._attach_net(module)
         if X_bn is not None:

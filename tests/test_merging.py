@@ -428,3 +428,25 @@ def test_different_backbones_are_refused_naming_both(image_data, image_seeds):
         task_vector(image_seeds[0]) + task_vector(other)
     with pytest.raises(ValueError, match="measured on 'timm/tf_efficientnet_lite0'.*fingerprint"):
         task_vector(image_seeds[0]).apply(TV_IMAGE)
+
+
+def test_apply_with_moved_bn_statistics_never_leaves_a_negative_variance(image_data, image_seeds):
+    """A fit with moving BatchNorm statistics (``freeze_bn_stats=False``) carries their change in its vector.
+    Negated (the paper's forgetting edit) or scaled, ``pretrained + c·Δvar`` falls below zero wherever the
+    pretrained variance is smaller than the change (EfficientNet-Lite0 has channels of variance 0): BatchNorm
+    then takes the square root of a negative number and every output is NaN, without a word. ``apply``
+    recomputes the statistics on ``X_bn``; without it, it refuses naming ``X_bn`` and the layer."""
+    (X, y), (Xv, yv) = image_data
+    tv = task_vector(image_seeds[0])
+    pre = load_backbone(IMAGE).body.state_dict()
+    var = {k: d for k, d in tv.deltas.items() if k.endswith("running_var")}
+    # The premise: plain negation, pretrained - Δvar, is negative somewhere.
+    assert any(bool((pre[k[len("body."):]] - d < 0).any()) for k, d in var.items())
+    with pytest.raises(ValueError, match=r"running_var.*X_bn"):
+        (-tv).apply()
+    est = (-tv).apply(X_bn=X)
+    state = est.net_.module_.state_dict()
+    assert all(bool((state[k] >= 0).all()) for k in var)
+    assert np.isfinite(est.decision_function(Xv)).all()
+    # Where no variance goes negative (the vector itself), no X_bn is needed, as before.
+    assert np.isfinite(tv.apply().decision_function(Xv)).all()
